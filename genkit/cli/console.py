@@ -1,0 +1,80 @@
+"""The CLI's consoles and progress displays. Library code never prints; this layer does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+
+
+def cache_progress(description: str) -> tuple[Progress, Any]:
+    """A progress bar with ETA and a ``callback(done, total)`` for cache builds."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TaskProgressColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        console=err, transient=False)
+    task = progress.add_task(description, total=None)
+
+    def callback(done: int, total: int) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=done, total=total)
+
+    return progress, callback
+
+
+class TrainingDisplay:
+    """Draws the training loop's events: a bar per epoch with loss, MSE, KL and images/s."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  mse {task.fields[mse]}  kl {task.fields[kl]}  "
+                       "{task.fields[ips]} img/s"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+        self.task = None
+
+    def __enter__(self) -> "TrainingDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def on_message(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False)
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", loss="-", mse="-",
+                                           kl="-", ips="-")
+
+    def on_step(self, epoch: int, step: int, metrics: dict | None) -> None:
+        fields = {}
+        if metrics:
+            fields = {k: _fmt(metrics.get(k)) for k in ("loss", "mse", "kl")}
+            fields["ips"] = f"{metrics.get('images_per_s', 0):.0f}"
+        self.progress.update(self.task, completed=step, **fields)
+
+    def on_epoch_end(self, epoch: int, record: dict) -> None:
+        parts = [f"epoch {epoch}"]
+        for key in ("train_loss", "val_loss", "val_mse", "val_kl"):
+            if key in record:
+                parts.append(f"{key} {_fmt(record[key])}")
+        parts.append(f"{record.get('images_per_s', 0):.0f} img/s")
+        self.progress.console.print("  ".join(parts), highlight=False)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"

@@ -1,0 +1,70 @@
+"""From a dataset name to a torch Dataset: resolve the source, build or reuse its cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from genkit.errors import UsageError
+from genkit.plugins import registry
+from genkit_datasets.cache import CacheInfo, Progress, cache_path, prepare_cache
+from genkit_datasets.preprocess import parse_image_size
+from genkit_datasets.torch_dataset import CachedImageDataset
+
+
+def open_source(name: str, **options: Any):
+    """Instantiate dataset source ``name`` with its options; returns ``(source, resolved_options)``."""
+    component = registry("datasets").get(name)
+    resolved = component.resolve_options(options)
+    return component.create(**resolved), resolved
+
+
+def resolve_root(name: str, source, root: str | Path | None) -> Path | None:
+    """``root`` if given, else ``$GENKIT_DATA_ROOT/<name>``; an error saying where to get the data."""
+    if root is not None:
+        path = Path(root).expanduser()
+        if not path.exists():
+            raise UsageError(f"data folder {path} does not exist; pass --root with the folder that holds {name}")
+        return path
+    if not getattr(source, "needs_root", False):
+        return None
+    env = os.environ.get("GENKIT_DATA_ROOT")
+    if env:
+        path = Path(env).expanduser() / name
+        if path.exists():
+            return path
+        raise UsageError(f"{path} does not exist (from GENKIT_DATA_ROOT); pass --root with the folder that holds {name}")
+    hint = getattr(source, "obtain_hint", "")
+    raise UsageError(
+        f"dataset {name!r} needs its files: pass --root PATH or set GENKIT_DATA_ROOT. {hint}".strip()
+    )
+
+
+def prepare_dataset(name: str, root: str | Path | None = None, image_size: Any = None,
+                    cache_dir: str | Path | None = None, workers: int | None = None,
+                    progress: Progress | None = None, skip_bad: bool = False,
+                    options: dict[str, Any] | None = None) -> tuple[CacheInfo, dict[str, Any]]:
+    """Build (or reuse) the HDF5 cache of a dataset; returns its info and the resolved options."""
+    source, resolved = open_source(name, **(options or {}))
+    size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
+    root_path = resolve_root(name, source, root)
+    index = source.scan(root_path)
+    path = cache_path(name, size, resolved, cache_dir)
+    info = prepare_cache(name, index, path, size, resolved, workers=workers, progress=progress,
+                         skip_bad=skip_bad)
+    return info, resolved
+
+
+def load_dataset(name: str, root: str | Path | None = None, split: str = "train", image_size: Any = None,
+                 limit: int | None = None, in_memory: bool = False, cache_dir: str | Path | None = None,
+                 workers: int | None = None, progress: Progress | None = None, **options: Any) -> CachedImageDataset:
+    """A torch Dataset of ``(image float32 (3, H, W) in [0, 1], attributes float32 0/1)``.
+
+    The dataset's cache is built on first use (``GENKIT_CACHE`` or the user cache directory
+    unless ``cache_dir`` is given) and reused after. ``.attribute_names`` names the attributes.
+    Extra keyword arguments are the dataset's own options (``count``, ``seed`` for shapes).
+    """
+    info, _ = prepare_dataset(name, root=root, image_size=image_size, cache_dir=cache_dir, workers=workers,
+                              progress=progress, options=options)
+    return CachedImageDataset(info.path, split=split, limit=limit, in_memory=in_memory)

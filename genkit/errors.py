@@ -1,0 +1,34 @@
+"""Exceptions that the CLI turns into one-line messages.
+
+`UsageError` is bad input the user can fix (exit code 2); `GenkitRuntimeError` is a failure
+while doing valid work (exit code 1). Library code raises these instead of printing.
+"""
+
+from __future__ import annotations
+
+
+class GenkitError(Exception):
+    """Base class of every error genkit reports to users."""
+
+    exit_code = 1
+
+
+class UsageError(GenkitError, ValueError):
+    """Bad input: an unknown name, a value out of range, a missing file. Exit code 2."""
+
+    exit_code = 2
+
+
+class GenkitRuntimeError(GenkitError, RuntimeError):
+    """A valid request that failed while running (diverging loss, I/O failure). Exit code 1."""
+
+    exit_code = 1
+
+
+class PluginError(GenkitError):
+    """A plugin that failed to load or register; carries the plugin's name."""
+
+    def __init__(self, plugin: str, message: str):
+        super().__init__(f"plugin {plugin!r}: {message}")
+        self.plugin = plugin
+        self.message = message

@@ -1,0 +1,85 @@
+"""The hooks a genkit plugin can implement.
+
+Each ``register_*`` hook receives a ``register`` callback and calls it once per component::
+
+    @genkit.hookimpl
+    def register_models(register):
+        register("my-model", build_my_model, description="...")
+
+The callback's signature is ``register(name: str, factory: Callable, *, description: str = "")``.
+A factory is called later, only when the component is used, with the keyword arguments listed
+in each hook's docstring plus the user's options; the options it accepts are read from its
+signature, so a factory declares them as keyword parameters with defaults.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("genkit")
+hookimpl = pluggy.HookimplMarker("genkit")
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset sources.
+
+    :param register: ``register(name, factory, *, description="")``.
+
+    ``factory(**options)`` returns a :class:`genkit.DatasetSource`: an object with
+    ``name``, ``description``, a ``default_image_size`` and
+    ``scan(root: Path | None) -> genkit.SourceIndex``, which lists the images, their attribute
+    vectors, the splits and a fingerprint of the source files. genkit decodes the images once
+    into its HDF5 cache and trains from that.
+    """
+
+
+@hookspec
+def register_conditioners(register):
+    """Register conditioners: how an attribute vector enters a model.
+
+    :param register: ``register(name, factory, *, description="")``.
+
+    ``factory(attribute_names: list[str], **options)`` returns a :class:`genkit.Conditioner`
+    (a ``torch.nn.Module``) with ``attribute_names``, ``dim`` (the length of the condition
+    vector), ``encode(spec) -> Tensor`` (``"A,B,-C"`` to a vector),
+    ``input_layer(image_channels, out_channels, kernel_size, stride=1, padding=0)`` (the first
+    encoder layer, taking ``(images, condition)``) and ``join_latent(z, condition) -> Tensor``
+    with ``latent_extra_dim`` extra features (the decoder input).
+    """
+
+
+@hookspec
+def register_models(register):
+    """Register generative models.
+
+    :param register: ``register(name, factory, *, description="")``.
+
+    ``factory(image_shape: tuple[int, int, int], conditioner: Conditioner, **options)`` returns
+    a :class:`genkit.Model` (a ``torch.nn.Module``): ``forward(images, condition)`` returns a
+    :class:`genkit.ModelOutput` (``reconstruction``, ``mu``, ``logvar``, ``z``) and
+    ``sample(condition, z=None, generator=None)`` returns images in [0, 1]; ``latent_dim`` is
+    the size of z.
+    """
+
+
+@hookspec
+def register_losses(register):
+    """Register training losses.
+
+    :param register: ``register(name, factory, *, description="")``.
+
+    ``factory(**options)`` returns a :class:`genkit.Loss`: a callable
+    ``loss(output: ModelOutput, images: Tensor) -> LossResult`` whose ``total`` is minimised
+    and whose ``terms`` (a ``dict[str, Tensor]`` of scalars, for example ``mse`` and ``kl``)
+    are logged separately.
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``genkit`` command line.
+
+    :param cli: the root :class:`typer.Typer` application; add commands with
+        ``@cli.command()`` or sub-applications with ``cli.add_typer(...)``.
+    """

@@ -1,0 +1,121 @@
+"""One registry per component kind, filled from the plugins' ``register_*`` hooks.
+
+A registry maps a name to a :class:`Component`: the factory, the plugin that registered it and
+the options its factory accepts. Unknown names raise a :class:`UsageError` that lists the valid
+names and the closest match; a name registered twice is refused, naming both plugins.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from genkit.errors import PluginError, UsageError
+
+KINDS = ("datasets", "conditioners", "models", "losses")
+SINGULAR = {"datasets": "dataset", "conditioners": "conditioner", "models": "model", "losses": "loss"}
+
+
+class DuplicateComponentError(PluginError):
+    """A plugin registered a name that another plugin already holds."""
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    description: str = ""
+
+    def option_defaults(self, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Keyword options the factory accepts, with their defaults (``...`` when required)."""
+        options: dict[str, Any] = {}
+        for param in inspect.signature(self.factory).parameters.values():
+            if param.name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            options[param.name] = ... if param.default is param.empty else param.default
+        return options
+
+    def accepts_any_option(self) -> bool:
+        return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.factory).parameters.values())
+
+    def resolve_options(self, options: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The full option set the factory will be called with: the given ones over the defaults.
+
+        Options set to None are left at the factory's default. An option the factory does not
+        accept is a :class:`UsageError` naming the component and the options it does accept.
+        """
+        defaults = self.option_defaults(skip)
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(given) - set(defaults)) if not self.accepts_any_option() else []
+        if unknown:
+            allowed = ", ".join(sorted(defaults)) or "none"
+            raise UsageError(
+                f"{SINGULAR[self.kind]} {self.name!r} has no option {unknown[0]!r}; its options are: {allowed}"
+            )
+        resolved = {k: v for k, v in defaults.items() if v is not ...}
+        resolved.update(given)
+        return resolved
+
+    def create(self, *args: Any, **options: Any) -> Any:
+        return self.factory(*args, **options)
+
+
+class Registry:
+    """Components of one kind, by name."""
+
+    def __init__(self, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"unknown component kind {kind!r}")
+        self.kind = kind
+        self._items: dict[str, Component] = {}
+
+    def add(self, name: str, factory: Callable[..., Any], *, plugin: str, description: str = "") -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(plugin, f"registered a {SINGULAR[self.kind]} with an invalid name {name!r}")
+        if not callable(factory):
+            raise PluginError(plugin, f"registered {SINGULAR[self.kind]} {name!r} with a factory that is not callable")
+        if name in self._items:
+            holder = self._items[name].plugin
+            raise DuplicateComponentError(
+                plugin,
+                f"cannot register {SINGULAR[self.kind]} {name!r}: plugin {holder!r} already registered it",
+            )
+        self._items[name] = Component(self.kind, name, factory, plugin, description or _first_line(factory))
+
+    def get(self, name: str) -> Component:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UsageError(self._unknown_message(name)) from None
+
+    def _unknown_message(self, name: str) -> str:
+        singular = SINGULAR[self.kind]
+        names = sorted(self._items)
+        if not names:
+            return f"unknown {singular} {name!r}: no {self.kind} are installed"
+        message = f"unknown {singular} {name!r}; available: {', '.join(names)}"
+        close = difflib.get_close_matches(name, names, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        return message
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self):
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _first_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
