@@ -189,6 +189,19 @@ class _ChunkReader:
         return start, out, bad
 
 
+_worker_job: _ChunkReader | None = None
+
+
+def _init_worker(job: _ChunkReader) -> None:
+    """Give a pool worker its reader once, instead of pickling it with every span."""
+    global _worker_job
+    _worker_job = job
+
+
+def _run_span(span: tuple[int, int]):
+    return _worker_job(span)
+
+
 def _spans(count: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, count)) for s in range(0, count, chunk)]
 
@@ -213,8 +226,8 @@ def _build(dataset: str, index: SourceIndex, target: Path, size: tuple[int, int]
             pool = None
         else:
             ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            pool = ctx.Pool(workers)
-            results = pool.imap(job, _spans(count, chunk))
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(job,))
+            results = pool.imap(_run_span, _spans(count, chunk))
         try:
             for start, pixels, failed in results:
                 images[start:start + len(pixels)] = pixels

@@ -37,8 +37,8 @@ class DataSpec:
 
 @dataclass
 class TrainSpec:
-    epochs: int = 5
-    batch_size: int = 64
+    epochs: int = 8
+    batch_size: int = 16
     lr: float = 2e-3
     seed: int = 0
     device: str = "auto"

@@ -22,10 +22,12 @@ def open_source(name: str, **options: Any):
 
 def resolve_root(name: str, source, root: str | Path | None) -> Path | None:
     """``root`` if given, else ``$GENKIT_DATA_ROOT/<name>``; an error saying where to get the data."""
+    hint = getattr(source, "obtain_hint", "")
     if root is not None:
         path = Path(root).expanduser()
         if not path.exists():
-            raise UsageError(f"data folder {path} does not exist; pass --root with the folder that holds {name}")
+            raise UsageError(
+                f"data folder {path} does not exist; pass --root with the folder that holds {name}. {hint}".strip())
         return path
     if not getattr(source, "needs_root", False):
         return None
@@ -34,8 +36,8 @@ def resolve_root(name: str, source, root: str | Path | None) -> Path | None:
         path = Path(env).expanduser() / name
         if path.exists():
             return path
-        raise UsageError(f"{path} does not exist (from GENKIT_DATA_ROOT); pass --root with the folder that holds {name}")
-    hint = getattr(source, "obtain_hint", "")
+        raise UsageError(f"{path} does not exist (from GENKIT_DATA_ROOT); pass --root with the folder that holds "
+                         f"{name}. {hint}".strip())
     raise UsageError(
         f"dataset {name!r} needs its files: pass --root PATH or set GENKIT_DATA_ROOT. {hint}".strip()
     )

@@ -4,9 +4,11 @@ Plugins are modules (or objects) implementing the hooks in :mod:`genkit.hookspec
 through the entry-point group ``genkit``. genkit's own components are registered through that
 same group by its own distribution, exactly like a third-party plugin.
 
-A plugin that fails to import, implements a hook that does not exist, uses wrong hook
-arguments, raises while registering, or registers a name another plugin holds, is reported by
-name in :func:`plugin_errors` and ``genkit plugins``; it never stops the other plugins.
+A plugin that fails to import, implements a hook that does not exist (or none at all), uses wrong
+hook arguments, raises while registering, or registers a name another plugin holds, is reported
+by name in :func:`plugin_errors` and ``genkit plugins``; it never stops the other plugins. A
+refused name costs only that component. genkit's own plugins load first, so their names are
+never taken by a third-party plugin.
 
 Set ``GENKIT_DISABLE_PLUGINS=1`` to load only genkit's bundled plugins, or to a comma-separated
 list of plugin names to skip just those.
@@ -63,7 +65,9 @@ def load_plugins() -> None:
         return
     _entry_points_loaded = True
     only_bundled, skipped = _disabled()
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    # genkit's own plugins first, so a third-party plugin cannot take a bundled component's name.
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
+                     key=lambda e: (e.dist is None or e.dist.name != DISTRIBUTION, e.name)):
         dist = ep.dist.name if ep.dist is not None else None
         if only_bundled and dist != DISTRIBUTION:
             continue
@@ -91,11 +95,14 @@ def register_plugin(plugin: Any, name: str | None = None) -> str | None:
     except (pluggy.PluginValidationError, ValueError) as exc:
         _load_errors.append(PluginError(name, f"invalid hook implementation: {exc}"))
         return None
-    unknown = [hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
-    if unknown:
+    hooks = pm.get_hookcallers(plugin) or []
+    unknown = [hc.name for hc in hooks if not hc.has_spec()]
+    if unknown or not hooks:
         pm.unregister(plugin)
         known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
-        _load_errors.append(PluginError(name, f"implements unknown hook {unknown[0]!r}; genkit's hooks are: {known}"))
+        problem = (f"implements unknown hook {unknown[0]!r}" if unknown
+                   else "implements no genkit hook; mark its hook functions with @genkit.hookimpl")
+        _load_errors.append(PluginError(name, f"{problem}; genkit's hooks are: {known}"))
         return None
     return registered
 
@@ -125,7 +132,10 @@ def registry(kind: str) -> Registry:
         plugin_name = impl.plugin_name
 
         def register(name, factory, *, description: str = "", _plugin=plugin_name):
-            reg.add(name, factory, plugin=_plugin, description=description)
+            try:
+                reg.add(name, factory, plugin=_plugin, description=description)
+            except PluginError as exc:  # refuse this one component; the plugin's others still register
+                errors.append(exc)
 
         try:
             impl.function(**{arg: register for arg in impl.argnames})

@@ -55,7 +55,7 @@ def _notify(observer, method: str, *args) -> None:
 def plan_run(model: str = "cvae", data: str = "shapes", conditioner: str = "tiled-onehot", loss: str = "beta-elbo",
              *, model_options: dict | None = None, conditioner_options: dict | None = None,
              loss_options: dict | None = None, data_options: dict | None = None, root: str | None = None,
-             image_size: Any = None, limit: int | None = None, epochs: int = 5, batch_size: int = 64,
+             image_size: Any = None, limit: int | None = None, epochs: int = 8, batch_size: int = 16,
              lr: float = 2e-3, seed: int = 0, device: str = "auto", precision: str = "fp32",
              compile: bool = False, log_every: int = 25, data_in: str = "auto", workers: int = 0,
              checkpoint_every: int = 0) -> RunConfig:

@@ -49,9 +49,19 @@ class CVAE(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Kaiming-normal weights and zero biases, as in the paper.
+
+        The gain is ReLU's for layers a ReLU follows and 1 for the others (the μ and log σ²
+        heads, the decoder's linear layer, the last layer before the sigmoid). The fan-in of a
+        transposed convolution is ``in_channels · k² / stride²`` (the weights one output pixel
+        sees), not what ``nn.init`` derives from its weight shape; with that, the initial
+        output sits near 0.5 instead of saturating the sigmoid.
+        """
+        followed_by_relu = {self.enc_conv2, self.dec_deconv1, _first_conv(self.enc_conv1)}
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                gain = 2.0 ** 0.5 if module in followed_by_relu else 1.0
+                _kaiming_normal(module, gain)
                 nn.init.zeros_(module.bias)
 
     def encode(self, images: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +90,22 @@ class CVAE(nn.Module):
             z = torch.randn(condition.shape[0], self.latent_dim, generator=generator,
                             device=condition.device if generator is None else generator.device)
         return self.decode(z.to(condition.device), condition)
+
+
+def _first_conv(layer: nn.Module) -> nn.Module:
+    """The convolution inside the conditioner's input layer (or the layer itself)."""
+    return next((m for m in layer.modules() if isinstance(m, nn.Conv2d)), layer)
+
+
+def _kaiming_normal(module: nn.Module, gain: float) -> None:
+    weight = module.weight
+    if isinstance(module, nn.ConvTranspose2d):
+        taps = weight[0, 0].numel() / (module.stride[0] * module.stride[1])
+        fan_in = weight.shape[0] * taps
+    else:
+        fan_in = weight[0].numel()
+    with torch.no_grad():
+        weight.normal_(0.0, gain / fan_in ** 0.5)
 
 
 def build(image_shape: tuple[int, int, int], conditioner, latent_dim: int = 32,
