@@ -64,14 +64,30 @@ class CachedImageDataset(torch.utils.data.Dataset):
         return self._file
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """uint8 images for positions ``rows`` of this split, in the order asked."""
+        """uint8 images for positions ``rows`` of this split, in the order asked.
+
+        Each run of consecutive indices is read as one slice: h5py's fancy indexing costs about a
+        millisecond per image (HDF5 2.0), a slice tens of microseconds.
+        """
         wanted = self.indices[rows]
-        order = np.argsort(wanted, kind="stable")
-        unique, inverse = np.unique(wanted[order], return_inverse=True)
-        block = self._h5()["images"][unique]  # h5py wants increasing indices
-        out = np.empty((len(rows), *block.shape[1:]), dtype=np.uint8)
-        out[order] = block[inverse]
-        return out
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        images = self._h5()["images"]
+        block = np.empty((len(unique), *images.shape[1:]), dtype=np.uint8)
+        starts = np.flatnonzero(np.diff(unique, prepend=-2) != 1).tolist()
+        for a, b in zip(starts, starts[1:] + [len(unique)]):
+            block[a:b] = images[unique[a]:unique[b - 1] + 1]
+        if len(unique) == len(wanted) and np.array_equal(unique, wanted):
+            return block
+        return block[inverse.reshape(-1)]
+
+    def read_uint8(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch as stored: uint8 images (B, 3, H, W) and float attributes, for positions ``rows``."""
+        rows_arr = np.asarray(rows, dtype=np.int64)
+        if self._images is not None:
+            pixels = self._images[torch.from_numpy(rows_arr)]
+        else:
+            pixels = torch.from_numpy(self._read_rows(rows_arr))
+        return pixels, self.attributes[torch.from_numpy(rows_arr)]
 
     def _read_all(self) -> torch.Tensor:
         return torch.from_numpy(self._read_rows(np.arange(len(self.indices))))

@@ -6,10 +6,13 @@ Each ``register_*`` hook receives a ``register`` callback and calls it once per 
     def register_models(register):
         register("my-model", build_my_model, description="...")
 
-The callback's signature is ``register(name: str, factory: Callable, *, description: str = "")``.
-A factory is called later, only when the component is used, with the keyword arguments listed
-in each hook's docstring plus the user's options; the options it accepts are read from its
-signature, so a factory declares them as keyword parameters with defaults.
+The callback's signature is ``register(name: str, factory: Callable, *, description: str = "")``;
+``description`` defaults to the first line of the factory's docstring. A factory is called later,
+only when the component is used, with the arguments listed in each hook's docstring plus the
+user's options; the options it accepts are read from its signature, so a factory declares them as
+keyword parameters with defaults (JSON-compatible values, since they are stored in config.json).
+A name another plugin already registered is refused and reported, naming both plugins.
+The reference with examples is docs/hooks.md.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ def register_datasets(register):
     :param register: ``register(name, factory, *, description="")``.
 
     ``factory(**options)`` returns a :class:`genkit.DatasetSource`: an object with
-    ``name``, ``description``, a ``default_image_size`` and
-    ``scan(root: Path | None) -> genkit.SourceIndex``, which lists the images, their attribute
-    vectors, the splits and a fingerprint of the source files. genkit decodes the images once
-    into its HDF5 cache and trains from that.
+    ``name``, ``description``, ``default_image_size`` (H, W), ``needs_root`` (True when the user
+    must pass ``--root``), ``obtain_hint`` (where to get the files, shown when ``--root`` is
+    missing), optionally ``attribute_names``, and ``scan(root: Path | None) -> genkit.SourceIndex``,
+    which lists the images, their attribute vectors, the splits, a picklable reader and a
+    fingerprint of the source files. genkit decodes the images once into its HDF5 cache and
+    trains from that.
     """
 
 
@@ -40,7 +45,8 @@ def register_conditioners(register):
 
     :param register: ``register(name, factory, *, description="")``.
 
-    ``factory(attribute_names: list[str], **options)`` returns a :class:`genkit.Conditioner`
+    ``factory(attribute_names: list[str], **options)`` (the first parameter passed by position, and
+    named ``attribute_names``) returns a :class:`genkit.Conditioner`
     (a ``torch.nn.Module``) with ``attribute_names``, ``dim`` (the length of the condition
     vector), ``encode(spec) -> Tensor`` (``"A,B,-C"`` to a vector),
     ``input_layer(image_channels, out_channels, kernel_size, stride=1, padding=0)`` (the first
@@ -55,11 +61,13 @@ def register_models(register):
 
     :param register: ``register(name, factory, *, description="")``.
 
-    ``factory(image_shape: tuple[int, int, int], conditioner: Conditioner, **options)`` returns
-    a :class:`genkit.Model` (a ``torch.nn.Module``): ``forward(images, condition)`` returns a
-    :class:`genkit.ModelOutput` (``reconstruction``, ``mu``, ``logvar``, ``z``) and
+    ``factory(image_shape: tuple[int, int, int], conditioner: Conditioner, **options)`` (the first
+    two passed by position, and named ``image_shape`` and ``conditioner``) returns a
+    :class:`genkit.Model` (a ``torch.nn.Module``): ``forward(images, condition)`` returns a
+    :class:`genkit.ModelOutput` (``reconstruction`` in [0, 1], ``mu``, ``logvar``, ``z``) and
     ``sample(condition, z=None, generator=None)`` returns images in [0, 1]; ``latent_dim`` is
-    the size of z.
+    the size of z. Build the first encoder layer with ``conditioner.input_layer(...)`` and the
+    decoder input with ``conditioner.join_latent(z, condition)`` so any conditioner fits.
     """
 
 
@@ -77,9 +85,26 @@ def register_losses(register):
 
 
 @hookspec
+def register_classifiers(register):
+    """Register attribute classifiers: the judges of ``genkit evaluate``'s attribute accuracy.
+
+    :param register: ``register(name, factory, *, description="")``.
+
+    ``factory(image_shape: tuple[int, int, int], attribute_names: list[str], **options)``
+    returns a ``torch.nn.Module`` whose ``forward(images)`` takes images in [0, 1] of shape
+    ``(B, *image_shape)`` and returns one logit per attribute, ``(B, len(attribute_names))``;
+    a logit above 0 means the attribute is present. genkit trains it on the real training split
+    and caches it beside the dataset's cache.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``genkit`` command line.
 
     :param cli: the root :class:`typer.Typer` application; add commands with
         ``@cli.command()`` or sub-applications with ``cli.add_typer(...)``.
+
+    Called each time the CLI is built. A command that raises :class:`genkit.UsageError` exits 2
+    with its one-line message, like the built-in commands.
     """

@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 from genkit.errors import PluginError, UsageError
 
-KINDS = ("datasets", "conditioners", "models", "losses")
-SINGULAR = {"datasets": "dataset", "conditioners": "conditioner", "models": "model", "losses": "loss"}
+KINDS = ("datasets", "conditioners", "models", "losses", "classifiers")
+SINGULAR = {"datasets": "dataset", "conditioners": "conditioner", "models": "model", "losses": "loss",
+            "classifiers": "classifier"}
 
 
 class DuplicateComponentError(PluginError):

@@ -1,40 +1,54 @@
-"""Training: plan a run (validate everything, write nothing), then train it into a run folder.
+"""The training loop: one process, or one DDP replica per process under torchrun.
 
-The loop is lean: batches come from uint8 tensors held in RAM or on the GPU when the cache fits
-(else from a DataLoader over the HDF5 cache), loss terms accumulate on the device, and the host
-synchronises only every ``log_every`` steps. Seeded and deterministic on the CPU.
+The loop is lean: batches come from uint8 tensors held on the GPU or in RAM when the cache fits
+(else a DataLoader over the HDF5 cache), loss terms accumulate on the device, and the host
+synchronises only every ``log_every`` steps. It is seeded and, on the CPU, deterministic: a run
+stopped at a checkpoint and resumed ends with the same weights as one that never stopped.
+
+SIGINT and SIGTERM are caught: the loop finishes the current step, writes a checkpoint and
+raises :class:`TrainingInterrupted` (exit code 130 or 143). A non-finite loss stops the run
+without overwriting the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import signal
+import threading
 import time
-import warnings
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import torch
 
-from genkit import __version__
-from genkit.components import CONDITIONER_ARGS, MODEL_ARGS, build_components, resolve
-from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
-from genkit.data import open_source, prepare_dataset
-from genkit.errors import GenkitRuntimeError, UsageError
+from genkit import distributed
+from genkit.batches import Batches, choose_placement
+from genkit.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from genkit.components import build_components
+from genkit.config import RunConfig
+from genkit.data import prepare_dataset
+from genkit.errors import GenkitError, GenkitRuntimeError, UsageError
 from genkit.files import write_text_atomic
 from genkit.images import plot_curves, save_grid
+from genkit.planning import default_run_dir, plan_run  # noqa: F401  (plan_run re-exported)
 from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, Run, resolve_device, save_weights
 from genkit_datasets.cache import Progress
-from genkit_datasets.preprocess import parse_image_size
 from genkit_datasets.torch_dataset import CachedImageDataset
 
-PRECISIONS = ("fp32", "bf16")
-DATA_PLACEMENTS = ("auto", "disk", "ram", "gpu")
 GRID_ROWS = 8
 GRID_COLS = 8
+
+
+class TrainingInterrupted(GenkitError):
+    """SIGINT/SIGTERM arrived; a checkpoint was written. ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, signum: int, run_dir: Path):
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} received: checkpoint written; resume with `genkit train --resume {run_dir}`")
 
 
 class Observer(Protocol):
@@ -52,147 +66,6 @@ def _notify(observer, method: str, *args) -> None:
         fn(*args)
 
 
-def plan_run(model: str = "cvae", data: str = "shapes", conditioner: str = "tiled-onehot", loss: str = "beta-elbo",
-             *, model_options: dict | None = None, conditioner_options: dict | None = None,
-             loss_options: dict | None = None, data_options: dict | None = None, root: str | None = None,
-             image_size: Any = None, limit: int | None = None, epochs: int = 8, batch_size: int = 16,
-             lr: float = 2e-3, seed: int = 0, device: str = "auto", precision: str = "fp32",
-             compile: bool = False, log_every: int = 25, data_in: str = "auto", workers: int = 0,
-             checkpoint_every: int = 0) -> RunConfig:
-    """Check every choice and return the run's config; nothing is written or built yet.
-
-    Raises :class:`UsageError` for an unknown name or option, a value out of range, or an image
-    size the model cannot take, before any file or cache is touched.
-    """
-    _positive("--epochs", epochs)
-    _positive("--batch-size", batch_size)
-    if limit is not None:
-        _positive("--limit", limit)
-    if not (lr > 0 and math.isfinite(lr)):
-        raise UsageError(f"learning rate {lr} must be a positive number, for example 1e-3")
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision {precision!r} is not known; choose one of: {', '.join(PRECISIONS)}")
-    if data_in not in DATA_PLACEMENTS:
-        raise UsageError(f"--data-in {data_in!r} is not known; choose one of: {', '.join(DATA_PLACEMENTS)}")
-    resolve_device(device)
-
-    source, data_resolved = open_source(data, **(data_options or {}))
-    size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
-    cond_spec = resolve("conditioners", ComponentSpec(conditioner, conditioner_options or {}), skip=CONDITIONER_ARGS)
-    model_spec = resolve("models", ComponentSpec(model, model_options or {}), skip=MODEL_ARGS)
-    loss_spec = resolve("losses", ComponentSpec(loss, loss_options or {}))
-    config = RunConfig(
-        data=DataSpec(name=data, options=data_resolved, root=str(root) if root else None, image_size=size,
-                      limit=limit, attribute_names=list(getattr(source, "attribute_names", ["placeholder"]))),
-        conditioner=cond_spec, model=model_spec, loss=loss_spec,
-        train=TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                        compile=compile, log_every=log_every, data_in=data_in, workers=workers,
-                        checkpoint_every=checkpoint_every),
-        genkit_version=__version__,
-    )
-    build_components(config)  # a dry build: the model's own checks (image size, widths) run now
-    return config
-
-
-def _positive(what: str, value: int) -> None:
-    if value is None or value < 1:
-        raise UsageError(f"{what} {value} must be a positive integer")
-
-
-def default_run_dir(config: RunConfig, base: str | Path = "runs") -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(base) / f"{config.model.name}-{config.data.name}-{stamp}"
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = Path(base) / f"{config.model.name}-{config.data.name}-{stamp}-{suffix}"
-    return path
-
-
-@dataclass
-class _Batches:
-    """Shuffled batches of (uint8 images, float attributes), seeded per epoch."""
-
-    dataset: CachedImageDataset
-    batch_size: int
-    seed: int
-    device: torch.device
-    placement: str
-    workers: int = 0
-    images: torch.Tensor | None = None
-    attributes: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.placement in ("ram", "gpu"):
-            images = self.dataset.images_uint8()
-            attributes = self.dataset.attributes
-            if self.placement == "gpu":
-                images, attributes = images.to(self.device), attributes.to(self.device)
-            elif self.device.type == "cuda":
-                images = images.pin_memory()
-            self.images, self.attributes = images, attributes
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.dataset), generator=generator)
-        non_blocking = self.device.type == "cuda"
-        if self.images is not None:
-            if self.placement == "gpu":
-                order = order.to(self.device)
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                yield (self.images[idx].to(self.device, non_blocking=non_blocking),
-                       self.attributes[idx].to(self.device, non_blocking=non_blocking))
-            return
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=order.tolist(), num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
-            collate_fn=_collate_uint8)
-        for images, attributes in loader:
-            yield images.to(self.device, non_blocking=non_blocking), attributes.to(self.device, non_blocking=non_blocking)
-
-
-def _collate_uint8(items):
-    images = torch.stack([(img * 255).round().to(torch.uint8) for img, _ in items])
-    return images, torch.stack([a for _, a in items])
-
-
-def choose_placement(requested: str, dataset: CachedImageDataset, device: torch.device) -> str:
-    """Where the training images live: on the GPU or in RAM when they fit, else read from disk."""
-    if requested != "auto":
-        if requested == "gpu" and device.type != "cuda":
-            raise UsageError("--data-in gpu needs a CUDA device; use --data-in ram or auto")
-        return requested
-    nbytes = len(dataset) * math.prod(dataset.image_shape)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        if nbytes < 0.3 * free:
-            return "gpu"
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        available = 4 << 30
-    return "ram" if nbytes < 0.4 * available else "disk"
-
-
-def _grid_conditions(valid: CachedImageDataset, rows: int) -> torch.Tensor:
-    """Up to ``rows`` distinct attribute vectors from the validation split, in id order."""
-    seen: list[torch.Tensor] = []
-    for vector in valid.attributes:
-        if not any(torch.equal(vector, s) for s in seen):
-            seen.append(vector)
-        if len(seen) == rows:
-            break
-    return torch.stack(seen)
-
-
-def _describe(vector: torch.Tensor, names: list[str]) -> str:
-    return ",".join(n for n, v in zip(names, vector.tolist()) if v > 0.5) or "(none)"
-
-
 def _autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -201,8 +74,7 @@ def _autocast(device: torch.device, precision: str):
 
 def _effective_precision(precision: str, device: torch.device, observer) -> str:
     if precision == "bf16" and not (device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        _notify(observer, "on_message",
-                f"warning: bf16 is not supported on {device.type} here; training in fp32 instead")
+        _notify(observer, "on_message", f"warning: bf16 is not supported on {device.type} here; training in fp32 instead")
         return "fp32"
     return precision
 
@@ -210,139 +82,311 @@ def _effective_precision(precision: str, device: torch.device, observer) -> str:
 @torch.no_grad()
 def evaluate_loss(model, loss_fn, dataset: CachedImageDataset, device: torch.device, batch_size: int,
                   precision: str = "fp32") -> dict[str, float]:
-    """Mean loss terms over a whole split (per image)."""
+    """Mean loss terms per image over a whole split."""
+    was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    images_all = dataset.images_uint8()
     for start in range(0, len(dataset), batch_size):
-        images = images_all[start:start + batch_size].to(device).float().div_(255)
-        cond = dataset.attributes[start:start + batch_size].to(device)
+        images_u8, cond = dataset.read_uint8(range(start, min(start + batch_size, len(dataset))))
+        images, cond = images_u8.to(device).float().div_(255), cond.to(device)
         with _autocast(device, precision):
             result = loss_fn(model(images, cond), images)
         n = images.shape[0]
         for key, value in {"loss": result.total, **result.terms}.items():
             sums[key] = sums.get(key, 0) + value.detach().float() * n
         count += n
-    model.train()
+    model.train(was_training)
     return {k: float(v) / count for k, v in sums.items()}
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[dict]:
+    """Record SIGINT/SIGTERM instead of dying; a second signal stops at once."""
+    flag: dict[str, int | None] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["signum"] is not None:
+            raise KeyboardInterrupt
+        flag["signum"] = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Trains one run folder; ``resume=True`` continues from its latest checkpoint."""
+
+    def __init__(self, config: RunConfig, out_dir: Path | None, observer: Observer | None = None,
+                 cache_dir: str | Path | None = None, data_progress: Progress | None = None, resume: bool = False):
+        self.observer = observer
+        self.world = distributed.world_from_env()
+        self.device = distributed.init(self.world, resolve_device(config.train.device))
+        spec = config.train
+        if spec.batch_size % self.world.size:
+            raise UsageError(f"--batch-size {spec.batch_size} is the global batch and must divide evenly over "
+                             f"{self.world.size} processes")
+
+        # The main process of each node builds the cache; the others wait and then open it.
+        if self.world.local_rank == 0:
+            info, _ = prepare_dataset(config.data.name, root=config.data.root, image_size=config.data.image_size,
+                                      cache_dir=cache_dir, progress=data_progress, options=config.data.options)
+        distributed.barrier(self.world)
+        if self.world.local_rank != 0:
+            info, _ = prepare_dataset(config.data.name, root=config.data.root, image_size=config.data.image_size,
+                                      cache_dir=cache_dir, options=config.data.options)
+        if resume and config.data.cache_fingerprint not in (None, info.fingerprint):
+            _notify(observer, "on_message", "warning: the dataset changed since this run started (new fingerprint)")
+        self.train_set = CachedImageDataset(info.path, "train", limit=config.data.limit)
+        valid_split = "valid" if "valid" in info.split_sizes else "test"
+        self.valid_set = CachedImageDataset(info.path, valid_split, limit=config.data.limit, in_memory=True)
+        self.config = replace(config, data=replace(config.data, attribute_names=list(info.attribute_names),
+                                                   cache_fingerprint=info.fingerprint))
+
+        self.out = Path(out_dir) if out_dir is not None else default_run_dir(self.config)
+        if not resume and (self.out / CONFIG_FILE).exists():
+            raise UsageError(f"{self.out} already holds a run; choose another --out, or continue it with --resume")
+        torch.manual_seed(spec.seed)
+        self.conditioner, self.model, self.loss_fn = build_components(self.config)
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.precision = _effective_precision(spec.precision, self.device, observer)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=spec.lr)
+        self.step_model = self.model
+        if self.world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if spec.compile:
+            self.step_model = _compile(self.step_model, observer)
+        self.placement = choose_placement(spec.data_in, self.train_set, self.device)
+        self.batches = Batches(self.train_set, spec.batch_size // self.world.size, spec.seed, self.device,
+                               self.placement, rank=self.world.rank, world_size=self.world.size, workers=spec.workers)
+
+        self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
+        self.sums: dict[str, float] = {}
+        self.seen = 0
+        self.epochs_log: list[dict] = []
+        self.steps_log: list[dict] = []
+        self._epoch_seconds = 0.0
+        if resume:
+            self._restore()
+
+    # -- state -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+            "sums": dict(self.sums), "seen": self.seen, "world_size": self.world.size,
+            "grad_scaler": None,  # bf16 autocast needs no loss scaling; kept for a future fp16 path
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _restore(self) -> None:
+        checkpoint = latest_checkpoint(self.out)
+        if checkpoint is None:
+            raise UsageError(f"{self.out} has no checkpoint to resume from; start a new run instead")
+        state = load_checkpoint(checkpoint, self.model, map_location="cpu")
+        self.model.to(self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if self.world.distributed:  # each replica its own noise, reproducibly
+            torch.manual_seed(self.config.train.seed * 7919 + self.world.rank + state["step"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.sums, self.seen = dict(state["sums"]), state["seen"]
+        self.epochs_log = _read_jsonl(self.out / "metrics.jsonl")[: self.epoch - 1]
+        self.steps_log = [s for s in _read_jsonl(self.out / "steps.jsonl") if s["step"] <= self.step]
+        _notify(self.observer, "on_message",
+                f"resuming {self.out} at epoch {self.epoch}, step {self.step} (from {checkpoint.name})")
+
+    def _checkpoint(self) -> None:
+        if self.world.is_main:
+            save_checkpoint(self.out, f"step-{self.step:09d}", self.model, self._state())
+            save_weights(self.model, self.out / WEIGHTS_FILE)
+            write_text_atomic(self.out / "steps.jsonl", "".join(json.dumps(s) + "\n" for s in self.steps_log))
+        distributed.barrier(self.world)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> Run:
+        spec = self.config.train
+        main = self.world.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out / CONFIG_FILE, self.config.to_json())
+            _notify(self.observer, "on_message",
+                    f"training {self.config.model.name} on {self.config.data.name}: {len(self.train_set)} images "
+                    f"{self.config.data.image_size[0]}x{self.config.data.image_size[1]}, data in {self.placement}, "
+                    f"device {self.device}" + (f", {self.world.size} processes" if self.world.distributed else ""))
+        grid_cond, grid_z = self._grid_inputs()
+        steps_per_epoch = len(self.batches)
+        self.model.train()
+        with _stop_on_signals() as stop:
+            while self.epoch <= spec.epochs:
+                self._train_epoch(steps_per_epoch, stop)
+                self._finish_epoch(grid_cond, grid_z)
+        distributed.shutdown(self.world)
+        self.model.eval()
+        return Run(self.out, self.config, self.model, self.conditioner, self.loss_fn, self.device)
+
+    def _train_epoch(self, steps_per_epoch: int, stop: dict) -> None:
+        spec = self.config.train
+        epoch = self.epoch
+        _notify(self.observer, "on_epoch_start", epoch, spec.epochs, steps_per_epoch)
+        window: dict[str, torch.Tensor] = {}
+        window_n = 0
+        first_bad = torch.tensor(-1, device=self.device)
+        step_counter = torch.tensor(self.step, device=self.device)
+        started = time.perf_counter()
+        for images_u8, cond in self.batches.epoch(epoch, skip=self.batch_in_epoch):
+            images = images_u8.float().div_(255)
+            if self.device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with _autocast(self.device, self.precision):
+                result = self.loss_fn(self.step_model(images, cond), images)
+            self.optimizer.zero_grad(set_to_none=True)
+            result.total.backward()
+            self.optimizer.step()
+            self.step += 1
+            self.batch_in_epoch += 1
+            n = images.shape[0]
+            window_n += n
+            for key, value in {"loss": result.total, **result.terms}.items():
+                window[key] = window.get(key, 0) + value.detach().float() * n
+            # Remember the first non-finite step on the device: no host sync per step.
+            step_counter += 1
+            bad = ~torch.isfinite(result.total.detach())
+            first_bad = torch.where(bad & (first_bad < 0), step_counter, first_bad)
+
+            last = self.batch_in_epoch == steps_per_epoch
+            stop_signal = None if self.world.distributed else stop["signum"]
+            if self.batch_in_epoch % spec.log_every == 0 or last or stop_signal is not None:
+                self._log_window(window, window_n, first_bad, started, epoch, steps_per_epoch)
+                window, window_n = {}, 0
+                if self.world.distributed:  # every replica stops at the same step, or none does
+                    flag = torch.tensor(float(stop["signum"] or 0), device=self.device)
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                    stop_signal = int(flag.item()) or None
+            else:
+                _notify(self.observer, "on_step", epoch, self.batch_in_epoch, None)
+            if stop_signal is not None:
+                self._checkpoint()
+                raise TrainingInterrupted(stop_signal, self.out)
+            if spec.checkpoint_every and self.step % spec.checkpoint_every == 0 and not last:
+                self._checkpoint()
+        self._epoch_seconds = time.perf_counter() - started
+
+    def _log_window(self, window, window_n, first_bad, started, epoch, steps_per_epoch) -> None:
+        bad_step = int(first_bad.item())
+        if bad_step >= 0:
+            raise GenkitRuntimeError(
+                f"the loss became non-finite at step {bad_step} (epoch {epoch}); the last good checkpoint is in "
+                f"{self.out / 'checkpoints'}. Try a lower --lr (now {self.config.train.lr}) and start again")
+        for key, value in window.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.seen += window_n
+        metrics = {k: float(v) / window_n for k, v in window.items()}
+        metrics["images_per_s"] = window_n * self.world.size / max(time.perf_counter() - started, 1e-9)
+        self.steps_log.append({"step": self.step, "epoch_float": epoch - 1 + self.batch_in_epoch / steps_per_epoch,
+                               **metrics})
+        _notify(self.observer, "on_step", epoch, self.batch_in_epoch, metrics)
+
+    def _finish_epoch(self, grid_cond: torch.Tensor, grid_z: torch.Tensor) -> None:
+        spec = self.config.train
+        totals = torch.tensor([self.sums.get(k, 0.0) for k in sorted(self.sums)] + [float(self.seen)],
+                              dtype=torch.float64, device=self.device)
+        totals = distributed.all_reduce_sum(self.world, totals).tolist()
+        seen = totals[-1]
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        record.update({f"train_{k}": v / seen for k, v in zip(sorted(self.sums), totals)})
+        record["images_per_s"] = seen / max(self._epoch_seconds, 1e-9)
+        record["seconds"] = round(self._epoch_seconds, 3)
+        if self.world.is_main:
+            record.update({f"val_{k}": v for k, v in evaluate_loss(self.model, self.loss_fn, self.valid_set, self.device,
+                                                                   spec.batch_size, self.precision).items()})
+            self.model.eval()
+            with torch.no_grad():
+                save_grid(self.model.sample(grid_cond, z=grid_z), self.out / "samples" / f"epoch_{self.epoch:03d}.png",
+                          nrow=GRID_COLS)
+            self.model.train()
+        self.epochs_log.append(record)
+        self.epoch += 1
+        self.batch_in_epoch, self.sums, self.seen = 0, {}, 0
+        self._checkpoint()
+        if self.world.is_main:
+            write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.epochs_log))
+            plot_curves(self.epochs_log, self.steps_log, self.out / "loss_curve.png")
+        _notify(self.observer, "on_epoch_end", record["epoch"], record)
+
+    def _grid_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed attribute sets (rows) and fixed latent codes (columns), so epochs compare."""
+        seen: list[torch.Tensor] = []
+        for vector in self.valid_set.attributes:
+            if not any(torch.equal(vector, s) for s in seen):
+                seen.append(vector)
+            if len(seen) == GRID_ROWS:
+                break
+        cond = torch.stack(seen).repeat_interleave(GRID_COLS, dim=0).to(self.device)
+        z = torch.randn(GRID_COLS, self.model.latent_dim, generator=torch.Generator().manual_seed(self.config.train.seed + 1))
+        z = z.repeat(len(seen), 1).to(self.device)
+        if self.world.is_main:
+            names = self.config.data.attribute_names
+            rows = [",".join(n for n, v in zip(names, s.tolist()) if v > 0.5) or "(none)" for s in seen]
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out / "samples" / "rows.json", json.dumps(rows, indent=1))
+        return cond, z
 
 
 def train(config: RunConfig, out_dir: str | Path | None = None, observer: Observer | None = None,
           cache_dir: str | Path | None = None, data_progress: Progress | None = None) -> Run:
     """Train ``config`` into ``out_dir`` (default ``runs/<model>-<data>-<time>``); returns the run."""
-    device = resolve_device(config.train.device)
-    info, _ = prepare_dataset(config.data.name, root=config.data.root, image_size=config.data.image_size,
-                              cache_dir=cache_dir, progress=data_progress, options=config.data.options)
-    train_set = CachedImageDataset(info.path, "train", limit=config.data.limit)
-    valid_split = "valid" if "valid" in info.split_sizes else "test"
-    valid_set = CachedImageDataset(info.path, valid_split, limit=config.data.limit, in_memory=True)
-    config = replace(config, data=replace(config.data, attribute_names=list(info.attribute_names),
-                                          cache_fingerprint=info.fingerprint))
-
-    out = Path(out_dir) if out_dir is not None else default_run_dir(config)
-    if (out / CONFIG_FILE).exists():
-        raise UsageError(f"{out} already holds a run; choose another --out or remove it")
-    torch.manual_seed(config.train.seed)
-    conditioner, model, loss_fn = build_components(config)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / CONFIG_FILE, config.to_json())
-
-    spec = config.train
-    precision = _effective_precision(spec.precision, device, observer)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    step_model = _maybe_compile(model, spec.compile, observer)
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    placement = choose_placement(spec.data_in, train_set, device)
-    batches = _Batches(train_set, spec.batch_size, spec.seed, device, placement, workers=spec.workers)
-    _notify(observer, "on_message",
-            f"training {config.model.name} on {config.data.name}: {len(train_set)} images "
-            f"{config.data.image_size[0]}x{config.data.image_size[1]}, data in {placement}, device {device}")
-
-    grid_cond = _grid_conditions(valid_set, GRID_ROWS).to(device)
-    grid_cond = grid_cond.repeat_interleave(GRID_COLS, dim=0)
-    grid_z = torch.randn(GRID_COLS, model.latent_dim, generator=torch.Generator().manual_seed(spec.seed + 1))
-    grid_z = grid_z.repeat(len(grid_cond) // GRID_COLS, 1).to(device)
-    rows = [_describe(v, config.data.attribute_names) for v in grid_cond[::GRID_COLS].cpu()]
-    (out / "samples").mkdir(exist_ok=True)
-    write_text_atomic(out / "samples" / "rows.json", json.dumps(rows, indent=1))
-
-    epochs_log: list[dict] = []
-    steps_log: list[dict] = []
-    step = 0
-    steps_per_epoch = len(batches)
-    model.train()
-    for epoch in range(1, spec.epochs + 1):
-        _notify(observer, "on_epoch_start", epoch, spec.epochs, steps_per_epoch)
-        sums: dict[str, torch.Tensor] = {}
-        window: dict[str, torch.Tensor] = {}
-        window_n = 0
-        seen = 0
-        started = time.perf_counter()
-        for i, (images_u8, cond) in enumerate(batches.epoch(epoch), start=1):
-            images = images_u8.float().div_(255)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, precision):
-                output = step_model(images, cond)
-                result = loss_fn(output, images)
-            optimizer.zero_grad(set_to_none=True)
-            result.total.backward()
-            optimizer.step()
-            step += 1
-            n = images.shape[0]
-            seen += n
-            window_n += n
-            for key, value in {"loss": result.total, **result.terms}.items():
-                value = value.detach().float() * n
-                sums[key] = sums.get(key, 0) + value
-                window[key] = window.get(key, 0) + value
-            metrics = None
-            if i % spec.log_every == 0 or i == steps_per_epoch:
-                metrics = {k: float(v) / window_n for k, v in window.items()}
-                if not all(math.isfinite(v) for v in metrics.values()):
-                    raise GenkitRuntimeError(
-                        f"the loss became {metrics['loss']} at step {step} (epoch {epoch}); "
-                        f"the last good weights are in {out / WEIGHTS_FILE}. Try a lower --lr (now {spec.lr})")
-                metrics["images_per_s"] = seen / (time.perf_counter() - started)
-                steps_log.append({"step": step, "epoch_float": epoch - 1 + i / steps_per_epoch, **metrics})
-                window, window_n = {}, 0
-            _notify(observer, "on_step", epoch, i, metrics)
-        seconds = time.perf_counter() - started
-        record: dict[str, Any] = {"epoch": epoch, "step": step}
-        record.update({f"train_{k}": float(v) / seen for k, v in sums.items()})
-        record.update({f"val_{k}": v for k, v in
-                       evaluate_loss(model, loss_fn, valid_set, device, spec.batch_size, precision).items()})
-        record["images_per_s"] = seen / seconds
-        record["seconds"] = round(seconds, 3)
-        epochs_log.append(record)
-
-        save_weights(model, out / WEIGHTS_FILE)
-        model.eval()
-        with torch.no_grad():
-            save_grid(model.sample(grid_cond, z=grid_z), out / "samples" / f"epoch_{epoch:03d}.png", nrow=GRID_COLS)
-        model.train()
-        _append_jsonl(out / "metrics.jsonl", record)
-        write_text_atomic(out / "steps.jsonl", "".join(json.dumps(s) + "\n" for s in steps_log))
-        plot_curves(epochs_log, steps_log, out / "loss_curve.png")
-        _notify(observer, "on_epoch_end", epoch, record)
-
-    model.eval()
-    return Run(out, config, model, conditioner, loss_fn, device)
+    return Trainer(config, Path(out_dir) if out_dir else None, observer, cache_dir, data_progress).run()
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    lines = path.read_text() if path.exists() else ""
-    write_text_atomic(path, lines + json.dumps(record) + "\n")
+def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | None = None,
+           cache_dir: str | Path | None = None, data_progress: Progress | None = None) -> Run | None:
+    """Continue the run in ``run_dir`` from its latest checkpoint, optionally to more ``epochs``.
+
+    Returns None when the run has already finished its epochs (nothing to do).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder {run_dir} does not exist; pass the folder `genkit train` wrote")
+    config = RunConfig.load(run_dir / CONFIG_FILE)
+    if epochs is not None:
+        if epochs < 1:
+            raise UsageError(f"--epochs {epochs} must be a positive integer")
+        config = replace(config, train=replace(config.train, epochs=epochs))
+    trainer = Trainer(config, run_dir, observer, cache_dir, data_progress, resume=True)
+    if trainer.epoch > config.train.epochs:
+        distributed.shutdown(trainer.world)
+        return None
+    return trainer.run()
 
 
-def _maybe_compile(model, enabled: bool, observer):
-    if not enabled:
-        return model
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _compile(model, observer):
+    """torch.compile, checked once; without a working compiler, a warning and eager mode."""
     try:
+        import torch._dynamo  # noqa: F401
+
         return torch.compile(model)
-    except Exception as exc:  # no compiler backend on this platform
+    except Exception as exc:
         _notify(observer, "on_message", f"warning: torch.compile is unavailable ({exc}); running eagerly")
         return model

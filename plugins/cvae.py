@@ -5,6 +5,12 @@ max-pool → flatten → two linear heads, μ and log σ². Reparameterisation z
 linear layer on the conditioner's join of z and the condition → reshape to (C₂, H/4, W/4) →
 transposed conv (stride 2) → ReLU → transposed conv (stride 2) → sigmoid. Kaiming-normal
 weights, zero biases. Any H and W divisible by 4.
+
+Prior (``prior`` option): ``standard`` is the paper's N(0, I). ``learned`` is Sohn et al.'s
+conditional prior p(z|x) = N(μ_p(x), σ_p(x)²), a small MLP on the condition x (linear → ReLU →
+linear to μ_p and log σ_p²); its parameters go out in ``ModelOutput.extras["prior_mu"]`` and
+``["prior_logvar"]``, so ``beta-elbo`` uses KL(q(z|x,y) ‖ p(z|x)) in closed form. The MLP's
+last layer starts at zero, so training starts from N(0, I).
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ from torch.nn import functional as F
 import genkit
 from genkit.errors import UsageError
 
+PRIORS = ("standard", "learned")
+PRIOR_HIDDEN = 128
+
 
 class CVAE(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], conditioner, latent_dim: int = 32,
-                 channels: tuple[int, int] = (32, 64), kernel_size: int = 3):
+                 channels: tuple[int, int] = (32, 64), kernel_size: int = 3, prior: str = "standard"):
         super().__init__()
+        if prior not in PRIORS:
+            raise UsageError(f"prior {prior!r} is not known; choose one of: {', '.join(PRIORS)}")
         image_channels, height, width = image_shape
         if height % 4 or width % 4:
             raise UsageError(
@@ -46,6 +57,10 @@ class CVAE(nn.Module):
         self.dec_fc = nn.Linear(latent_dim + conditioner.latent_extra_dim, features)
         self.dec_deconv1 = nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1)
         self.dec_deconv2 = nn.ConvTranspose2d(c1, image_channels, 4, stride=2, padding=1)
+        self.prior = prior
+        self.prior_net = (nn.Sequential(nn.Linear(conditioner.dim, PRIOR_HIDDEN), nn.ReLU(),
+                                        nn.Linear(PRIOR_HIDDEN, 2 * latent_dim))
+                          if prior == "learned" else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -58,11 +73,23 @@ class CVAE(nn.Module):
         output sits near 0.5 instead of saturating the sigmoid.
         """
         followed_by_relu = {self.enc_conv2, self.dec_deconv1, _first_conv(self.enc_conv1)}
+        if self.prior_net is not None:
+            followed_by_relu.add(self.prior_net[0])
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
                 gain = 2.0 ** 0.5 if module in followed_by_relu else 1.0
                 _kaiming_normal(module, gain)
                 nn.init.zeros_(module.bias)
+        if self.prior_net is not None:  # the learned prior starts as N(0, I)
+            nn.init.zeros_(self.prior_net[-1].weight)
+
+    def prior_params(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ_p and log σ_p² of p(z|x): zeros for the standard prior, the MLP's output when learned."""
+        if self.prior_net is None:
+            zeros = condition.new_zeros(condition.shape[0], self.latent_dim)
+            return zeros, zeros
+        mu, logvar = self.prior_net(condition.to(self.prior_net[0].weight.dtype)).chunk(2, dim=1)
+        return mu, logvar
 
     def encode(self, images: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The parameters of q(z | x, y): μ and log σ²."""
@@ -80,16 +107,29 @@ class CVAE(nn.Module):
     def forward(self, images: torch.Tensor, condition: torch.Tensor) -> genkit.ModelOutput:
         mu, logvar = self.encode(images, condition)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return genkit.ModelOutput(reconstruction=self.decode(z, condition), mu=mu, logvar=logvar, z=z)
+        extras = {}
+        if self.prior_net is not None:
+            extras["prior_mu"], extras["prior_logvar"] = self.prior_params(condition)
+        return genkit.ModelOutput(reconstruction=self.decode(z, condition), mu=mu, logvar=logvar, z=z,
+                                  extras=extras)
 
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, z: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images for each condition row, with z from N(0, I) unless given."""
+        """Images for each condition row, with z drawn from the prior p(z|x).
+
+        A given ``z`` is the prior's standard-normal noise ε: with the standard prior it is z
+        itself; with the learned one z = μ_p(x) + σ_p(x)·ε, so the same codes give corresponding
+        images across conditions with either prior. :meth:`decode` decodes a z as it is.
+        """
         if z is None:
             z = torch.randn(condition.shape[0], self.latent_dim, generator=generator,
                             device=condition.device if generator is None else generator.device)
-        return self.decode(z.to(condition.device), condition)
+        z = z.to(condition.device)
+        if self.prior_net is not None:
+            prior_mu, prior_logvar = self.prior_params(condition)
+            z = prior_mu + torch.exp(0.5 * prior_logvar) * z.to(prior_mu.dtype)
+        return self.decode(z, condition)
 
 
 def _first_conv(layer: nn.Module) -> nn.Module:
@@ -109,10 +149,10 @@ def _kaiming_normal(module: nn.Module, gain: float) -> None:
 
 
 def build(image_shape: tuple[int, int, int], conditioner, latent_dim: int = 32,
-          channels: list[int] = (32, 64), kernel_size: int = 3) -> CVAE:
+          channels: list[int] = (32, 64), kernel_size: int = 3, prior: str = "standard") -> CVAE:
     """The paper's shallow CNN-CVAE: two conv blocks, linear heads, two transposed convs."""
     return CVAE(tuple(image_shape), conditioner, latent_dim=latent_dim, channels=tuple(channels),
-                kernel_size=kernel_size)
+                kernel_size=kernel_size, prior=prior)
 
 
 @genkit.hookimpl

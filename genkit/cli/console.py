@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -29,6 +30,18 @@ def cache_progress(description: str) -> tuple[Progress, Any]:
         progress.update(task, completed=done, total=total)
 
     return progress, callback
+
+
+@contextmanager
+def training_display():
+    """The rich display in the main process; silence in the other DDP processes."""
+    from genkit.distributed import world_from_env
+
+    if not world_from_env().is_main:
+        yield None
+        return
+    with TrainingDisplay() as display:
+        yield display
 
 
 class TrainingDisplay:

@@ -1,0 +1,90 @@
+"""Where training images live (GPU, RAM or disk) and the order they come in."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator
+
+import torch
+from torch.utils.data import DistributedSampler
+
+from genkit.errors import UsageError
+from genkit_datasets.torch_dataset import CachedImageDataset
+
+
+def choose_placement(requested: str, dataset: CachedImageDataset, device: torch.device) -> str:
+    """``gpu`` or ``ram`` when the split fits comfortably, else ``disk`` (streamed from the cache)."""
+    if requested != "auto":
+        if requested == "gpu" and device.type != "cuda":
+            raise UsageError("--data-in gpu needs a CUDA device; use --data-in ram or auto")
+        return requested
+    nbytes = len(dataset) * math.prod(dataset.image_shape)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if nbytes < 0.3 * free:
+            return "gpu"
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        available = 4 << 30
+    return "ram" if nbytes < 0.4 * available else "disk"
+
+
+class Batches:
+    """This process's shuffled batches of ``(uint8 images, float attributes)``, on ``device``.
+
+    The order comes from a :class:`DistributedSampler` seeded per epoch, so it is the same on
+    every run with the same seed, and each of ``world_size`` processes gets its own share.
+    ``batch_size`` is this process's share of the global batch.
+    """
+
+    def __init__(self, dataset: CachedImageDataset, batch_size: int, seed: int, device: torch.device,
+                 placement: str, rank: int = 0, world_size: int = 1, workers: int = 0):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = device
+        self.placement = placement
+        self.workers = workers
+        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.images: torch.Tensor | None = None
+        self.attributes: torch.Tensor | None = None
+        if placement in ("ram", "gpu"):
+            images, attributes = dataset.images_uint8(), dataset.attributes
+            if placement == "gpu":
+                images, attributes = images.to(device), attributes.to(device)
+            elif device.type == "cuda":
+                images, attributes = images.pin_memory(), attributes.pin_memory()
+            self.images, self.attributes = images, attributes
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` (1-based), leaving out the first ``skip`` (after a resume)."""
+        self.sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)[skip * self.batch_size:]
+        non_blocking = self.device.type == "cuda"
+        if self.images is not None:
+            if self.placement == "gpu":
+                order = order.to(self.device)
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                yield (self.images[idx].to(self.device, non_blocking=non_blocking),
+                       self.attributes[idx].to(self.device, non_blocking=non_blocking))
+            return
+        batches = [order[s:s + self.batch_size].tolist() for s in range(0, len(order), self.batch_size)]
+        loader = torch.utils.data.DataLoader(_StoredBatches(self.dataset), sampler=batches, batch_size=None,
+                                             num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        for images, attributes in loader:
+            yield images.to(self.device, non_blocking=non_blocking), attributes.to(self.device, non_blocking=non_blocking)
+
+
+class _StoredBatches(torch.utils.data.Dataset):
+    """Whole batches straight from the cache as uint8, one HDF5 read each (worker-safe)."""
+
+    def __init__(self, dataset: CachedImageDataset):
+        self.dataset = dataset
+
+    def __getitem__(self, rows: list[int]):
+        return self.dataset.read_uint8(rows)

@@ -1,0 +1,92 @@
+"""torch.distributed glue: process groups under torchrun, and the ``--nproc`` launcher.
+
+genkit never rolls its own scheme: ``torchrun`` (or ``genkit train --nproc N``, which calls
+torch.distributed's own launcher) sets RANK, WORLD_SIZE and LOCAL_RANK; each process trains a
+DistributedDataParallel replica on its share of every global batch. NCCL on GPUs, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from genkit.errors import UsageError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world_from_env() -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), size)
+
+
+def init(world: World, device: torch.device) -> torch.device:
+    """Join the process group torchrun set up; returns this process's device."""
+    if not world.distributed:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def barrier(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(world: World, values: torch.Tensor) -> torch.Tensor:
+    if world.distributed:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run ``genkit <args>`` in ``nproc`` processes through torch.distributed's launcher."""
+    if nproc < 1:
+        raise UsageError(f"--nproc {nproc} must be a positive integer")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "genkit", *args]
+    return subprocess.call(command)
+
+
+def strip_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE`` (to re-launch without ``--nproc``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == name:
+            skip = True
+            continue
+        if arg.startswith(name + "="):
+            continue
+        out.append(arg)
+    return out

@@ -1,0 +1,84 @@
+"""Planning a run: check every choice and produce its config before anything is written."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from genkit import __version__
+from genkit.components import CONDITIONER_ARGS, MODEL_ARGS, build_components, resolve
+from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
+from genkit.data import open_source
+from genkit.errors import UsageError
+from genkit.runs import resolve_device
+from genkit_datasets.preprocess import parse_image_size
+
+PRECISIONS = ("fp32", "bf16")
+DATA_PLACEMENTS = ("auto", "disk", "ram", "gpu")
+
+
+def plan_run(model: str = "cvae", data: str = "shapes", conditioner: str = "tiled-onehot", loss: str = "beta-elbo",
+             *, model_options: dict | None = None, conditioner_options: dict | None = None,
+             loss_options: dict | None = None, data_options: dict | None = None, root: str | Path | None = None,
+             image_size: Any = None, limit: int | None = None, **train: Any) -> RunConfig:
+    """Check every choice and return the run's config; nothing is written or built yet.
+
+    Raises :class:`UsageError` for an unknown name or option, a value out of range, or an image
+    size the model cannot take, before any file or cache is touched.
+    """
+    known = {f.name for f in fields(TrainSpec)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise UsageError(f"unknown training setting {unknown[0]!r}; settings are: {', '.join(sorted(known))}")
+    spec = TrainSpec(**{k: v for k, v in train.items() if v is not None})
+    _positive("--epochs", spec.epochs)
+    _positive("--batch-size", spec.batch_size)
+    _positive("--log-every", spec.log_every)
+    if limit is not None:
+        _positive("--limit", limit)
+    if spec.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every {spec.checkpoint_every} must be 0 (only at epoch ends) or positive")
+    if not (spec.lr > 0 and math.isfinite(spec.lr)):
+        raise UsageError(f"learning rate {spec.lr} must be a positive number, for example 1e-3")
+    if spec.precision not in PRECISIONS:
+        raise UsageError(f"precision {spec.precision!r} is not known; choose one of: {', '.join(PRECISIONS)}")
+    if spec.data_in not in DATA_PLACEMENTS:
+        raise UsageError(f"--data-in {spec.data_in!r} is not known; choose one of: {', '.join(DATA_PLACEMENTS)}")
+    if spec.workers < 0:
+        raise UsageError(f"--workers {spec.workers} must be 0 or more")
+    resolve_device(spec.device)
+
+    source, data_resolved = open_source(data, **(data_options or {}))
+    size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
+    cond_spec = resolve("conditioners", ComponentSpec(conditioner, conditioner_options or {}), skip=CONDITIONER_ARGS)
+    model_spec = resolve("models", ComponentSpec(model, model_options or {}), skip=MODEL_ARGS)
+    loss_spec = resolve("losses", ComponentSpec(loss, loss_options or {}))
+    config = RunConfig(
+        data=DataSpec(name=data, options=data_resolved, root=str(root) if root else None, image_size=size,
+                      limit=limit, attribute_names=list(getattr(source, "attribute_names", ["placeholder"]))),
+        conditioner=cond_spec, model=model_spec, loss=loss_spec,
+        train=spec,
+        genkit_version=__version__,
+    )
+    build_components(config)  # a dry build: the model's own checks (image size, widths) run now
+    return config
+
+
+def _positive(what: str, value: int) -> None:
+    if value is None or value < 1:
+        raise UsageError(f"{what} {value} must be a positive integer")
+
+
+def default_run_dir(config: RunConfig, base: str | Path = "runs") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(base) / f"{config.model.name}-{config.data.name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(base) / f"{config.model.name}-{config.data.name}-{stamp}-{suffix}"
+    return path
+
+
