@@ -8,7 +8,6 @@ are then replaced by photo-like JPEGs of the real sizes and file sizes (CelebA 1
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from _machine import machine as base_machine, table  # noqa: E402,F401  (table: re-exported)
 from fixtures_real_formats import write_celeba, write_cub  # noqa: E402
 
 
@@ -54,27 +54,9 @@ def cub_like(root: Path, count: int, seed: int = 0) -> Path:
 
 
 def machine() -> str:
-    """One line: CPU model, cores, OS, Python and library versions."""
+    """The shared machine line, plus what decoding and HDF5 speed depend on and the load."""
     import h5py
     import PIL
-    import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu}, {cores} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), "
-            f"Pillow {PIL.__version__}, load average {os.getloadavg()[0]:.1f} at start")
-
-
-def table(rows: list[tuple], header: tuple) -> str:
-    """A plain Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return (f"{base_machine()}; h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), Pillow {PIL.__version__}; "
+            f"load average {os.getloadavg()[0]:.1f} at start")

@@ -128,7 +128,7 @@ def _values(path: Path, lines: list[str], count: int, expected: str) -> np.ndarr
         values = np.loadtxt(lines[2:], dtype=np.int8, usecols=range(1, count + 1), comments=None, ndmin=2)
     except ValueError:
         values = None
-    if values is None or values.shape != (rows, count) or not np.isin(values, (-1, 1)).all():
+    if values is None or values.shape != (rows, count) or not (np.abs(values) == 1).all():
         for lineno, line in enumerate(lines[2:], start=3):
             if any(v not in ("1", "-1") for v in line.split()[1:]):
                 raise bad_row(path, lineno, expected, line)
@@ -165,13 +165,14 @@ def celeba_index(root: str | Path) -> SourceIndex:
         raise UsageError(f"{layout.images} holds none of the {len(table.files)} images listed in "
                          f"{layout.attributes}; pass --root with the CelebA folder that holds both")
     folder = os.fspath(layout.images)
+    prefix = os.path.join(folder, "")
     return SourceIndex(
         attribute_names=table.names,
         attributes=table.values,
         splits=splits,
         reader=ImageFileReader(folder, table.files),
         fingerprint=fingerprint(f"celeba:v{READER_VERSION}", [layout.attributes, layout.partition], present, {}),
-        keys=[os.path.join(folder, f) for f in table.files],
+        keys=[prefix + f for f in table.files],
         crop=CROP,
     )
 

@@ -3,7 +3,7 @@
 ``root`` is the folder holding ``CUB_200_2011/`` (where the archive puts ``attributes.txt``) or
 ``CUB_200_2011/`` itself; ``attributes.txt`` is looked for beside ``CUB_200_2011/``, inside it and
 in ``CUB_200_2011/attributes/``. Rows of ``image_attribute_labels.txt`` are read by their first
-five fields (a few real rows carry a sixth). Image paths are used exactly as ``images.txt`` spells
+four fields (a few real rows carry a sixth). Image paths are used exactly as ``images.txt`` spells
 them (folder and file names differ in case).
 
 The condition of an image: the 312 attributes in ``attributes.txt`` order, then the species as a
@@ -103,22 +103,20 @@ def species_name(class_name: str) -> str:
 def parse_labels(path: str | Path) -> np.ndarray:
     """``image_attribute_labels.txt`` as int32 ``(rows, 4)``: image id, attribute id, is_present, certainty.
 
-    Reads the first five fields of each row (a few real rows carry a sixth) with numpy's C reader;
-    a row it cannot read, or a value out of range, is reported with its line number.
+    Reads the first four fields of each row (the time and, in a few real rows, a sixth field are
+    ignored) with numpy's C reader; a row it cannot read, or a value out of range, is reported
+    with its line number.
     """
     path = Path(path)
     expected = "'<image_id> <attribute_id> <is_present 0/1> <certainty_id 1-4> <time>'"
-    dtype = [("image", "i4"), ("attribute", "i4"), ("present", "i4"), ("certainty", "i4"), ("time", "f4")]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy warns about an empty file; reported below
-            rows = np.loadtxt(path, dtype=dtype, usecols=range(5), comments=None, ndmin=1, encoding="utf-8")
+            table = np.loadtxt(path, dtype=np.int32, usecols=range(4), comments=None, ndmin=2, encoding="utf-8")
     except (ValueError, UnicodeDecodeError):
-        rows = None
-    if rows is not None:
-        table = np.stack([rows["image"], rows["attribute"], rows["present"], rows["certainty"]], axis=1)
-        if _labels_ok(table):
-            return table
+        table = None
+    if table is not None and _labels_ok(table):
+        return table
     lines = read_lines(path)
     if not lines:
         raise UsageError(f"{path} is empty; restore it from the original archive")
@@ -126,10 +124,9 @@ def parse_labels(path: str | Path) -> np.ndarray:
         parts = line.split()
         try:
             values = [int(v) for v in parts[:4]]
-            float(parts[4])
-        except (ValueError, IndexError):
+        except ValueError:
             raise bad_row(path, lineno, expected, line) from None
-        if not _labels_ok(np.array([values])):
+        if len(values) < 4 or not _labels_ok(np.array([values])):
             raise bad_row(path, lineno, expected, line)
     raise UsageError(f"{path}: cannot read the attribute labels (blank lines?); restore it from the original archive")
 

@@ -93,7 +93,8 @@ def register_plugin(plugin: Any, name: str | None = None) -> str | None:
     try:
         registered = pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
-        _load_errors.append(PluginError(name, f"invalid hook implementation: {exc}"))
+        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line
+        _load_errors.append(PluginError(name, f"invalid hook implementation: {detail}"))
         return None
     hooks = pm.get_hookcallers(plugin) or []
     unknown = [hc.name for hc in hooks if not hc.has_spec()]
@@ -118,7 +119,7 @@ def _state_key() -> tuple:
 
 
 def registry(kind: str) -> Registry:
-    """The registry of ``kind`` ("datasets", "conditioners", "models" or "losses")."""
+    """The registry of ``kind``: "datasets", "conditioners", "models", "losses" or "classifiers"."""
     load_plugins()
     key = _state_key()
     cached = _cache.get(kind)

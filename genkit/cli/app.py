@@ -31,7 +31,8 @@ class GenkitGroup(TyperGroup):
 
 def build_app() -> typer.Typer:
     """A fresh application with the built-in commands and every plugin's ``register_commands``."""
-    from genkit.cli import data_cmd, plugins_cmd, sample_cmd, train_cmd
+    from genkit.cli import (classifier_cmd, data_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd, sample_cmd,
+                            sweep_cmd, train_cmd)
     from genkit.errors import PluginError
     from genkit.plugins import load_plugins, pm
 
@@ -41,6 +42,10 @@ def build_app() -> typer.Typer:
     app.command("sample")(sample_cmd.sample)
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(data_cmd.app, name="data")
+    app.command("evaluate")(evaluate_cmd.evaluate)
+    app.command("reconstruct")(reconstruct_cmd.reconstruct)
+    app.command("sweep")(sweep_cmd.sweep)
+    app.add_typer(classifier_cmd.app, name="classifier")
 
     @app.callback()
     def _root(version: bool = typer.Option(False, "--version", help="Print genkit's version and exit.",

@@ -18,8 +18,18 @@ def sample(
     nrow: int = typer.Option(8, "--nrow", help="Images per row of the grid."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN/samples.png)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    vary: Optional[list[str]] = typer.Option(
+        None, "--vary", help="Attribute to switch off (upper row) and on (lower row) over --attrs, with the same "
+                             "--n latent codes in both rows (repeatable: two rows per attribute)."),
+    interpolate: Optional[tuple[str, str]] = typer.Option(
+        (None, None), "--interpolate", help='Two attribute sets, e.g. --interpolate "A,B" "C,D": each row one of '
+                                            "--n latent codes, the condition moving from the first to the second."),
+    steps: int = typer.Option(8, "--steps", help="Columns of an --interpolate grid."),
 ) -> None:
-    """Generate images with the attributes asked for and write them as a PNG grid."""
+    """Generate images with the attributes asked for and write them as a PNG grid.
+
+    With --vary or --interpolate the grid compares conditions at fixed latent codes (Figure 5).
+    """
     from genkit.errors import UsageError
     from genkit.images import save_grid
     from genkit.runs import load_run
@@ -28,11 +38,56 @@ def sample(
         raise UsageError(f"--n {n} must be a positive integer")
     if nrow < 1:
         raise UsageError(f"--nrow {nrow} must be a positive integer")
+    pair = interpolate if interpolate is not None and interpolate[0] is not None else None
+    if vary and pair:
+        raise UsageError("--vary and --interpolate make different grids; use one of them")
+    if pair and steps < 2:
+        raise UsageError(f"--steps {steps} must be at least 2 (the two ends)")
     loaded = load_run(run, device=device)
-    loaded.conditioner.encode(attrs)  # checks the names before anything is written
+    base = loaded.conditioner.encode(attrs)  # checks the names before anything is written
     target = out if out is not None else loaded.directory / "samples.png"
     if target.suffix.lower() != ".png":
         raise UsageError(f"--out {target} must end in .png")
-    save_grid(loaded.sample(attrs, n=n, seed=seed), target, nrow=nrow)
-    console.err.print(f"wrote {n} samples with [{attrs or 'no attributes'}] to {target}", highlight=False, markup=False)
+    if vary:
+        images = vary_grid(loaded, base, vary, n, seed)
+        save_grid(images, target, nrow=n)
+        what = f"{len(vary)} attribute(s) off and on over [{attrs or 'no attributes'}], {n} latent codes"
+    elif pair:
+        images = interpolation_grid(loaded, pair, n, steps, seed)
+        save_grid(images, target, nrow=steps)
+        what = f"{n} rows from [{pair[0]}] to [{pair[1]}] in {steps} steps"
+    else:
+        save_grid(loaded.sample(attrs, n=n, seed=seed), target, nrow=nrow)
+        what = f"{n} samples with [{attrs or 'no attributes'}]"
+    console.err.print(f"wrote {what} to {target}", highlight=False, markup=False)
     console.out.print(str(target), highlight=False)
+
+
+def vary_grid(run, base, names: list[str], n: int, seed: int):
+    """Per attribute two rows, off then on over ``base``, the same ``n`` latent codes in every row."""
+    import torch
+
+    conditions = []
+    for name in names:
+        switch = run.conditioner.encode(name.strip().lstrip("+"))
+        conditions += [base * (1 - switch), torch.maximum(base, switch)]
+    z = run.latents(n, seed)
+    run.model.eval()
+    with torch.no_grad():
+        rows = [run.model.sample(run.condition(c, n), z=z).float().cpu() for c in conditions]
+    return torch.cat(rows)
+
+
+def interpolation_grid(run, pair: tuple[str, str], n: int, steps: int, seed: int):
+    """``n`` rows (latent codes) × ``steps`` columns, the condition moving linearly from one set to the other."""
+    import torch
+
+    start, end = (run.conditioner.encode(spec) for spec in pair)
+    weights = torch.linspace(0, 1, steps)
+    conditions = torch.stack([(1 - t) * start + t * end for t in weights])       # (steps, A)
+    z = run.latents(n, seed)
+    run.model.eval()
+    with torch.no_grad():
+        rows = [run.model.sample(conditions.to(run.device), z=z[i:i + 1].expand(steps, -1)).float().cpu()
+                for i in range(n)]
+    return torch.cat(rows)

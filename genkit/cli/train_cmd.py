@@ -26,6 +26,7 @@ def train(
     batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Images per optimiser step (global: split over processes)."),
     lr: float = typer.Option(_D.lr, "--lr", help="Adam learning rate."),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="Size of z (model default 32)."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="standard N(0, I) (default) or learned p(z|x) (Sohn et al.)."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="S or HxW, divisible by 4 (default: the dataset's, 64)."),
     conditioning: Optional[str] = typer.Option(None, "--conditioning", help="fused (exact, fast) or naive (literal tiling)."),
     seed: int = typer.Option(_D.seed, "--seed", help="Seed for weights, shuffling and noise."),
@@ -75,6 +76,8 @@ def train(
         model_options["latent_dim"] = latent_dim
     if beta is not None:
         loss_options["beta"] = beta
+    if prior is not None:
+        model_options["prior"] = prior
     if conditioning is not None:
         cond_options["mode"] = conditioning
     config = plan_run(

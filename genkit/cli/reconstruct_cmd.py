@@ -1,0 +1,44 @@
+"""``genkit reconstruct``: ground truth above reconstruction (the paper's Figure 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from genkit.cli import console
+
+
+def reconstruct(
+    run: Path = typer.Option(..., "--run", "-r", help="Run folder written by `genkit train`."),
+    n: int = typer.Option(8, "--n", help="How many images (the first N of the split)."),
+    split: str = typer.Option("test", "--split", help="Split to take the images from."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draw z ~ q(z|x,y)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN/reconstructions.png)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where HDF5 caches live."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Write real images (top row) above the run's reconstructions of them (bottom row) as a PNG."""
+    import torch
+
+    from genkit.errors import UsageError
+    from genkit.evaluation import open_run_data, reconstruct as reconstruct_images
+    from genkit.images import save_grid
+    from genkit.runs import load_run
+    from genkit_datasets.torch_dataset import CachedImageDataset
+
+    if n < 1:
+        raise UsageError(f"--n {n} must be a positive integer")
+    target = out if out is not None else run / "reconstructions.png"
+    if target.suffix.lower() != ".png":
+        raise UsageError(f"--out {target} must end in .png")
+    loaded = load_run(run, device=device)
+    info = open_run_data(loaded, cache_dir=cache_dir)
+    dataset = CachedImageDataset(info.path, split, limit=n)
+    truth = dataset.images_uint8().float() / 255
+    recon = reconstruct_images(loaded, truth, dataset.attributes, seed=seed)
+    save_grid(torch.cat([truth, recon]), target, nrow=len(truth))
+    console.err.print(f"wrote {len(truth)} {split} images above their reconstructions to {target}",
+                      highlight=False, markup=False)
+    console.out.print(str(target), highlight=False)

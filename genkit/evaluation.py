@@ -1,0 +1,272 @@
+"""Metrics of a trained run on held-out data; they use only the model contract, so any model works.
+
+Decoder likelihood. The decoder outputs a mean image ŷ(x, z) in [0, 1]; genkit scores it with a
+Gaussian of fixed standard deviation σ on every pixel and channel, p(y|x,z) = N(y; ŷ, σ²I)
+(σ = 0.1 by default, in the units of pixels scaled to [0, 1]). With D = 3·H·W values per image:
+
+    log p(y|x,z) = −SSE(y, ŷ) / (2σ²) − (D/2)·log(2πσ²)
+
+It is a density over R^D, so the bounds below are true bounds of that model's log-likelihood, in
+nats per image (higher is better); they are comparable between runs evaluated with the same σ.
+
+* ``mse``: E_q[SSE] per image, the squared error summed over pixels and channels, averaged over
+  the S draws z_s ~ q(z|x,y) (``beta-elbo``'s ``mse`` term); ``mse_per_pixel`` = mse / D.
+* ``kl``: KL(q(z|x,y) ‖ p(z|x)) in closed form; p(z|x) = N(0, I), or the model's conditional
+  prior when it returns one (``extras["prior_mu"]``, ``extras["prior_logvar"]``).
+* ``elbo`` = −mse/(2σ²) − (D/2)·log(2πσ²) − kl.
+* ``cll``: Sohn et al.'s importance-sampled conditional log-likelihood,
+  log p(y|x) ≈ logsumexp_s[log p(y|x,z_s) + log p(z_s|x) − log q(z_s|x,y)] − log S on the same
+  S draws. Its expectation lies between the ELBO and log p(y|x).
+* ``attribute_accuracy``: one image is generated for each evaluation image's attribute vector and
+  the attribute classifier scores it; the fraction of attributes it finds as asked, per attribute
+  and averaged. ``classifier_accuracy`` is the classifier on the real evaluation images: the ceiling.
+* ``diversity``: the mean pairwise root-mean-square pixel distance between samples drawn for the
+  same attribute vector; ``data_diversity`` is the same figure for real images sharing a vector.
+
+Sampling uses ``model.sample(condition, z)`` with z ~ N(0, I), which a model maps through its
+prior; scoring q's draws needs the decoder itself: ``model.sample(condition, z)`` for a model with
+the N(0, I) prior (it decodes z as given), ``model.decode(z, condition)`` for one with a
+conditional prior.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Callable
+
+import torch
+
+from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, get_classifier, predict
+from genkit.data import prepare_dataset
+from genkit.errors import GenkitRuntimeError, UsageError
+from genkit.runs import Run
+from genkit_datasets.cache import CacheInfo
+from genkit_datasets.torch_dataset import CachedImageDataset
+
+DEFAULT_SIGMA = 0.1
+DEFAULT_SAMPLES = 100
+DIVERSITY_SETS = 32
+DIVERSITY_PER_SET = 8
+LOG_2PI = math.log(2 * math.pi)
+
+#: ``progress(stage, done, total)``; stages: "likelihood", "samples", "classifier".
+EvalProgress = Callable[[str, int, int], None]
+
+
+def open_run_data(run: Run, data: str | None = None, data_options: dict[str, Any] | None = None,
+                  root: str | None = None, cache_dir: str | None = None, progress=None) -> CacheInfo:
+    """The cache of the data ``run`` is evaluated on: its own, unless another variant is asked for.
+
+    A different dataset name, or data whose attribute names differ from the run's, is a
+    :class:`UsageError`: the run's conditioner and the classifier would read the vectors wrongly.
+    """
+    own = run.config.data
+    name = data or own.name
+    if name != own.name:
+        raise UsageError(f"run {run.directory} was trained on {own.name!r}, not {name!r}; evaluate it on "
+                         f"{own.name} (leave out --data) or pass a run trained on {name}")
+    options = {**own.options, **(data_options or {})}
+    info, _ = prepare_dataset(name, root=root if root is not None else own.root, image_size=own.image_size,
+                              cache_dir=cache_dir, options=options, progress=progress)
+    if list(info.attribute_names) != list(own.attribute_names):
+        missing = [a for a in own.attribute_names if a not in info.attribute_names]
+        detail = f"it lacks {missing[0]!r}" if missing else "they differ in order or number"
+        raise UsageError(f"run {run.directory} was trained on {len(own.attribute_names)} attributes of {own.name} "
+                         f"but this {name} data has {len(info.attribute_names)} ({detail}); evaluate it on the data "
+                         f"it was trained on")
+    return info
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; μ, diag(exp(logvar))) summed over the last dimension."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(dim=-1)
+
+
+def _decoder(model, has_prior: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if not has_prior:
+        return lambda z, condition: model.sample(condition, z=z)
+    decode = getattr(model, "decode", None)
+    if not callable(decode):
+        raise GenkitRuntimeError(
+            f"{type(model).__name__} returns a conditional prior but has no decode(z, condition); "
+            "the likelihood bounds need it to decode draws of q(z|x,y)")
+    return decode
+
+
+@torch.no_grad()
+def likelihood_bounds(model, images: torch.Tensor, condition: torch.Tensor, samples: int = DEFAULT_SAMPLES,
+                      sigma: float = DEFAULT_SIGMA, generator: torch.Generator | None = None,
+                      chunk: int = 1024) -> dict[str, torch.Tensor]:
+    """Per-image ``mse``, ``kl``, ``elbo`` and ``cll`` (float64, shape (B,)) for images in [0, 1].
+
+    See the module docstring for the definitions. ``chunk`` bounds how many images are decoded
+    at once.
+    """
+    if samples < 1:
+        raise UsageError(f"--samples {samples} must be a positive integer (the paper-style default is 100)")
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise UsageError(f"--sigma {sigma} must be a positive number, for example 0.1")
+    out = model(images, condition)
+    mu, logvar = out.mu.float(), out.logvar.float()
+    prior_mu, prior_logvar = out.extras.get("prior_mu"), out.extras.get("prior_logvar")
+    has_prior = prior_mu is not None
+    if has_prior:
+        prior_mu, prior_logvar = prior_mu.float(), prior_logvar.float()
+    else:
+        prior_mu, prior_logvar = torch.zeros_like(mu), torch.zeros_like(logvar)
+    decode = _decoder(model, has_prior)
+    b, latent = mu.shape
+    pixels = images[0].numel()
+    log_norm = -0.5 * pixels * math.log(2 * math.pi * sigma ** 2)
+    eps = torch.randn(samples, b, latent, generator=generator).to(mu.device)
+    std = torch.exp(0.5 * logvar)
+    sse = torch.empty(samples, b, dtype=torch.float64, device=mu.device)
+    log_w = torch.empty(samples, b, dtype=torch.float64, device=mu.device)
+    per_chunk = max(1, chunk // b)
+    target = images.float()
+    for s0 in range(0, samples, per_chunk):
+        s1 = min(samples, s0 + per_chunk)
+        z = mu + std * eps[s0:s1]                                       # (s, b, L)
+        flat = z.reshape(-1, latent)
+        recon = decode(flat, condition.repeat(s1 - s0, 1)).float().reshape(s1 - s0, b, *images.shape[1:])
+        err = (recon - target).pow(2).flatten(2).sum(dim=2).double()    # (s, b)
+        sse[s0:s1] = err
+        log_prior = log_normal(z, prior_mu, prior_logvar)
+        log_q = -0.5 * (LOG_2PI + logvar + eps[s0:s1].pow(2)).sum(dim=-1)
+        log_w[s0:s1] = -err / (2 * sigma ** 2) + log_norm + (log_prior - log_q).double()
+    kl = 0.5 * (prior_logvar - logvar + (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp() - 1).sum(-1)
+    mse = sse.mean(dim=0)
+    kl = kl.double()
+    return {
+        "mse": mse,
+        "kl": kl,
+        "elbo": -mse / (2 * sigma ** 2) + log_norm - kl,
+        "cll": torch.logsumexp(log_w, dim=0) - math.log(samples),
+    }
+
+
+@torch.no_grad()
+def reconstruct(run: Run, images: torch.Tensor, condition: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The model's reconstructions (one draw of z ~ q(z|x,y), seeded) of images in [0, 1], on the CPU."""
+    run.model.eval()
+    device = run.device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        out = run.model(images.to(device).float(), condition.to(device).float())
+    return out.reconstruction.float().clamp(0, 1).cpu()
+
+
+def pairwise_rms(images: torch.Tensor) -> torch.Tensor:
+    """Mean root-mean-square pixel distance over all pairs of a batch (N ≥ 2)."""
+    flat = images.float().flatten(1)
+    pairs = [(i, j) for i, j in itertools.combinations(range(len(flat)), 2)]
+    dist = torch.stack([(flat[i] - flat[j]).pow(2).mean().sqrt() for i, j in pairs])
+    return dist.mean()
+
+
+def distinct_vectors(attributes: torch.Tensor, limit: int) -> list[torch.Tensor]:
+    """Up to ``limit`` distinct attribute vectors, in order of first appearance."""
+    seen: dict[tuple, torch.Tensor] = {}
+    for vector in attributes:
+        key = tuple(vector.tolist())
+        if key not in seen:
+            seen[key] = vector
+            if len(seen) == limit:
+                break
+    return list(seen.values())
+
+
+def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, sigma: float = DEFAULT_SIGMA,
+                 seed: int = 0, limit: int | None = None, data: str | None = None,
+                 data_options: dict[str, Any] | None = None, root: str | None = None, cache_dir: str | None = None,
+                 classifier_name: str = DEFAULT_CLASSIFIER, train_classifier: bool = False,
+                 batch_size: int = 128, progress: EvalProgress | None = None,
+                 classifier_progress=None) -> dict[str, Any]:
+    """Every metric of ``run`` on ``split`` (see the module docstring), as a JSON-ready dict.
+
+    Seeded: the same arguments give the same figures. The caller's random state is untouched.
+    """
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit} must be a positive integer")
+    info = open_run_data(run, data, data_options, root, cache_dir)
+    dataset = CachedImageDataset(info.path, split, limit=limit, in_memory=True)
+    classifier, record, trained_now = get_classifier(info, classifier_name, train_if_needed=train_classifier,
+                                                     device=run.device, progress=classifier_progress)
+    model, device = run.model, run.device
+    model.eval()
+    images_u8, attributes = dataset.images_uint8(), dataset.attributes
+    n = len(dataset)
+    sums = {k: 0.0 for k in ("mse", "kl", "elbo", "cll")}
+    cll_ge_elbo = 0
+    with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        for start in range(0, n, batch_size):
+            images = images_u8[start:start + batch_size].to(device).float().div_(255)
+            cond = attributes[start:start + batch_size].to(device)
+            bounds = likelihood_bounds(model, images, cond, samples, sigma, generator)
+            for key in sums:
+                sums[key] += float(bounds[key].sum())
+            cll_ge_elbo += int((bounds["cll"] >= bounds["elbo"]).sum())
+            if progress:
+                progress("likelihood", min(n, start + batch_size), n)
+
+        generated_pred = []
+        sample_gen = torch.Generator().manual_seed(seed + 1)
+        for start in range(0, n, batch_size):
+            cond = attributes[start:start + batch_size].to(device)
+            z = torch.randn(len(cond), model.latent_dim, generator=sample_gen).to(device)
+            generated_pred.append(predict(classifier, model.sample(cond, z=z).float().clamp(0, 1), device))
+            if progress:
+                progress("samples", min(n, start + batch_size), n)
+        per_attribute = attribute_accuracy(torch.cat(generated_pred), attributes)
+        real_per_attribute = attribute_accuracy(predict(classifier, images_u8, device), attributes)
+
+        vectors = distinct_vectors(attributes, DIVERSITY_SETS)
+        div_gen = torch.Generator().manual_seed(seed + 2)
+        diversities = []
+        for vector in vectors:
+            cond = vector.to(device).reshape(1, -1).expand(DIVERSITY_PER_SET, -1)
+            z = torch.randn(DIVERSITY_PER_SET, model.latent_dim, generator=div_gen).to(device)
+            diversities.append(pairwise_rms(model.sample(cond, z=z).float().clamp(0, 1).cpu()))
+        real = []
+        for vector in vectors:
+            rows = (attributes == vector).all(dim=1).nonzero().flatten()[:DIVERSITY_PER_SET]
+            if len(rows) >= 2:
+                real.append(pairwise_rms(images_u8[rows].float() / 255))
+        if progress:
+            progress("classifier", n, n)
+
+    pixels = math.prod(dataset.image_shape)
+    names = list(info.attribute_names)
+    mse = sums["mse"] / n
+    return {
+        "run": str(run.directory),
+        "dataset": info.dataset,
+        "split": split,
+        "images": n,
+        "image_size": list(info.image_size),
+        "data_matches_training": info.fingerprint == run.config.data.cache_fingerprint,
+        "beta": run.config.loss.options.get("beta"),
+        "prior": run.config.model.options.get("prior", "standard"),
+        "likelihood": f"gaussian, fixed sigma={sigma}",
+        "sigma": sigma,
+        "samples": samples,
+        "seed": seed,
+        "mse": mse,
+        "mse_per_pixel": mse / pixels,
+        "kl": sums["kl"] / n,
+        "elbo": sums["elbo"] / n,
+        "cll": sums["cll"] / n,
+        "cll_ge_elbo_fraction": cll_ge_elbo / n,
+        "attribute_accuracy": float(per_attribute.mean()),
+        "per_attribute_accuracy": {a: float(v) for a, v in zip(names, per_attribute)},
+        "classifier_accuracy": float(real_per_attribute.mean()),
+        "per_attribute_classifier_accuracy": {a: float(v) for a, v in zip(names, real_per_attribute)},
+        "relative_attribute_accuracy": float(per_attribute.mean() / real_per_attribute.mean().clamp_min(1e-9)),
+        "diversity": float(torch.stack(diversities).mean()),
+        "data_diversity": float(torch.stack(real).mean()) if real else None,
+        "classifier": {"name": record.name, "trained_now": trained_now, "valid_accuracy": record.accuracy,
+                       "fingerprint": record.fingerprint},
+    }
