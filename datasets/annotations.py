@@ -77,6 +77,15 @@ def list_images(folder: Path) -> list[str]:
     return sorted(n for n in names if n.lower().endswith(IMAGE_SUFFIXES))
 
 
+def has_images(folder: Path) -> bool:
+    """Whether ``folder`` is a directory holding at least one image file (stops at the first)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.name.lower().endswith(IMAGE_SUFFIXES) for e in entries)
+    except OSError:
+        return False
+
+
 def fingerprint(tag: str, files: Iterable[Path], image_list: Iterable[str], options: dict) -> str:
     """A digest of the annotation files' bytes, the image files present and the reader's options.
 

@@ -75,7 +75,11 @@ class CachedImageDataset(torch.utils.data.Dataset):
         block = np.empty((len(unique), *images.shape[1:]), dtype=np.uint8)
         starts = np.flatnonzero(np.diff(unique, prepend=-2) != 1).tolist()
         for a, b in zip(starts, starts[1:] + [len(unique)]):
-            block[a:b] = images[unique[a]:unique[b - 1] + 1]
+            source = np.s_[unique[a]:unique[b - 1] + 1]
+            if b - a > 256:  # a long run (a whole split): read in place, not via a temporary copy
+                images.read_direct(block, source, np.s_[a:b])
+            else:
+                block[a:b] = images[source]
         if len(unique) == len(wanted) and np.array_equal(unique, wanted):
             return block
         return block[inverse.reshape(-1)]

@@ -74,8 +74,11 @@ class Batches:
                        self.attributes[idx].to(self.device, non_blocking=non_blocking))
             return
         batches = [order[s:s + self.batch_size].tolist() for s in range(0, len(order), self.batch_size)]
+        # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG,
+        # which would change the model's noise and break resume equality.
         loader = torch.utils.data.DataLoader(_StoredBatches(self.dataset), sampler=batches, batch_size=None,
-                                             num_workers=self.workers, pin_memory=self.device.type == "cuda")
+                                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(self.sampler.seed + epoch))
         for images, attributes in loader:
             yield images.to(self.device, non_blocking=non_blocking), attributes.to(self.device, non_blocking=non_blocking)
 

@@ -87,12 +87,15 @@ def plan_sweep(betas: list[float], out: str | Path, **plan_kwargs: Any) -> Sweep
 
 
 def _comparable(config: RunConfig) -> dict[str, Any]:
-    data = config.data
-    return {"data": (data.name, data.options, tuple(data.image_size), data.limit, list(data.attribute_names)),
-            "conditioner": (config.conditioner.name, config.conditioner.options),
-            "model": (config.model.name, config.model.options),
-            "loss": (config.loss.name, config.loss.options),
-            "train": (config.train.epochs, config.train.batch_size, config.train.lr, config.train.seed)}
+    """The settings that make two runs the same experiment, flattened and JSON-normalised."""
+    data, train = config.data, config.train
+    flat = {"data": data.name, "image_size": list(data.image_size), "limit": data.limit,
+            "conditioner": config.conditioner.name, "model": config.model.name, "loss": config.loss.name,
+            "epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr, "seed": train.seed}
+    for prefix, options in (("data", data.options), ("conditioner", config.conditioner.options),
+                            ("model", config.model.options), ("loss", config.loss.options)):
+        flat.update({f"{prefix}.{k}": v for k, v in options.items()})
+    return json.loads(json.dumps(flat))
 
 
 def _finished_run_matches(directory: Path, config: RunConfig) -> bool:
@@ -106,10 +109,10 @@ def _finished_run_matches(directory: Path, config: RunConfig) -> bool:
         raise UsageError(f"{directory} holds a run for {old.data.name} ({len(old.data.attribute_names)} attributes), "
                          f"not the {config.data.name} asked for; choose another --out or remove it")
     mine, theirs = _comparable(config), _comparable(old)
-    for key in mine:
-        if mine[key] != theirs[key]:
-            raise UsageError(f"{directory} holds a run with other {key} settings ({theirs[key]} instead of "
-                             f"{mine[key]}); choose another --out or remove it")
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            raise UsageError(f"{directory} holds a run with {key}={json.dumps(theirs.get(key))}, not the "
+                             f"{json.dumps(mine.get(key))} asked for; choose another --out or remove it")
     metrics = directory / "metrics.jsonl"
     epochs_done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
     if not (directory / WEIGHTS_FILE).exists() or epochs_done < config.train.epochs:

@@ -164,6 +164,8 @@ class Trainer:
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self._eager_model = self.step_model
+        self._compile_untested = spec.compile
         if spec.compile:
             self.step_model = _compile(self.step_model, observer)
         self.placement = choose_placement(spec.data_in, self.train_set, self.device)
@@ -253,8 +255,7 @@ class Trainer:
             images = images_u8.float().div_(255)
             if self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.device, self.precision):
-                result = self.loss_fn(self.step_model(images, cond), images)
+            result = self._forward_loss(images, cond)
             self.optimizer.zero_grad(set_to_none=True)
             result.total.backward()
             self.optimizer.step()
@@ -286,6 +287,23 @@ class Trainer:
             if spec.checkpoint_every and self.step % spec.checkpoint_every == 0 and not last:
                 self._checkpoint()
         self._epoch_seconds = time.perf_counter() - started
+
+    def _forward_loss(self, images: torch.Tensor, cond: torch.Tensor):
+        try:
+            with _autocast(self.device, self.precision):
+                return self.loss_fn(self.step_model(images, cond), images)
+        except Exception as exc:
+            # torch.compile fails on first use where no compiler works: fall back once, loudly.
+            if not self._compile_untested:
+                raise
+            self._compile_untested = False
+            self.step_model = self._eager_model
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _notify(self.observer, "on_message", f"warning: torch.compile failed ({reason}); running eagerly")
+            with _autocast(self.device, self.precision):
+                return self.loss_fn(self.step_model(images, cond), images)
+        finally:
+            self._compile_untested = False
 
     def _log_window(self, window, window_n, first_bad, started, epoch, steps_per_epoch) -> None:
         bad_step = int(first_bad.item())

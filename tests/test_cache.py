@@ -199,3 +199,14 @@ def test_grayscale_source_images_are_cached_as_rgb(tmp_path):
     info = _prepare("celeba", fixture.root, tmp_path)
     image = _cached_images(info.path)[0]
     assert (image[..., 0] == image[..., 2]).all()
+
+
+def test_long_runs_and_scattered_rows_read_the_same(tmp_path):
+    info, _ = genkit.prepare_dataset("shapes", image_size=8, cache_dir=tmp_path, workers=1,
+                                     options={"count": 400, "seed": 1})
+    ds = CachedImageDataset(info.path, "train")
+    with h5py.File(info.path, "r") as f:
+        expected = f["images"][()][f["splits"]["train"][()]]
+    np.testing.assert_array_equal(ds.images_uint8().numpy(), expected)  # one run of 320 images
+    rows = [*range(3, 300), 0, 310, 2, 2]
+    np.testing.assert_array_equal(ds.read_uint8(rows)[0].numpy(), expected[rows])

@@ -22,7 +22,7 @@ def sample(
         None, "--vary", help="Attribute to switch off (upper row) and on (lower row) over --attrs, with the same "
                              "--n latent codes in both rows (repeatable: two rows per attribute)."),
     interpolate: Optional[tuple[str, str]] = typer.Option(
-        (None, None), "--interpolate", help='Two attribute sets, e.g. --interpolate "A,B" "C,D": each row one of '
+        None, "--interpolate", help='Two attribute sets, e.g. --interpolate "A,B" "C,D": each row one of '
                                             "--n latent codes, the condition moving from the first to the second."),
     steps: int = typer.Option(8, "--steps", help="Columns of an --interpolate grid."),
 ) -> None:
