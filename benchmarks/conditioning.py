@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import interleaved, machine, table  # noqa: E402
 
+from genkit.training import make_optimizer  # noqa: E402
 from genkit_plugins.beta_elbo import BetaELBO  # noqa: E402
 from genkit_plugins.cvae import CVAE  # noqa: E402
 from genkit_plugins.tiled_onehot import TiledOneHot  # noqa: E402
@@ -27,7 +28,7 @@ def make_step(attributes: int, mode: str, batch: int, size: int, device: torch.d
     torch.manual_seed(0)
     model = CVAE((3, size, size), TiledOneHot([f"a{i}" for i in range(attributes)], mode=mode)).to(device)
     loss_fn = BetaELBO(0.75)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(model, 1e-3)
     images = torch.rand(batch, 3, size, size, device=device)
     condition = (torch.rand(batch, attributes, device=device) > 0.8).float()
 

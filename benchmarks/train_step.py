@@ -32,7 +32,7 @@ def main() -> None:
 
     import genkit
     from genkit.components import build_components
-    from genkit.training import Trainer
+    from genkit.training import Trainer, make_optimizer
 
     count = int(args.images / 0.8) + 1
     config = genkit.plan_run(data_options={"count": count}, image_size=args.size, batch_size=args.batch,
@@ -48,7 +48,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     _, model, loss_fn = build_components(trainer.config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    optimizer = make_optimizer(model, config.train.lr)  # the same fused Adam as genkit's
     images_u8, attributes = trainer.train_set.images_uint8(), trainer.train_set.attributes
     generator = torch.Generator().manual_seed(0)
 

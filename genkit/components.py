@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from genkit.config import ComponentSpec, RunConfig
+from genkit.errors import UsageError
 from genkit.plugins import registry
 
 
 def resolve(kind: str, spec: ComponentSpec, skip: tuple[str, ...] = ()) -> ComponentSpec:
-    """The same spec with every option the factory accepts filled in (checks names and options)."""
+    """The same spec with every option the factory accepts filled in (checks names and options).
+
+    Options are normalised through JSON (tuples become lists), so a config equals itself after a
+    round trip through ``config.json``.
+    """
     component = registry(kind).get(spec.name)
-    return ComponentSpec(spec.name, component.resolve_options(spec.options, skip=skip))
+    return ComponentSpec(spec.name, json_options(component.resolve_options(spec.options, skip=skip), spec.name))
+
+
+def json_options(options: dict[str, Any], owner: str) -> dict[str, Any]:
+    """``options`` as they read back from JSON; an error naming ``owner`` if they cannot be stored."""
+    try:
+        return json.loads(json.dumps(options))
+    except (TypeError, ValueError):
+        raise UsageError(f"{owner!r} has options that cannot be stored in config.json: {options}") from None
 
 
 def build_components(config: RunConfig) -> tuple[Any, Any, Any]:

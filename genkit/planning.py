@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from genkit import __version__
-from genkit.components import CONDITIONER_ARGS, MODEL_ARGS, build_components, resolve
+from genkit.components import CONDITIONER_ARGS, MODEL_ARGS, build_components, json_options, resolve
 from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
 from genkit.data import open_source
 from genkit.errors import UsageError
@@ -57,7 +57,7 @@ def plan_run(model: str = "cvae", data: str = "shapes", conditioner: str = "tile
     model_spec = resolve("models", ComponentSpec(model, model_options or {}), skip=MODEL_ARGS)
     loss_spec = resolve("losses", ComponentSpec(loss, loss_options or {}))
     config = RunConfig(
-        data=DataSpec(name=data, options=data_resolved, root=str(root) if root else None, image_size=size,
+        data=DataSpec(name=data, options=json_options(data_resolved, data), root=str(root) if root else None, image_size=size,
                       limit=limit, attribute_names=list(getattr(source, "attribute_names", ["placeholder"]))),
         conditioner=cond_spec, model=model_spec, loss=loss_spec,
         train=spec,

@@ -5,7 +5,8 @@
 ``figure3.png`` (a row per β: the same attribute sets and latent codes in every row),
 ``figure4.png`` (per β, ground truth above reconstruction), ``mse_kl_vs_beta.png`` and
 ``sweep.json``. A finished run folder with the same settings is reused, so an interrupted sweep
-picks up where it stopped; one with other settings is refused rather than overwritten.
+picks up where it stopped (an unfinished one resumes from its checkpoint); a folder holding a run
+with other settings is refused rather than overwritten.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from genkit.errors import UsageError
 from genkit.evaluation import distinct_vectors, evaluate_run, open_run_data, reconstruct
 from genkit.files import atomic_path, write_text_atomic
 from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, Run, load_run
-from genkit.training import plan_run, train
+from genkit.training import plan_run, resume, train
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 TABLE_COLUMNS = ("beta", "mse", "mse_per_pixel", "kl", "elbo", "cll", "attribute_accuracy", "classifier_accuracy",
@@ -64,7 +65,8 @@ class SweepPlan:
     out: Path
     betas: list[float]
     configs: list[RunConfig]
-    reuse: list[bool]
+    #: per run: "new" (train it), "done" (reuse it) or "resume" (continue from its checkpoint)
+    states: list[str]
 
 
 def plan_sweep(betas: list[float], out: str | Path, **plan_kwargs: Any) -> SweepPlan:
@@ -78,12 +80,12 @@ def plan_sweep(betas: list[float], out: str | Path, **plan_kwargs: Any) -> Sweep
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder for the sweep")
     loss_options = dict(plan_kwargs.pop("loss_options", None) or {})
-    configs, reuse = [], []
+    configs, states = [], []
     for beta in betas:
         config = plan_run(loss_options={**loss_options, "beta": beta}, **plan_kwargs)
         configs.append(config)
-        reuse.append(_finished_run_matches(run_folder(out, beta), config))
-    return SweepPlan(out, list(betas), configs, reuse)
+        states.append(_existing_run_state(run_folder(out, beta), config))
+    return SweepPlan(out, list(betas), configs, states)
 
 
 def _comparable(config: RunConfig) -> dict[str, Any]:
@@ -98,12 +100,12 @@ def _comparable(config: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps(flat))
 
 
-def _finished_run_matches(directory: Path, config: RunConfig) -> bool:
-    """True when ``directory`` holds a finished run of ``config``; False when empty; else a UsageError."""
+def _existing_run_state(directory: Path, config: RunConfig) -> str:
+    """"new", "done" or "resume" for ``directory``; a UsageError when it holds something else."""
     if not (directory / CONFIG_FILE).exists():
         if directory.exists() and any(directory.iterdir()):
             raise UsageError(f"{directory} is not empty but holds no run; remove it or choose another --out")
-        return False
+        return "new"
     old = RunConfig.load(directory / CONFIG_FILE)
     if old.data.name != config.data.name or list(old.data.attribute_names) != list(config.data.attribute_names):
         raise UsageError(f"{directory} holds a run for {old.data.name} ({len(old.data.attribute_names)} attributes), "
@@ -115,10 +117,8 @@ def _finished_run_matches(directory: Path, config: RunConfig) -> bool:
                              f"{json.dumps(mine.get(key))} asked for; choose another --out or remove it")
     metrics = directory / "metrics.jsonl"
     epochs_done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
-    if not (directory / WEIGHTS_FILE).exists() or epochs_done < config.train.epochs:
-        raise UsageError(f"{directory} holds an unfinished run ({epochs_done} of {config.train.epochs} epochs); "
-                         "remove it to train it again")
-    return True
+    finished = (directory / WEIGHTS_FILE).exists() and epochs_done >= config.train.epochs
+    return "done" if finished else "resume"
 
 
 def ensure_classifier(plan: SweepPlan, cache_dir: str | Path | None = None, data_progress=None,
@@ -136,11 +136,15 @@ def run_sweep(plan: SweepPlan, observer=None, cache_dir: str | Path | None = Non
     """Train (or reuse) and evaluate every run, then write the table, figures and plot; returns the rows."""
     plan.out.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
-    for beta, config, reuse in zip(plan.betas, plan.configs, plan.reuse):
+    for beta, config, state in zip(plan.betas, plan.configs, plan.states):
         directory = run_folder(plan.out, beta)
-        if reuse:
+        if state == "done":
             _message(observer, f"β={beta:g}: reusing the finished run in {directory}")
             runs.append(load_run(directory, device=config.train.device))
+        elif state == "resume":
+            _message(observer, f"β={beta:g}: resuming the unfinished run in {directory}")
+            resumed = resume(directory, observer=observer, cache_dir=cache_dir)
+            runs.append(resumed if resumed is not None else load_run(directory, device=config.train.device))
         else:
             _message(observer, f"β={beta:g}: training into {directory}")
             runs.append(train(config, directory, observer=observer, cache_dir=cache_dir))

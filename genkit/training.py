@@ -159,7 +159,7 @@ class Trainer:
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.precision = _effective_precision(spec.precision, self.device, observer)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=spec.lr)
+        self.optimizer = make_optimizer(self.model, spec.lr)
         self.step_model = self.model
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -364,6 +364,12 @@ class Trainer:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "samples" / "rows.json", json.dumps(rows, indent=1))
         return cond, z
+
+
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, as in the paper, with the fused kernel (one pass over all parameters): on small
+    models at small batches the per-tensor Adam loop is a large share of the step on a CPU."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
 def train(config: RunConfig, out_dir: str | Path | None = None, observer: Observer | None = None,
