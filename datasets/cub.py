@@ -128,7 +128,7 @@ def parse_labels(path: str | Path) -> np.ndarray:
             raise bad_row(path, lineno, expected, line) from None
         if len(values) < 4 or not _labels_ok(np.array([values])):
             raise bad_row(path, lineno, expected, line)
-    raise UsageError(f"{path}: cannot read the attribute labels (blank lines?); restore it from the original archive")
+    raise UsageError(f"{path}: cannot be read as rows of whole numbers; restore it from the original archive")
 
 
 def _labels_ok(table: np.ndarray) -> bool:

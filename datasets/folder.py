@@ -75,7 +75,8 @@ def folder_index(root: Path, csv_name: str = CSV_NAME, valid_fraction: float = 0
         if not name or os.path.isabs(name):
             raise UsageError(f"{where}: file name {name!r} must be a path relative to {root}")
         if name in first_line:
-            raise UsageError(f"{where}: image {name!r} is listed again (first on line {first_line[name]}); keep one row")
+            raise UsageError(
+                f"{where}: image {name!r} is listed again (first on line {first_line[name]}); keep one row")
         first_line[name] = line
         try:
             file_stat = (root / name).stat()

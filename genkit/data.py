@@ -43,6 +43,19 @@ def resolve_root(name: str, source, root: str | Path | None) -> Path | None:
     )
 
 
+def dataset_cache_path(name: str, size: tuple[int, int], options: dict[str, Any], root: Path | None,
+                       cache_dir: str | Path | None = None) -> Path:
+    """The cache file of a dataset: one per dataset, size, options and source folder.
+
+    The source folder is part of the file name, so two ``folder`` datasets (or two copies of
+    CUB) do not take turns overwriting one cache.
+    """
+    key = dict(options)
+    if root is not None:
+        key["root"] = str(Path(root).resolve())
+    return cache_path(name, size, key, cache_dir)
+
+
 def prepare_dataset(name: str, root: str | Path | None = None, image_size: Any = None,
                     cache_dir: str | Path | None = None, workers: int | None = None,
                     progress: Progress | None = None, skip_bad: bool = False,
@@ -52,7 +65,7 @@ def prepare_dataset(name: str, root: str | Path | None = None, image_size: Any =
     size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
     root_path = resolve_root(name, source, root)
     index = source.scan(root_path)
-    path = cache_path(name, size, resolved, cache_dir)
+    path = dataset_cache_path(name, size, resolved, root_path, cache_dir)
     info = prepare_cache(name, index, path, size, resolved, workers=workers, progress=progress,
                          skip_bad=skip_bad)
     return info, resolved

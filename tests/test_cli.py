@@ -153,3 +153,11 @@ def test_existing_run_is_not_overwritten(runner, trained_run):
     result = runner.invoke(build_app(), ["train", *TINY, "--limit", "32", "--out", str(trained_run)])
     assert result.exit_code == 2 and "already holds a run" in result.stderr
     assert (trained_run / "model.safetensors").read_bytes() == before
+
+
+def test_version_flag_prints_the_version(runner):
+    import genkit
+
+    result = runner.invoke(build_app(), ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"genkit {genkit.__version__}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +191,6 @@ def test_corrupt_image_is_named_and_skip_bad_skips_it(tmp_path):
 
 
 def test_cli_prepare_then_train_cvae_on_cub(cub, tmp_path):
-    started = time.perf_counter()
     code, output = cli("data", "prepare", "--data", "cub", "--root", str(cub.root), "--image-size", "32",
                        "--workers", "2", "--cache-dir", str(tmp_path / "cache"))
     assert code == 0, output
@@ -204,4 +202,3 @@ def test_cli_prepare_then_train_cvae_on_cub(cub, tmp_path):
     assert (tmp_path / "run" / "samples" / "epoch_001.png").exists()
     run = genkit.load_run(tmp_path / "run")
     assert run.config.data.attribute_names[-1] == "species::Sooty_Albatross"
-    assert time.perf_counter() - started < 30

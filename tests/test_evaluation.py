@@ -138,9 +138,10 @@ def test_pairwise_distance_and_attribute_accuracy():
 
 @pytest.mark.slow
 def test_classifier_reaches_95_percent_on_real_shapes(tmp_path):
-    info, _ = genkit.prepare_dataset("shapes", image_size=32, options={"count": 3000, "seed": 1}, cache_dir=tmp_path)
+    # 32x32 keeps this test short; on the default 64x64 set of 12000 it reaches 0.999 (docs/evaluation.md)
+    info, _ = genkit.prepare_dataset("shapes", image_size=32, options={"count": 6000, "seed": 1}, cache_dir=tmp_path)
     model, record = train_classifier(info, epochs=6, device="cpu")
-    test = genkit.load_dataset("shapes", split="test", image_size=32, cache_dir=tmp_path, count=3000, seed=1)
+    test = genkit.load_dataset("shapes", split="test", image_size=32, cache_dir=tmp_path, count=6000, seed=1)
     accuracy = attribute_accuracy(predict(model, test.images_uint8()), test.attributes)
     assert float(accuracy.mean()) >= 0.95 and record.accuracy >= 0.95, accuracy
 
@@ -292,3 +293,24 @@ def test_vary_and_interpolate_keep_the_latent_codes_fixed(runner, run, tmp_path)
     assert "--vary and --interpolate make different grids; use one of them" in line
     line = _error_line(runner.invoke(build_app(), ["sample", "--run", str(run), "--vary", "larg"]))
     assert "unknown attribute 'larg'" in line
+
+
+# --- the real datasets' formats (CelebA and CUB fixtures) ------------------------------------
+
+@pytest.mark.parametrize("dataset", ["celeba", "cub"])
+def test_evaluate_on_the_celeba_and_cub_fixtures(runner, dataset, tmp_path):
+    from fixtures_real_formats import write_celeba, write_cub
+
+    fixture = (write_celeba(tmp_path / "data", counts=(16, 4, 4)) if dataset == "celeba"
+               else write_cub(tmp_path / "data", n_classes=3, per_class=6))
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    result = runner.invoke(build_app(), ["train", "--data", dataset, "--root", str(fixture.root), "--image-size", "16",
+                                         "--epochs", "1", "--latent-dim", "4", "--cache-dir", str(cache),
+                                         "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(build_app(), ["evaluate", "--run", str(out), "--samples", "3", "--train-classifier",
+                                         "--cache-dir", str(cache), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert KEYS <= set(metrics) and metrics["dataset"] == dataset and metrics["cll"] >= metrics["elbo"]
+    assert len(metrics["per_attribute_accuracy"]) == len(genkit.load_run(out).attribute_names)

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -26,15 +27,29 @@ def _pip_available() -> bool:
     return probe.returncode == 0
 
 
+def _builds_without_isolation() -> bool:
+    """Whether this environment's setuptools meets the example's ``setuptools>=77``.
+
+    A fresh Python 3.11 venv has setuptools 65 and no ``wheel``; there pip builds in an isolated
+    environment and fetches the build requirements from the package index instead.
+    """
+    try:
+        return int(metadata.version("setuptools").split(".")[0]) >= 77
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict[str, str]:
     """The environment of a genkit that has genkit-deep-cvae installed."""
     if not _pip_available():
         pytest.skip(f"pip is not available to {sys.executable}, so the example plugin cannot be installed")
     work = tmp_path_factory.mktemp("example")
-    source = shutil.copytree(EXAMPLE, work / "src")  # the build leaves build/ and *.egg-info beside the sources
+    # A copy: the build leaves build/ and *.egg-info beside the sources.
+    source = shutil.copytree(EXAMPLE, work / "src", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = work / "site"
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
+    isolation = ["--no-build-isolation"] if _builds_without_isolation() else []
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *isolation, "--no-deps",
                             "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
@@ -42,9 +57,9 @@ def installed(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-def genkit(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def genkit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "genkit", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+                          timeout=300)
 
 
 @pytest.mark.slow

@@ -47,14 +47,17 @@ def build_app() -> typer.Typer:
     app.command("sweep")(sweep_cmd.sweep)
     app.add_typer(classifier_cmd.app, name="classifier")
 
-    @app.callback()
-    def _root(version: bool = typer.Option(False, "--version", help="Print genkit's version and exit.",
-                                           is_eager=True)) -> None:
-        if version:
+    def _print_version(value: bool) -> None:
+        if value:
             from genkit import __version__
 
-            console.out.print(f"genkit {__version__}")
+            console.out.print(f"genkit {__version__}", highlight=False)
             raise typer.Exit()
+
+    @app.callback()
+    def _root(version: bool = typer.Option(False, "--version", help="Print genkit's version and exit.",
+                                           is_eager=True, callback=_print_version)) -> None:
+        """Attribute-conditioned generative image models, built from plugins."""
 
     load_plugins()
     for impl in pm.hook.register_commands.get_hookimpls():

@@ -15,14 +15,15 @@ app = typer.Typer(no_args_is_help=True, help="Inspect datasets and build their H
 
 
 def _describe(data: str, root, image_size, cache_dir, data_opt) -> dict:
-    from genkit.data import open_source, resolve_root
-    from genkit_datasets.cache import cache_path, read_cache_info
+    from genkit.data import dataset_cache_path, open_source, resolve_root
+    from genkit_datasets.cache import read_cache_info
     from genkit_datasets.preprocess import parse_image_size
 
     source, options = open_source(data, **parse_options(data_opt, "--data-opt"))
     size = parse_image_size(image_size) if image_size else tuple(source.default_image_size)
-    index = source.scan(resolve_root(data, source, root))
-    path = cache_path(data, size, options, cache_dir)
+    root_path = resolve_root(data, source, root)
+    index = source.scan(root_path)
+    path = dataset_cache_path(data, size, options, root_path, cache_dir)
     cached = read_cache_info(path)
     return {
         "name": data,

@@ -1,0 +1,121 @@
+"""`genkit sweep`: one run per β, evaluated, with the table, figures and plot; reuse and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from genkit.cli.app import build_app
+from genkit.errors import UsageError
+from genkit.sweep import parse_betas
+
+TINY = ["--data-opt", "count=160", "--data-opt", "seed=3", "--image-size", "16", "--epochs", "1", "--limit", "64",
+        "--latent-dim", "4", "--batch-size", "16", "--samples", "4"]
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sweep(runner, tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("sweep")
+    out, cache = base / "out", base / "cache"
+    result = runner.invoke(build_app(), ["sweep", *TINY, "--beta", "0.25,0.9", "--cache-dir", str(cache),
+                                         "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, cache
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return " ".join(lines[0].split())
+
+
+def test_sweep_writes_one_evaluated_run_per_beta_and_the_table(sweep):
+    out, _ = sweep
+    for beta in ("0.25", "0.9"):
+        config = json.loads((out / f"beta-{beta}" / "config.json").read_text())
+        assert config["loss"]["options"]["beta"] == float(beta)
+        assert config["train"]["seed"] == 0 and config["data"]["options"] == {"count": 160, "seed": 3}
+        assert (out / f"beta-{beta}" / "evaluation_test.json").is_file()
+    with open(out / "table.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["beta"]) for r in rows] == [0.25, 0.9]
+    assert {"beta", "mse", "kl", "elbo", "cll", "attribute_accuracy"} <= set(rows[0])
+    for row in rows:
+        assert float(row["cll"]) >= float(row["elbo"])
+    table = (out / "table.md").read_text().splitlines()
+    assert table[0].startswith("| beta | mse |") and len(table) == 4
+    assert [r["beta"] for r in json.loads((out / "sweep.json").read_text())] == [0.25, 0.9]
+
+
+def test_sweep_figures(sweep):
+    out, _ = sweep
+    for name in ("figure3.png", "figure4.png", "mse_kl_vs_beta.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 300 and image.size[1] > 100, name
+    with Image.open(out / "figure3.png") as three, Image.open(out / "figure4.png") as four:
+        assert four.size[1] > three.size[1]  # two rows per β against one
+
+
+def test_rerunning_a_sweep_reuses_finished_runs(runner, sweep):
+    out, cache = sweep
+    weights = out / "beta-0.25" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    result = runner.invoke(build_app(), ["sweep", *TINY, "--beta", "0.25", "--cache-dir", str(cache),
+                                         "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "reusing the finished run" in result.stderr
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_a_sweep_folder_holding_other_runs_is_refused(runner, sweep, tmp_path):
+    out, cache = sweep
+    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY[:-2], "--samples", "4", "--epochs", "2",
+                                                   "--beta", "0.25", "--cache-dir", str(cache), "--out", str(out)]))
+    assert f"{out / 'beta-0.25'} holds a run with epochs=1, not the 2 asked for" in line
+    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--data-opt", "count=200", "--beta", "0.9",
+                                                   "--cache-dir", str(cache), "--out", str(out)]))
+    assert "holds a run with data.count=160, not the 200 asked for" in line
+    other = tmp_path / "other"
+    (other / "beta-0.5").mkdir(parents=True)
+    config = json.loads((out / "beta-0.25" / "config.json").read_text())
+    config["data"]["name"] = "celeba"
+    (other / "beta-0.5" / "config.json").write_text(json.dumps(config))
+    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--beta", "0.5", "--out", str(other)]))
+    assert "holds a run for celeba (12 attributes), not the shapes asked for" in line
+
+
+@pytest.mark.parametrize("betas, message", [
+    ("", "--beta is empty; give β values in [0, 1] separated by commas"),
+    (" , ", "--beta is empty"),
+    ("0.25,1.5", "--beta value 1.5 is outside [0, 1]"),
+    ("-0.1", "--beta value -0.1 is outside [0, 1]"),
+    ("0.5,half", "--beta value 'half' is not a number"),
+    ("0.5,0.5", "--beta value 0.5 is listed twice"),
+])
+def test_bad_beta_lists_are_one_line_errors_and_write_nothing(runner, tmp_path, betas, message):
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_betas(betas)
+    line = _error_line(runner.invoke(build_app(), ["sweep", "--beta", betas, "--out", str(tmp_path / "s")]))
+    assert message in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_parse_betas_keeps_the_order_given():
+    assert parse_betas("0.9, 0.25,0.5") == [0.9, 0.25, 0.5]
+
+
+def test_a_loss_without_beta_is_refused(runner, tmp_path):
+    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--loss", "nope", "--beta", "0.5",
+                                                   "--out", str(tmp_path / "s")]))
+    assert "unknown loss 'nope'" in line
