@@ -60,8 +60,8 @@ def main() -> None:
         tmp = Path(tmp)
         for count in (args.images // 10, args.images):
             root = celeba_like(tmp / f"celeba-{count}", count)
-            info, _ = genkit.prepare_dataset("celeba", root=root, image_size=args.size, cache_dir=tmp / f"cache-{count}",
-                                             workers=2)
+            info, _ = genkit.prepare_dataset("celeba", root=root, image_size=args.size,
+                                             cache_dir=tmp / f"cache-{count}", workers=2)
             for workers in (0, 2):
                 r = stream(info.path, args.batch, workers)
                 peaks[(count, workers)] = r["main_mb"] + (r["worker_mb"] if workers else 0)
@@ -72,8 +72,8 @@ def main() -> None:
                        "peak RSS per worker MB")))
     small, large = args.images // 10, args.images
     for workers in (0, 2):
-        print(f"workers {workers}: larger minus smaller peak = {peaks[(large, workers)] - peaks[(small, workers)]:.0f} MB "
-              "(main + one worker)")
+        growth = peaks[(large, workers)] - peaks[(small, workers)]
+        print(f"workers {workers}: larger minus smaller peak = {growth:.0f} MB (main + one worker)")
 
 
 if __name__ == "__main__":

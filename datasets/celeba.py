@@ -157,7 +157,8 @@ def celeba_index(root: str | Path) -> SourceIndex:
     table = parse_attributes(layout.attributes)
     if table.declared_count != len(table.files):
         raise UsageError(f"{layout.attributes} declares {table.declared_count} images on line 1 but holds "
-                         f"{len(table.files)} rows; the file is truncated or edited, restore it from the original archive")
+                         f"{len(table.files)} rows; the file is truncated or edited, "
+                         "restore it from the original archive")
     part_files, codes = parse_partition(layout.partition)
     codes = _align(table.files, part_files, codes, layout)
     splits = {name: np.flatnonzero(codes == code) for code, name in SPLIT_CODES.items()}

@@ -112,9 +112,11 @@ class CachedImageDataset(torch.utils.data.Dataset):
     def __getitems__(self, rows: list[int]):
         rows_arr = np.asarray(rows, dtype=np.int64)
         if self._images is not None:
-            pixels = self._images[torch.from_numpy(rows_arr)]
+            pixels = self._images[torch.from_numpy(rows_arr)].numpy()
         else:
-            pixels = torch.from_numpy(self._read_rows(rows_arr))
-        images = pixels.float().div_(255.0)
+            pixels = self._read_rows(rows_arr)
+        # numpy divides on one thread (same bits as torch's x / 255): torch's parallel kernel stalls
+        # for milliseconds per batch when other processes hold the cores.
+        images = torch.from_numpy(np.divide(pixels, np.float32(255), dtype=np.float32))
         attributes = self.attributes[torch.from_numpy(rows_arr)]
         return [(images[j], attributes[j]) for j in range(len(rows))]

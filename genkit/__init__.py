@@ -11,20 +11,36 @@ __version__ = "0.1.0"
 
 from genkit.errors import GenkitError, GenkitRuntimeError, PluginError, UsageError  # noqa: E402
 from genkit.hookspecs import hookimpl, hookspec  # noqa: E402
-from genkit.types import (  # noqa: E402
-    Conditioner,
-    DatasetSource,
-    Loss,
-    LossResult,
-    Model,
-    ModelOutput,
-    SourceIndex,
-)
-from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec  # noqa: E402
-from genkit.plugins import list_plugins, plugin_errors, register_plugin, registry, unregister_plugin  # noqa: E402
-from genkit.data import load_dataset, prepare_dataset  # noqa: E402
-from genkit.runs import Run, load_run  # noqa: E402
-from genkit.training import plan_run, train  # noqa: E402
+# Everything else loads on first use (PEP 562): ``import genkit`` stays cheap for the CLI, and
+# genkit_datasets can import genkit.errors without pulling in the whole core first.
+_LAZY = {
+    "Conditioner": "genkit.types", "DatasetSource": "genkit.types", "Loss": "genkit.types",
+    "LossResult": "genkit.types", "Model": "genkit.types", "ModelOutput": "genkit.types",
+    "SourceIndex": "genkit.types",
+    "ComponentSpec": "genkit.config", "DataSpec": "genkit.config", "RunConfig": "genkit.config",
+    "TrainSpec": "genkit.config",
+    "list_plugins": "genkit.plugins", "plugin_errors": "genkit.plugins", "register_plugin": "genkit.plugins",
+    "registry": "genkit.plugins", "unregister_plugin": "genkit.plugins",
+    "load_dataset": "genkit.data", "prepare_dataset": "genkit.data",
+    "Run": "genkit.runs", "load_run": "genkit.runs",
+    "plan_run": "genkit.planning", "train": "genkit.training", "resume": "genkit.training",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'genkit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ComponentSpec",
@@ -54,6 +70,7 @@ __all__ = [
     "prepare_dataset",
     "register_plugin",
     "registry",
+    "resume",
     "train",
     "unregister_plugin",
 ]

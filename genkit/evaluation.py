@@ -94,6 +94,14 @@ def _decoder(model, has_prior: bool) -> Callable[[torch.Tensor, torch.Tensor], t
     return decode
 
 
+def check_settings(samples: int, sigma: float) -> None:
+    """A :class:`UsageError` unless ``samples`` is a positive integer and ``sigma`` a positive number."""
+    if samples < 1:
+        raise UsageError(f"--samples {samples} must be a positive integer (the default is 100)")
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise UsageError(f"--sigma {sigma} must be a positive number, for example 0.1")
+
+
 @torch.no_grad()
 def likelihood_bounds(model, images: torch.Tensor, condition: torch.Tensor, samples: int = DEFAULT_SAMPLES,
                       sigma: float = DEFAULT_SIGMA, generator: torch.Generator | None = None,
@@ -103,10 +111,7 @@ def likelihood_bounds(model, images: torch.Tensor, condition: torch.Tensor, samp
     See the module docstring for the definitions. ``chunk`` bounds how many images are decoded
     at once.
     """
-    if samples < 1:
-        raise UsageError(f"--samples {samples} must be a positive integer (the paper-style default is 100)")
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise UsageError(f"--sigma {sigma} must be a positive number, for example 0.1")
+    check_settings(samples, sigma)
     out = model(images, condition)
     mu, logvar = out.mu.float(), out.logvar.float()
     prior_mu, prior_logvar = out.extras.get("prior_mu"), out.extras.get("prior_logvar")
@@ -189,6 +194,7 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
     """
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit} must be a positive integer")
+    check_settings(samples, sigma)
     info = open_run_data(run, data, data_options, root, cache_dir)
     dataset = CachedImageDataset(info.path, split, limit=limit, in_memory=True)
     classifier, record, trained_now = get_classifier(info, classifier_name, train_if_needed=train_classifier,

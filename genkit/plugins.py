@@ -26,7 +26,7 @@ import pluggy
 
 from genkit import hookspecs
 from genkit.errors import PluginError
-from genkit.registry import KINDS, Registry
+from genkit.registries import KINDS, Registry
 
 ENTRY_POINT_GROUP = "genkit"
 DISTRIBUTION = "genkit-cvae"

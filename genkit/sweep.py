@@ -121,12 +121,17 @@ def _existing_run_state(directory: Path, config: RunConfig) -> str:
     return "done" if finished else "resume"
 
 
-def ensure_classifier(plan: SweepPlan, cache_dir: str | Path | None = None, data_progress=None,
-                      classifier_progress=None):
-    """Build the sweep's data cache and its attribute classifier now, unless both are there; returns the record."""
+def prepare_sweep(plan: SweepPlan, split: str = "test", cache_dir: str | Path | None = None, data_progress=None,
+                  classifier_progress=None):
+    """Before any training: build the data cache, check the evaluation split, train the classifier if needed.
+
+    Returns the classifier's record. A missing or empty ``split`` is a :class:`UsageError` here,
+    not after hours of training.
+    """
     config = plan.configs[0]
     info, _ = prepare_dataset(config.data.name, root=config.data.root, image_size=config.data.image_size,
                               cache_dir=cache_dir, options=config.data.options, progress=data_progress)
+    CachedImageDataset(info.path, split)  # raises for a split that is missing or empty
     return get_classifier(info, train_if_needed=True, device=config.train.device, progress=classifier_progress)[1]
 
 

@@ -191,7 +191,8 @@ def write_cub(root: Path, n_classes: int = 3, per_class: int = 8, attributes_at:
     write(base / "classes.txt", [f"{c + 1} {c + 1:03d}.{sp}" for c, sp in enumerate(species)])
     write(base / "image_class_labels.txt", [f"{k + 1} {c + 1}" for k, c in enumerate(class_index.tolist())])
     write(base / "train_test_split.txt", [f"{k + 1} {t}" for k, t in enumerate(is_train.tolist())])
-    write(base / "bounding_boxes.txt", [f"{k + 1} {x:.1f} {y:.1f} {w:.1f} {h:.1f}" for k, (x, y, w, h) in enumerate(boxes)])
+    write(base / "bounding_boxes.txt",
+          [f"{k + 1} {x:.1f} {y:.1f} {w:.1f} {h:.1f}" for k, (x, y, w, h) in enumerate(boxes)])
     attribute_lines = [f"{a + 1} {name}" for a, name in enumerate(names)]
     where = {"beside": root / "attributes.txt", "inside": base / "attributes.txt",
              "attributes_dir": base / "attributes" / "attributes.txt"}[attributes_at]

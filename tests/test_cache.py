@@ -18,7 +18,6 @@ from fixtures_real_formats import face_image, id_color, write_celeba, write_cub
 from genkit.cli.app import build_app
 from genkit_datasets.cache import cache_path, default_cache_dir, prepare_cache, read_cache_info
 from genkit_datasets.celeba import celeba_index
-from genkit_datasets.cub import cub_index
 from genkit_datasets.preprocess import center_crop_resize
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -181,9 +180,9 @@ def test_cache_location_cache_dir_then_genkit_cache(celeba, tmp_path, monkeypatc
     monkeypatch.setenv("GENKIT_CACHE", str(tmp_path / "env"))
     assert default_cache_dir() == tmp_path / "env"
     info, _ = genkit.prepare_dataset("celeba", root=celeba.root, image_size=8, workers=1)
-    assert info.path == tmp_path / "env" / "celeba-8x8.h5"
+    assert info.path.parent == tmp_path / "env" and info.path.name.startswith("celeba-8x8")
     info = _prepare("celeba", celeba.root, tmp_path / "flag", image_size=8)
-    assert info.path == tmp_path / "flag" / "celeba-8x8.h5"
+    assert info.path.parent == tmp_path / "flag" and info.path.name.startswith("celeba-8x8")
 
 
 def test_dataset_options_get_their_own_cache_file(cub, tmp_path):

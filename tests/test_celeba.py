@@ -144,7 +144,7 @@ def test_cli_prepare_and_info_on_celeba(official, tmp_path):
     code, output = cli("data", "prepare", "--data", "celeba", "--root", str(official.root),
                        "--image-size", "218x178", "--workers", "1", "--cache-dir", str(tmp_path))
     assert code == 0, output
-    assert "14 images 218x178, 40 attributes" in output and str(tmp_path / "celeba-218x178.h5") in output
+    assert "14 images 218x178, 40 attributes" in output and str(tmp_path / "celeba-218x178") in output
     result = runner.invoke(build_app(), ["data", "info", "--data", "celeba", "--root", str(official.root),
                                          "--image-size", "218x178", "--cache-dir", str(tmp_path), "--json"])
     info = json.loads(result.stdout)

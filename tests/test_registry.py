@@ -6,7 +6,7 @@ import pytest
 
 import genkit
 from genkit.errors import PluginError, UsageError
-from genkit.registry import Registry
+from genkit.registries import Registry
 
 
 def _factory(size: int = 3, *, flavour: str = "plain"):

@@ -111,6 +111,17 @@ def test_bad_beta_lists_are_one_line_errors_and_write_nothing(runner, tmp_path, 
     assert not (tmp_path / "s").exists()
 
 
+def test_a_missing_split_or_bad_samples_fail_before_any_training(runner, sweep, tmp_path):
+    _, cache = sweep
+    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--beta", "0.5", "--split", "holdout",
+                                                   "--cache-dir", str(cache), "--out", str(tmp_path / "s")]))
+    assert "split 'holdout' does not exist in shapes" in line
+    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--beta", "0.5", "--sigma", "0",
+                                                   "--out", str(tmp_path / "s")]))
+    assert "--sigma 0.0 must be a positive number" in line
+    assert not (tmp_path / "s" / "beta-0.5").exists()
+
+
 def test_parse_betas_keeps_the_order_given():
     assert parse_betas("0.9, 0.25,0.5") == [0.9, 0.25, 0.5]
 

@@ -48,7 +48,8 @@ def sweep(
     """Train one run per β with the same seed and data, evaluate each, and write table.csv, table.md,
     figure3.png, figure4.png and mse_kl_vs_beta.png into --out. Finished runs are reused."""
     from genkit.cli.evaluate_cmd import stage_progress
-    from genkit.sweep import ensure_classifier, parse_betas, plan_sweep, run_sweep
+    from genkit.evaluation import check_settings
+    from genkit.sweep import parse_betas, plan_sweep, prepare_sweep, run_sweep
 
     betas = parse_betas(beta)
     model_options = parse_options(model_opt, "--model-opt")
@@ -59,10 +60,7 @@ def sweep(
         model_options["prior"] = prior
     if conditioning is not None:
         cond_options["mode"] = conditioning
-    if samples < 1:
-        from genkit.errors import UsageError
-
-        raise UsageError(f"--samples {samples} must be a positive integer")
+    check_settings(samples, sigma)
     plan = plan_sweep(
         betas, out, model=model, data=data, conditioner=conditioner, loss=loss, model_options=model_options,
         conditioner_options=cond_options, loss_options=parse_options(loss_opt, "--loss-opt"),
@@ -72,8 +70,8 @@ def sweep(
     progress, on_cache = console.cache_progress(f"preparing {data} cache")
     bar, on_classifier, _ = stage_progress()
     try:
-        record = ensure_classifier(plan, cache_dir=cache_dir, data_progress=on_cache,
-                                   classifier_progress=on_classifier)
+        record = prepare_sweep(plan, split=split, cache_dir=cache_dir, data_progress=on_cache,
+                               classifier_progress=on_classifier)
     finally:
         progress.stop()
         bar.stop()
