@@ -37,7 +37,7 @@ class DataSpec:
 
 @dataclass
 class TrainSpec:
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 16
     lr: float = 2e-3
     seed: int = 0

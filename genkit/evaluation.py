@@ -50,7 +50,7 @@ DIVERSITY_SETS = 32
 DIVERSITY_PER_SET = 8
 LOG_2PI = math.log(2 * math.pi)
 
-#: ``progress(stage, done, total)``; stages: "likelihood", "samples", "classifier".
+#: ``progress(stage, done, total)``; stages: "likelihood", then "samples".
 EvalProgress = Callable[[str, int, int], None]
 
 
@@ -199,51 +199,16 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
     dataset = CachedImageDataset(info.path, split, limit=limit, in_memory=True)
     classifier, record, trained_now = get_classifier(info, classifier_name, train_if_needed=train_classifier,
                                                      device=run.device, progress=classifier_progress)
-    model, device = run.model, run.device
-    model.eval()
-    images_u8, attributes = dataset.images_uint8(), dataset.attributes
-    n = len(dataset)
-    sums = {k: 0.0 for k in ("mse", "kl", "elbo", "cll")}
-    cll_ge_elbo = 0
+    run.model.eval()
+    device = run.device
     with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        for start in range(0, n, batch_size):
-            images = images_u8[start:start + batch_size].to(device).float().div_(255)
-            cond = attributes[start:start + batch_size].to(device)
-            bounds = likelihood_bounds(model, images, cond, samples, sigma, generator)
-            for key in sums:
-                sums[key] += float(bounds[key].sum())
-            cll_ge_elbo += int((bounds["cll"] >= bounds["elbo"]).sum())
-            if progress:
-                progress("likelihood", min(n, start + batch_size), n)
+        sums, cll_ge_elbo = _likelihood(run, dataset, samples, sigma, seed, batch_size, progress)
+        per_attribute, real_per_attribute = _attribute_accuracies(run, dataset, classifier, seed + 1, batch_size,
+                                                                  progress)
+        diversity, data_diversity = _diversities(run, dataset, seed + 2)
 
-        generated_pred = []
-        sample_gen = torch.Generator().manual_seed(seed + 1)
-        for start in range(0, n, batch_size):
-            cond = attributes[start:start + batch_size].to(device)
-            z = torch.randn(len(cond), model.latent_dim, generator=sample_gen).to(device)
-            generated_pred.append(predict(classifier, model.sample(cond, z=z).float().clamp(0, 1), device))
-            if progress:
-                progress("samples", min(n, start + batch_size), n)
-        per_attribute = attribute_accuracy(torch.cat(generated_pred), attributes)
-        real_per_attribute = attribute_accuracy(predict(classifier, images_u8, device), attributes)
-
-        vectors = distinct_vectors(attributes, DIVERSITY_SETS)
-        div_gen = torch.Generator().manual_seed(seed + 2)
-        diversities = []
-        for vector in vectors:
-            cond = vector.to(device).reshape(1, -1).expand(DIVERSITY_PER_SET, -1)
-            z = torch.randn(DIVERSITY_PER_SET, model.latent_dim, generator=div_gen).to(device)
-            diversities.append(pairwise_rms(model.sample(cond, z=z).float().clamp(0, 1).cpu()))
-        real = []
-        for vector in vectors:
-            rows = (attributes == vector).all(dim=1).nonzero().flatten()[:DIVERSITY_PER_SET]
-            if len(rows) >= 2:
-                real.append(pairwise_rms(images_u8[rows].float() / 255))
-        if progress:
-            progress("classifier", n, n)
-
+    n = len(dataset)
     pixels = math.prod(dataset.image_shape)
     names = list(info.attribute_names)
     mse = sums["mse"] / n
@@ -271,8 +236,59 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         "classifier_accuracy": float(real_per_attribute.mean()),
         "per_attribute_classifier_accuracy": {a: float(v) for a, v in zip(names, real_per_attribute)},
         "relative_attribute_accuracy": float(per_attribute.mean() / real_per_attribute.mean().clamp_min(1e-9)),
-        "diversity": float(torch.stack(diversities).mean()),
-        "data_diversity": float(torch.stack(real).mean()) if real else None,
+        "diversity": diversity,
+        "data_diversity": data_diversity,
         "classifier": {"name": record.name, "trained_now": trained_now, "valid_accuracy": record.accuracy,
                        "fingerprint": record.fingerprint},
     }
+
+
+def _likelihood(run: Run, dataset: CachedImageDataset, samples: int, sigma: float, seed: int, batch_size: int,
+                progress: EvalProgress | None) -> tuple[dict[str, float], int]:
+    """Sums over the split of the per-image bounds, and how many images have cll ≥ elbo."""
+    generator = torch.Generator().manual_seed(seed)
+    images_u8, attributes, n = dataset.images_uint8(), dataset.attributes, len(dataset)
+    sums = {k: 0.0 for k in ("mse", "kl", "elbo", "cll")}
+    cll_ge_elbo = 0
+    for start in range(0, n, batch_size):
+        images = images_u8[start:start + batch_size].to(run.device).float().div_(255)
+        cond = attributes[start:start + batch_size].to(run.device)
+        bounds = likelihood_bounds(run.model, images, cond, samples, sigma, generator)
+        for key in sums:
+            sums[key] += float(bounds[key].sum())
+        cll_ge_elbo += int((bounds["cll"] >= bounds["elbo"]).sum())
+        if progress:
+            progress("likelihood", min(n, start + batch_size), n)
+    return sums, cll_ge_elbo
+
+
+def _attribute_accuracies(run: Run, dataset: CachedImageDataset, classifier, seed: int, batch_size: int,
+                          progress: EvalProgress | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-attribute accuracy of one sample per evaluation vector, and of the real images."""
+    generator = torch.Generator().manual_seed(seed)
+    attributes, n = dataset.attributes, len(dataset)
+    predictions = []
+    for start in range(0, n, batch_size):
+        cond = attributes[start:start + batch_size].to(run.device)
+        z = torch.randn(len(cond), run.model.latent_dim, generator=generator).to(run.device)
+        predictions.append(predict(classifier, run.model.sample(cond, z=z).float().clamp(0, 1), run.device))
+        if progress:
+            progress("samples", min(n, start + batch_size), n)
+    real = predict(classifier, dataset.images_uint8(), run.device)
+    return attribute_accuracy(torch.cat(predictions), attributes), attribute_accuracy(real, attributes)
+
+
+def _diversities(run: Run, dataset: CachedImageDataset, seed: int) -> tuple[float, float | None]:
+    """Mean pairwise RMS distance of samples sharing a vector, and of real images sharing one."""
+    generator = torch.Generator().manual_seed(seed)
+    attributes, images_u8 = dataset.attributes, dataset.images_uint8()
+    vectors = distinct_vectors(attributes, DIVERSITY_SETS)
+    generated, real = [], []
+    for vector in vectors:
+        cond = vector.to(run.device).reshape(1, -1).expand(DIVERSITY_PER_SET, -1)
+        z = torch.randn(DIVERSITY_PER_SET, run.model.latent_dim, generator=generator).to(run.device)
+        generated.append(pairwise_rms(run.model.sample(cond, z=z).float().clamp(0, 1).cpu()))
+        rows = (attributes == vector).all(dim=1).nonzero().flatten()[:DIVERSITY_PER_SET]
+        if len(rows) >= 2:
+            real.append(pairwise_rms(images_u8[rows].float() / 255))
+    return float(torch.stack(generated).mean()), (float(torch.stack(real).mean()) if real else None)

@@ -233,7 +233,9 @@ def labelled_grid(rows: list[torch.Tensor], row_labels: list[str], col_labels: l
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.4 + 0.85 * n_cols, (0.5 if col_labels else 0.1) + 0.85 * n_rows),
+    cell = 0.85  # inches; at ``dpi`` an image of 64 pixels or more is drawn at its own resolution
+    dpi = max(75, round(rows[0].shape[-1] / cell))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.4 + cell * n_cols, (0.5 if col_labels else 0.1) + cell * n_rows),
                              squeeze=False)
     for r, images in enumerate(rows):
         for c in range(n_cols):
@@ -251,7 +253,7 @@ def labelled_grid(rows: list[torch.Tensor], row_labels: list[str], col_labels: l
     fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.99, bottom=0.01,
                         top=1 - (0.45 if col_labels else 0.05) / fig.get_figheight(), wspace=0.04, hspace=0.04)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     return path
 

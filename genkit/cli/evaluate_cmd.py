@@ -76,8 +76,8 @@ def stage_progress():
         update("classifier", f"training the attribute classifier, epoch {epoch}/{epochs}", step, steps)
 
     def on_eval(stage: str, done: int, total: int) -> None:
-        update(stage, {"likelihood": "likelihood bounds", "samples": "attribute accuracy of samples",
-                       "classifier": "diversity"}.get(stage, stage), done, total)
+        update(stage, {"likelihood": "likelihood bounds", "samples": "attribute accuracy of samples"}.get(stage, stage),
+               done, total)
 
     return progress, on_classifier, on_eval
 
