@@ -68,6 +68,9 @@ def register_models(register):
     ``sample(condition, z=None, generator=None)`` returns images in [0, 1]; ``latent_dim`` is
     the size of z. Build the first encoder layer with ``conditioner.input_layer(...)`` and the
     decoder input with ``conditioner.join_latent(z, condition)`` so any conditioner fits.
+    A model with a conditional prior returns it in ``extras["prior_mu"]`` and
+    ``extras["prior_logvar"]`` and also provides ``decode(z, condition)``, which
+    ``genkit evaluate`` uses to score latent codes drawn from q.
     """
 
 

@@ -74,7 +74,11 @@ class Conditioner(Protocol):
 
 @runtime_checkable
 class Model(Protocol):
-    """What a ``register_models`` factory returns (a ``torch.nn.Module``)."""
+    """What a ``register_models`` factory returns (a ``torch.nn.Module``).
+
+    A model with a conditional prior (``extras["prior_mu"]``/``["prior_logvar"]``) also needs
+    ``decode(z, condition)``, so evaluation can score codes drawn from q(z|x, y).
+    """
 
     latent_dim: int
 
