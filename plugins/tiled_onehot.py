@@ -25,14 +25,18 @@ from genkit.errors import UsageError
 MODES = ("fused", "naive")
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise UsageError(f"conditioning mode {mode!r} is not known; choose one of: {', '.join(MODES)}")
+
+
 class TiledConditionConv(nn.Module):
     """``conv(concat(images, tile(condition)))`` with one weight for image and condition channels."""
 
     def __init__(self, image_channels: int, condition_dim: int, out_channels: int, kernel_size: int,
                  stride: int = 1, padding: int = 0, dilation: int = 1, mode: str = "fused"):
         super().__init__()
-        if mode not in MODES:
-            raise UsageError(f"conditioning mode {mode!r} is not known; choose one of: {', '.join(MODES)}")
+        _check_mode(mode)
         self.conv = nn.Conv2d(image_channels + condition_dim, out_channels, kernel_size, stride=stride,
                               padding=padding, dilation=dilation)
         self.image_channels = image_channels
@@ -88,8 +92,7 @@ class TiledOneHot(nn.Module):
 
     def __init__(self, attribute_names: list[str], mode: str = "fused"):
         super().__init__()
-        if mode not in MODES:
-            raise UsageError(f"conditioning mode {mode!r} is not known; choose one of: {', '.join(MODES)}")
+        _check_mode(mode)
         self.attribute_names = list(attribute_names)
         self._position = {name: i for i, name in enumerate(self.attribute_names)}
         self.dim = len(self.attribute_names)
