@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import genkit  # noqa: F401  (imported before genkit_datasets, which it imports)
 from _realistic import celeba_like, cub_like, machine, table
 from genkit_datasets.cache import cache_path, prepare_cache
 from genkit_datasets.celeba import celeba_index

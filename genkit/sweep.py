@@ -28,7 +28,8 @@ from genkit.errors import UsageError
 from genkit.evaluation import distinct_vectors, evaluate_run, open_run_data, reconstruct
 from genkit.files import atomic_path, write_text_atomic
 from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, Run, load_run
-from genkit.training import plan_run, resume, train
+from genkit.planning import plan_run
+from genkit.training import resume, train
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 TABLE_COLUMNS = ("beta", "mse", "mse_per_pixel", "kl", "elbo", "cll", "attribute_accuracy", "classifier_accuracy",

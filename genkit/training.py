@@ -13,7 +13,6 @@ without overwriting the last good checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import threading
 import time
@@ -33,7 +32,7 @@ from genkit.data import prepare_dataset
 from genkit.errors import GenkitError, GenkitRuntimeError, UsageError
 from genkit.files import write_text_atomic
 from genkit.images import plot_curves, save_grid
-from genkit.planning import default_run_dir, plan_run  # noqa: F401  (plan_run re-exported)
+from genkit.planning import default_run_dir
 from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, Run, resolve_device, save_weights
 from genkit_datasets.cache import Progress
 from genkit_datasets.torch_dataset import CachedImageDataset

@@ -45,7 +45,7 @@ def test_every_layout_reads_attributes_and_splits_exactly(tmp_path, layout, poin
 
 def test_attributes_equal_torchvision_celeba(tmp_path, monkeypatch):
     torchvision = pytest.importorskip("torchvision")
-    fixture = write_celeba(tmp_path, layout="torchvision", counts=(7, 3, 4))
+    write_celeba(tmp_path, layout="torchvision", counts=(7, 3, 4))
     monkeypatch.setattr(torchvision.datasets.CelebA, "_check_integrity", lambda self: True)
     ours = celeba_index(tmp_path)
     for split in ("train", "valid", "test"):

@@ -49,7 +49,8 @@ def train(
 ) -> None:
     """Train a model on a dataset and write a run folder (config, weights, metrics, sample grids)."""
     from genkit import distributed
-    from genkit.training import plan_run, resume as resume_run, train as run_training
+    from genkit.planning import plan_run
+    from genkit.training import resume as resume_run, train as run_training
 
     if nproc is not None and distributed.world_from_env().size == 1:
         code = distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc"))
