@@ -20,7 +20,8 @@ import torch
 
 from genkit.errors import UsageError
 from genkit.files import write_text_atomic
-from genkit.runs import load_weights, save_weights
+from genkit.run_folder import WEIGHTS_FILE
+from genkit.weights import load_weights, save_weights
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -36,7 +37,7 @@ def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict
     partial = root / f".{tag}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    save_weights(model, partial / "model.safetensors")
+    save_weights(model, partial / WEIGHTS_FILE)
     torch.save(state, partial / STATE_FILE)
     if final.exists():
         shutil.rmtree(final)
@@ -62,7 +63,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.devi
 
     A truncated or corrupt file is a :class:`UsageError` naming it.
     """
-    load_weights(model, path / "model.safetensors")
+    load_weights(model, path / WEIGHTS_FILE)
     state_file = path / STATE_FILE
     try:
         return torch.load(state_file, map_location=map_location, weights_only=True)

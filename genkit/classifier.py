@@ -24,12 +24,15 @@ from torch.nn import functional as F
 from genkit.errors import UsageError
 from genkit.files import write_text_atomic
 from genkit.plugins import registry
-from genkit.runs import load_weights, resolve_device, save_weights
+from genkit.recipe import DEFAULT_RECIPE
+from genkit.components import POSITIONAL_ARGS
+from genkit.distributed import resolve_device
+from genkit.weights import load_weights, save_weights
 from genkit_datasets.cache import CacheInfo
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 CLASSIFIER_FORMAT = 1
-DEFAULT_CLASSIFIER = "small-cnn"
+DEFAULT_CLASSIFIER = DEFAULT_RECIPE.classifier
 DEFAULT_EPOCHS = 6
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LR = 2e-3
@@ -137,7 +140,7 @@ def _build(name: str, info: CacheInfo, options: dict[str, Any]) -> torch.nn.Modu
 
 def resolve_classifier_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """Every option of classifier ``name``, the given ones over its defaults (checks names)."""
-    return registry("classifiers").get(name).resolve_options(options or {}, skip=("image_shape", "attribute_names"))
+    return registry("classifiers").get(name).resolve_options(options or {}, skip=POSITIONAL_ARGS["classifiers"])
 
 
 def train_classifier(info: CacheInfo, name: str = DEFAULT_CLASSIFIER, options: dict[str, Any] | None = None,

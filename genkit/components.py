@@ -10,14 +10,20 @@ from genkit.errors import UsageError
 from genkit.plugins import registry
 
 
-def resolve(kind: str, spec: ComponentSpec, skip: tuple[str, ...] = ()) -> ComponentSpec:
+#: what each kind's factory gets by position, before the user's options
+POSITIONAL_ARGS = {"datasets": (), "conditioners": ("attribute_names",), "models": ("image_shape", "conditioner"),
+                   "losses": (), "classifiers": ("image_shape", "attribute_names")}
+
+
+def resolve(kind: str, spec: ComponentSpec) -> ComponentSpec:
     """The same spec with every option the factory accepts filled in (checks names and options).
 
     Options are normalised through JSON (tuples become lists), so a config equals itself after a
     round trip through ``config.json``.
     """
     component = registry(kind).get(spec.name)
-    return ComponentSpec(spec.name, json_options(component.resolve_options(spec.options, skip=skip), spec.name))
+    options = component.resolve_options(spec.options, skip=POSITIONAL_ARGS[kind])
+    return ComponentSpec(spec.name, json_options(options, spec.name))
 
 
 def json_options(options: dict[str, Any], owner: str) -> dict[str, Any]:
@@ -36,7 +42,3 @@ def build_components(config: RunConfig) -> tuple[Any, Any, Any]:
         config.image_shape, conditioner, **config.model.options)
     loss = registry("losses").get(config.loss.name).create(**config.loss.options)
     return conditioner, model, loss
-
-
-CONDITIONER_ARGS = ("attribute_names",)
-MODEL_ARGS = ("image_shape", "conditioner")

@@ -90,3 +90,18 @@ def strip_option(argv: list[str], name: str) -> list[str]:
             continue
         out.append(arg)
     return out
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; an explicit ``cuda`` without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu or auto")
+    if chosen.type not in ("cpu", "cuda"):
+        raise UsageError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return chosen

@@ -10,7 +10,7 @@ It is a density over R^D, so the bounds below are true bounds of that model's lo
 nats per image (higher is better); they are comparable between runs evaluated with the same σ.
 
 * ``mse``: E_q[SSE] per image, the squared error summed over pixels and channels, averaged over
-  the S draws z_s ~ q(z|x,y) (``beta-elbo``'s ``mse`` term); ``mse_per_pixel`` = mse / D.
+  the S draws z_s ~ q(z|x,y) (the usual ``mse`` loss term); ``mse_per_pixel`` = mse / D.
 * ``kl``: KL(q(z|x,y) ‖ p(z|x)) in closed form; p(z|x) = N(0, I), or the model's conditional
   prior when it returns one (``extras["prior_mu"]``, ``extras["prior_logvar"]``).
 * ``elbo`` = −mse/(2σ²) − (D/2)·log(2πσ²) − kl.
@@ -219,8 +219,7 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         "images": n,
         "image_size": list(info.image_size),
         "data_matches_training": info.fingerprint == run.config.data.cache_fingerprint,
-        "beta": run.config.loss.options.get("beta"),
-        "prior": run.config.model.options.get("prior", "standard"),
+        "config": run.config.to_dict(),
         "likelihood": f"gaussian, fixed sigma={sigma}",
         "sigma": sigma,
         "samples": samples,

@@ -6,8 +6,11 @@ Each ``register_*`` hook receives a ``register`` callback and calls it once per 
     def register_models(register):
         register("my-model", build_my_model, description="...")
 
-The callback's signature is ``register(name: str, factory: Callable, *, description: str = "")``;
-``description`` defaults to the first line of the factory's docstring. A factory is called later,
+The callback's signature is ``register(name: str, factory: Callable, *, description: str = "",
+flags: Sequence[str] | Mapping[str, str] = ())``; ``description`` defaults to the first line of
+the factory's docstring; ``flags`` names options that get a short CLI flag of their own
+(``flags=("beta",)`` → ``--beta``; ``{"mode": "--conditioning"}`` to name it differently), with
+the help text of the option's ``:param name:`` line in the factory's docstring. A factory is called later,
 only when the component is used, with the arguments listed in each hook's docstring plus the
 user's options; the options it accepts are read from its signature, so a factory declares them as
 keyword parameters with defaults (JSON-compatible values, since they are stored in config.json).
@@ -27,7 +30,7 @@ hookimpl = pluggy.HookimplMarker("genkit")
 def register_datasets(register):
     """Register dataset sources.
 
-    :param register: ``register(name, factory, *, description="")``.
+    :param register: ``register(name, factory, *, description="", flags=())``.
 
     ``factory(**options)`` returns a :class:`genkit.DatasetSource`: an object with
     ``name``, ``description``, ``default_image_size`` (H, W), ``needs_root`` (True when the user
@@ -43,7 +46,7 @@ def register_datasets(register):
 def register_conditioners(register):
     """Register conditioners: how an attribute vector enters a model.
 
-    :param register: ``register(name, factory, *, description="")``.
+    :param register: ``register(name, factory, *, description="", flags=())``.
 
     ``factory(attribute_names: list[str], **options)`` (the first parameter passed by position, and
     named ``attribute_names``) returns a :class:`genkit.Conditioner`
@@ -59,7 +62,7 @@ def register_conditioners(register):
 def register_models(register):
     """Register generative models.
 
-    :param register: ``register(name, factory, *, description="")``.
+    :param register: ``register(name, factory, *, description="", flags=())``.
 
     ``factory(image_shape: tuple[int, int, int], conditioner: Conditioner, **options)`` (the first
     two passed by position, and named ``image_shape`` and ``conditioner``) returns a
@@ -78,7 +81,7 @@ def register_models(register):
 def register_losses(register):
     """Register training losses.
 
-    :param register: ``register(name, factory, *, description="")``.
+    :param register: ``register(name, factory, *, description="", flags=())``.
 
     ``factory(**options)`` returns a :class:`genkit.Loss`: a callable
     ``loss(output: ModelOutput, images: Tensor) -> LossResult`` whose ``total`` is minimised
@@ -91,7 +94,7 @@ def register_losses(register):
 def register_classifiers(register):
     """Register attribute classifiers: the judges of ``genkit evaluate``'s attribute accuracy.
 
-    :param register: ``register(name, factory, *, description="")``.
+    :param register: ``register(name, factory, *, description="", flags=())``.
 
     ``factory(image_shape: tuple[int, int, int], attribute_names: list[str], **options)``
     returns a ``torch.nn.Module`` whose ``forward(images)`` takes images in [0, 1] of shape

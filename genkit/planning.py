@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from genkit import __version__
-from genkit.components import CONDITIONER_ARGS, MODEL_ARGS, build_components, json_options, resolve
+from genkit.components import POSITIONAL_ARGS, build_components, json_options, resolve
 from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
-from genkit.data import open_source
+from genkit.data import open_source, resolve_root
+from genkit.distributed import resolve_device
 from genkit.errors import UsageError
-from genkit.runs import resolve_device
+from genkit.recipe import DEFAULT_RECIPE
 from genkit_datasets.preprocess import parse_image_size
 
 PRECISIONS = ("fp32", "bf16")
 DATA_PLACEMENTS = ("auto", "disk", "ram", "gpu")
 
 
-def plan_run(model: str = "cvae", data: str = "shapes", conditioner: str = "tiled-onehot", loss: str = "beta-elbo",
+def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.dataset,
+             conditioner: str = DEFAULT_RECIPE.conditioner, loss: str = DEFAULT_RECIPE.loss,
              *, model_options: dict | None = None, conditioner_options: dict | None = None,
              loss_options: dict | None = None, data_options: dict | None = None, root: str | Path | None = None,
              image_size: Any = None, limit: int | None = None, **train: Any) -> RunConfig:
     """Check every choice and return the run's config; nothing is written or built yet.
 
-    Raises :class:`UsageError` for an unknown name or option, a value out of range, or an image
-    size the model cannot take, before any file or cache is touched.
+    The dataset is scanned (its annotation files read, no image decoded), so the config holds
+    the attribute names and the source's fingerprint from the start. Raises
+    :class:`UsageError` for an unknown name or option, a missing data folder, a value out of
+    range, or an image size the model cannot take, before any file or cache is touched.
     """
     known = {f.name for f in fields(TrainSpec)}
     unknown = sorted(set(train) - known)
@@ -53,12 +56,14 @@ def plan_run(model: str = "cvae", data: str = "shapes", conditioner: str = "tile
 
     source, data_resolved = open_source(data, **(data_options or {}))
     size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
-    cond_spec = resolve("conditioners", ComponentSpec(conditioner, conditioner_options or {}), skip=CONDITIONER_ARGS)
-    model_spec = resolve("models", ComponentSpec(model, model_options or {}), skip=MODEL_ARGS)
+    cond_spec = resolve("conditioners", ComponentSpec(conditioner, conditioner_options or {}))
+    model_spec = resolve("models", ComponentSpec(model, model_options or {}))
     loss_spec = resolve("losses", ComponentSpec(loss, loss_options or {}))
+    index = source.scan(resolve_root(data, source, root))
     config = RunConfig(
-        data=DataSpec(name=data, options=json_options(data_resolved, data), root=str(root) if root else None, image_size=size,
-                      limit=limit, attribute_names=list(getattr(source, "attribute_names", ["placeholder"]))),
+        data=DataSpec(name=data, options=json_options(data_resolved, data), root=str(root) if root else None,
+                      image_size=size, limit=limit, attribute_names=list(index.attribute_names),
+                      cache_fingerprint=index.fingerprint),
         conditioner=cond_spec, model=model_spec, loss=loss_spec,
         train=spec,
         genkit_version=__version__,
@@ -70,15 +75,3 @@ def plan_run(model: str = "cvae", data: str = "shapes", conditioner: str = "tile
 def _positive(what: str, value: int) -> None:
     if value is None or value < 1:
         raise UsageError(f"{what} {value} must be a positive integer")
-
-
-def default_run_dir(config: RunConfig, base: str | Path = "runs") -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(base) / f"{config.model.name}-{config.data.name}-{stamp}"
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = Path(base) / f"{config.model.name}-{config.data.name}-{stamp}-{suffix}"
-    return path
-
-

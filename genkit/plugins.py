@@ -132,9 +132,9 @@ def registry(kind: str) -> Registry:
     for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
 
-        def register(name, factory, *, description: str = "", _plugin=plugin_name):
+        def register(name, factory, *, description: str = "", flags=(), _plugin=plugin_name):
             try:
-                reg.add(name, factory, plugin=_plugin, description=description)
+                reg.add(name, factory, plugin=_plugin, description=description, flags=flags)
             except PluginError as exc:  # refuse this one component; the plugin's others still register
                 errors.append(exc)
 

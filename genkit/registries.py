@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 from genkit.errors import PluginError, UsageError
 
@@ -24,12 +25,31 @@ class DuplicateComponentError(PluginError):
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A short command-line flag a component declares for one of its options (``--beta``)."""
+
+    option: str
+    flag: str
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
 class Component:
     kind: str
     name: str
     factory: Callable[..., Any]
     plugin: str
     description: str = ""
+    #: option name -> flag (``{"beta": "--beta"}``), as declared by the plugin when registering.
+    flags: Mapping[str, str] = field(default_factory=dict)
+
+    def cli_flags(self, skip: tuple[str, ...] = ()) -> list[Flag]:
+        """The declared flags with their defaults and the help text from the factory's docstring."""
+        defaults = self.option_defaults(skip)
+        docs = option_docs(self.factory)
+        return [Flag(option, flag, defaults.get(option), docs.get(option, f"{SINGULAR[self.kind]} option {option}"))
+                for option, flag in self.flags.items()]
 
     def option_defaults(self, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         """Keyword options the factory accepts, with their defaults (``...`` when required)."""
@@ -74,18 +94,20 @@ class Registry:
         self.kind = kind
         self._items: dict[str, Component] = {}
 
-    def add(self, name: str, factory: Callable[..., Any], *, plugin: str, description: str = "") -> None:
+    def add(self, name: str, factory: Callable[..., Any], *, plugin: str, description: str = "",
+            flags: Iterable[str] | Mapping[str, str] = ()) -> None:
         if not isinstance(name, str) or not name:
             raise PluginError(plugin, f"registered a {SINGULAR[self.kind]} with an invalid name {name!r}")
         if not callable(factory):
             raise PluginError(plugin, f"registered {SINGULAR[self.kind]} {name!r} with a factory that is not callable")
+        declared = _declared_flags(flags, factory, plugin, f"{SINGULAR[self.kind]} {name!r}")
         if name in self._items:
             holder = self._items[name].plugin
             raise DuplicateComponentError(
                 plugin,
                 f"cannot register {SINGULAR[self.kind]} {name!r}: plugin {holder!r} already registered it",
             )
-        self._items[name] = Component(self.kind, name, factory, plugin, description or _first_line(factory))
+        self._items[name] = Component(self.kind, name, factory, plugin, description or _first_line(factory), declared)
 
     def get(self, name: str) -> Component:
         try:
@@ -115,6 +137,53 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+FLAG_PATTERN = re.compile(r"^--[a-z][a-z0-9-]*$")
+
+
+def _declared_flags(flags: Iterable[str] | Mapping[str, str], factory: Callable[..., Any], plugin: str,
+                    what: str) -> dict[str, str]:
+    """``flags`` as option -> flag; each option must be a keyword parameter of the factory."""
+    if isinstance(flags, str):
+        flags = [flags]
+    pairs = dict(flags) if isinstance(flags, Mapping) else {o: "--" + o.replace("_", "-") for o in flags}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for option, flag in pairs.items():
+        param = params.get(option)
+        if param is None or param.default is param.empty:
+            raise PluginError(plugin, f"registered {what} with flag {flag!r} for {option!r}, which is not an "
+                                      "option of its factory (a keyword parameter with a default)")
+        if not isinstance(flag, str) or not FLAG_PATTERN.match(flag):
+            raise PluginError(plugin, f"registered {what} with flag {flag!r}; flags look like --name")
+    return pairs
+
+
+def option_docs(factory: Callable[..., Any]) -> dict[str, str]:
+    """Per-option help from the factory's docstring: ``:param name: text`` or a Google ``Args:`` list."""
+    doc = inspect.getdoc(factory) or ""
+    docs: dict[str, str] = {}
+    current = None
+    in_args = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        sphinx = re.match(r":param\s+(?:[\w\[\], .|]+\s+)?(\w+):\s*(.*)", stripped)
+        google = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s+(.*)", stripped) if in_args and line.startswith((" ", "\t")) else None
+        if sphinx or google:
+            current, text = (sphinx or google).groups()
+            docs[current] = text.strip()
+        elif stripped in ("Args:", "Arguments:", "Parameters:"):
+            in_args, current = True, None
+        elif not stripped or stripped.startswith(":") or not line.startswith((" ", "\t")) and in_args:
+            current = None
+            if not line.startswith((" ", "\t")) and stripped:
+                in_args = False
+        elif current is not None:
+            docs[current] += " " + stripped
+    return docs
 
 
 def _first_line(obj: Any) -> str:

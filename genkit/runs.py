@@ -1,8 +1,7 @@
-"""Run folders: saving weights safely, and loading a trained run back for sampling.
+"""A trained run loaded back from its folder, for sampling: :func:`load_run` and :class:`Run`.
 
-A run folder holds ``config.json``, ``model.safetensors``, ``metrics.jsonl`` (one line per
-epoch), ``steps.jsonl`` (logged steps), ``samples/epoch_NNN.png`` and ``loss_curve.png``.
-Weights are safetensors: loading a run never unpickles code.
+The folder's layout is :mod:`genkit.run_folder`'s; weights are safetensors, so loading a run
+never unpickles code.
 """
 
 from __future__ import annotations
@@ -11,53 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from genkit.components import build_components
 from genkit.config import RunConfig
+from genkit.distributed import resolve_device
 from genkit.errors import UsageError
-from genkit.files import atomic_path
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-def save_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """The model's state dict as safetensors, written to a temporary name and renamed into place."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-
-
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
-    path = Path(path)
-    try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise UsageError(f"{path} does not exist; the run has no saved weights yet") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not a readable safetensors file ({exc}); the file is truncated or corrupt") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise UsageError(f"{path} does not fit the model in config.json: {first[-1].strip() if first else exc}") from None
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; an explicit ``cuda`` without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu or auto")
-    if chosen.type not in ("cpu", "cuda"):
-        raise UsageError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
-    return chosen
+from genkit.run_folder import CONFIG_FILE, WEIGHTS_FILE
+from genkit.weights import load_weights
 
 
 class Run:

@@ -1,100 +1,236 @@
-"""The β sweep of the paper's §5.3: one run per β, same seed and data, each evaluated.
+"""Sweeps: one run per value (or grid point) of any component's options, each evaluated.
 
-``out/beta-<β>/`` holds each run folder (with its ``evaluation_<split>.json``); ``out/`` gets
-``table.csv`` and ``table.md`` (Table 1 plus the likelihood bounds and attribute accuracy),
-``figure3.png`` (a row per β: the same attribute sets and latent codes in every row),
-``figure4.png`` (per β, ground truth above reconstruction), ``mse_kl_vs_beta.png`` and
-``sweep.json``. A finished run folder with the same settings is reused, so an interrupted sweep
-picks up where it stopped (an unfinished one resumes from its checkpoint); a folder holding a run
-with other settings is refused rather than overwritten.
+``genkit sweep --vary loss.beta=0.25,0.5,0.75,0.9`` is the paper's §5.3 β sweep;
+``--vary model.prior=standard,learned`` compares priors; several ``--vary`` make a grid. A
+component flag given comma-separated values (``--beta 0.25,0.5``) is the same as its ``--vary``.
+
+``out/<option>-<value>[_<option>-<value>...]/`` holds each run folder (with its
+``evaluation_<split>.json``); ``out/`` gets the table, the figures and the plot
+(:mod:`genkit.sweep_report`). A finished run folder with the same settings is reused, so an
+interrupted sweep picks up where it stopped (an unfinished one resumes from its checkpoint); a
+folder holding a run with other settings is refused rather than overwritten.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 import json
-import textwrap
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from genkit.classifier import get_classifier
-from genkit.config import RunConfig
+from genkit.components import POSITIONAL_ARGS
+from genkit.config import RunConfig, TrainSpec
 from genkit.data import prepare_dataset
 from genkit.errors import UsageError
-from genkit.evaluation import distinct_vectors, evaluate_run, open_run_data, reconstruct
-from genkit.files import atomic_path, write_text_atomic
-from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, Run, load_run
+from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA, evaluate_run
+from genkit.files import write_text_atomic
 from genkit.planning import plan_run
+from genkit.plugins import registry
+from genkit.run_folder import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, evaluation_file, read_jsonl
+from genkit.runs import Run, load_run
 from genkit.training import resume, train
 from genkit_datasets.torch_dataset import CachedImageDataset
 
-TABLE_COLUMNS = ("beta", "mse", "mse_per_pixel", "kl", "elbo", "cll", "attribute_accuracy", "classifier_accuracy",
-                 "diversity")
-FIGURE_COLUMNS = 8
+#: ``--vary`` prefix -> (registry kind, plan_run keyword for its options, plan_run keyword for its name)
+VARY_KINDS = {"data": ("datasets", "data_options", "data"),
+              "conditioner": ("conditioners", "conditioner_options", "conditioner"),
+              "model": ("models", "model_options", "model"),
+              "loss": ("losses", "loss_options", "loss")}
+TRAIN_SETTINGS = {f.name: f.default for f in fields(TrainSpec)}
 
 
-def parse_betas(text: str) -> list[float]:
-    """``"0.25,0.5"`` to ``[0.25, 0.5]``; empty lists, non-numbers, values outside [0, 1] and repeats are refused."""
+@dataclass(frozen=True)
+class Varied:
+    """One swept option: ``kind`` is data, conditioner, model, loss or train."""
+
+    kind: str
+    option: str
+    values: tuple[Any, ...]
+    #: how the user wrote it, for messages (``--vary loss.beta`` or ``--beta``)
+    given_as: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}.{self.option}"
+
+
+def parse_values(text: str, given_as: str, default: Any) -> tuple[Any, ...]:
+    """``"0.25,0.5"`` to ``(0.25, 0.5)``, each value of the option's type; empties and repeats refused."""
     items = [t.strip() for t in (text or "").split(",") if t.strip()]
     if not items:
-        raise UsageError("--beta is empty; give β values in [0, 1] separated by commas, for example 0.25,0.5,0.75,0.9")
-    betas: list[float] = []
+        raise UsageError(f"{given_as} is empty; give one or more values separated by commas")
+    values: list[Any] = []
     for item in items:
-        try:
-            beta = float(item)
-        except ValueError:
-            raise UsageError(f"--beta value {item!r} is not a number; give values in [0, 1], "
-                             "for example 0.25,0.5,0.75,0.9") from None
-        if not 0.0 <= beta <= 1.0:
-            raise UsageError(f"--beta value {item} is outside [0, 1]; the paper uses 0.25,0.5,0.75,0.9")
-        if beta in betas:
-            raise UsageError(f"--beta value {item} is listed twice; give each β once")
-        betas.append(beta)
-    return betas
+        value = _typed(item, default, given_as)
+        if value in values:
+            raise UsageError(f"{given_as} value {item} is listed twice; give each value once")
+        values.append(value)
+    return tuple(values)
 
 
-def run_folder(out: str | Path, beta: float) -> Path:
-    return Path(out) / f"beta-{beta:g}"
+def _typed(item: str, default: Any, given_as: str) -> Any:
+    try:
+        value = json.loads(item)
+    except json.JSONDecodeError:
+        value = item
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UsageError(f"{given_as} value {item!r} is not true or false")
+    elif isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{given_as} value {item!r} is not a number")
+        if isinstance(default, int) and not isinstance(default, bool) and value != int(value):
+            raise UsageError(f"{given_as} value {item!r} is not a whole number")
+        value = type(default)(value)
+    return value
+
+
+def parse_vary(items: list[str], components: dict[str, str]) -> list[Varied]:
+    """``["loss.beta=0.25,0.5"]`` to :class:`Varied`, checked against the chosen ``components``.
+
+    ``components`` maps data/conditioner/model/loss to the chosen names. An unknown kind, an
+    option the chosen component does not have, or a value of the wrong type is a UsageError
+    listing what is valid.
+    """
+    varied: list[Varied] = []
+    for item in items or []:
+        target, sep, text = item.partition("=")
+        kind, dot, option = target.strip().partition(".")
+        given_as = f"--vary {target.strip()}"
+        kinds = ", ".join([*VARY_KINDS, "train"])
+        if not sep or not dot or not option:
+            raise UsageError(f"--vary {item!r} is not KIND.OPTION=V1,V2; KIND is one of {kinds}, "
+                             "for example --vary train.lr=1e-3,2e-3")
+        option = option.replace("-", "_")
+        if kind == "train":
+            if option not in TRAIN_SETTINGS:
+                raise UsageError(f"{given_as}: there is no training setting {option!r}; settings are: "
+                                 f"{', '.join(sorted(TRAIN_SETTINGS))}")
+            default = TRAIN_SETTINGS[option]
+        elif kind in VARY_KINDS:
+            default = option_default(kind, components[kind], option, given_as)
+        else:
+            raise UsageError(f"{given_as}: {kind!r} is not a kind of option; use one of {kinds}")
+        varied.append(Varied(kind, option, parse_values(text, given_as, default), given_as))
+    keys = [v.key for v in varied]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise UsageError(f"{key} is varied twice; give all its values in one --vary")
+    return varied
+
+
+def option_default(kind: str, name: str, option: str, given_as: str) -> Any:
+    """The default of ``option`` of the chosen component; a UsageError naming its options if it has none."""
+    reg_kind = VARY_KINDS[kind][0]
+    component = registry(reg_kind).get(name)
+    defaults = component.option_defaults(skip=POSITIONAL_ARGS[reg_kind])
+    if option not in defaults and not component.accepts_any_option():
+        raise UsageError(f"{given_as}: {kind} {name!r} has no option {option!r}; its options are: "
+                         f"{', '.join(sorted(defaults)) or 'none'}")
+    return defaults.get(option)
+
+
+def varied_from_flags(flags: dict[str, dict[str, str]], components: dict[str, str]) -> tuple[list[Varied], dict]:
+    """Split the components' flags given to ``genkit sweep`` into varied ones (several comma-separated
+    values) and fixed ones (one value, or a list-valued option, set for every run)."""
+    from genkit.plugins import registry as reg
+
+    singular = {v[0]: k for k, v in VARY_KINDS.items()}
+    varied, fixed = [], {}
+    for reg_kind, values in flags.items():
+        kind = singular[reg_kind]
+        declared = {f.option: f for f in reg(reg_kind).get(components[kind]).cli_flags(POSITIONAL_ARGS[reg_kind])}
+        for option, raw in values.items():
+            flag = declared[option]
+            if isinstance(flag.default, (list, tuple, dict)):
+                fixed.setdefault(reg_kind, {})[option] = json.loads(raw)
+                continue
+            parsed = parse_values(raw, flag.flag, flag.default)
+            if len(parsed) > 1:
+                varied.append(Varied(kind, option, parsed, flag.flag))
+            else:
+                fixed.setdefault(reg_kind, {})[option] = parsed[0]
+    return varied, fixed
+
+
+def point_label(point: dict[str, Any], varied: list[Varied]) -> str:
+    """``beta=0.25`` or ``beta=0.25, prior=learned``: what tells one run of the sweep from the others."""
+    return ", ".join(f"{column}={_show(point[v.key])}" for v, column in zip(varied, columns(varied)))
+
+
+def columns(varied: list[Varied]) -> list[str]:
+    """A column name per varied option: the bare option, or ``kind.option`` where two kinds share it."""
+    options = [v.option for v in varied]
+    return [v.option if options.count(v.option) == 1 else v.key for v in varied]
+
+
+def run_folder(out: str | Path, point: dict[str, Any], varied: list[Varied]) -> Path:
+    """``out/beta-0.25`` or ``out/beta-0.25_prior-learned``."""
+    parts = [f"{column}-{_show(point[v.key])}" for v, column in zip(varied, columns(varied))]
+    return Path(out) / re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass
 class SweepPlan:
     out: Path
-    betas: list[float]
+    varied: list[Varied]
+    #: per run: {"loss.beta": 0.25, ...}
+    points: list[dict[str, Any]]
     configs: list[RunConfig]
     #: per run: "new" (train it), "done" (reuse it) or "resume" (continue from its checkpoint)
     states: list[str]
 
+    def folder(self, index: int) -> Path:
+        return run_folder(self.out, self.points[index], self.varied)
 
-def plan_sweep(betas: list[float], out: str | Path, **plan_kwargs: Any) -> SweepPlan:
+    def label(self, index: int) -> str:
+        return point_label(self.points[index], self.varied)
+
+
+def plan_sweep(varied: list[Varied], out: str | Path, **plan_kwargs: Any) -> SweepPlan:
     """Validate every run of the sweep and the output folder; nothing is written yet.
 
-    ``plan_kwargs`` are :func:`genkit.plan_run`'s arguments; each run gets ``loss_options["beta"]``.
+    ``plan_kwargs`` are :func:`genkit.plan_run`'s arguments; each run gets its grid point's
+    values over them.
     """
-    if not betas:
-        raise UsageError("--beta is empty; give β values in [0, 1] separated by commas, for example 0.25,0.5,0.75,0.9")
+    if not varied:
+        raise UsageError("nothing to vary; give --vary KIND.OPTION=V1,V2 (KIND: data, conditioner, model, loss or "
+                         "train; one value makes a sweep of one run) or a component flag with several "
+                         "comma-separated values")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder for the sweep")
-    loss_options = dict(plan_kwargs.pop("loss_options", None) or {})
+    points = [dict(zip([v.key for v in varied], combo)) for combo in itertools.product(*(v.values for v in varied))]
     configs, states = [], []
-    for beta in betas:
-        config = plan_run(loss_options={**loss_options, "beta": beta}, **plan_kwargs)
+    for point in points:
+        kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in plan_kwargs.items()}
+        for key, value in point.items():
+            kind, option = key.split(".", 1)
+            if kind == "train":
+                kwargs[option] = value
+            else:
+                target = VARY_KINDS[kind][1]
+                kwargs[target] = {**(kwargs.get(target) or {}), option: value}
+        config = plan_run(**kwargs)
         configs.append(config)
-        states.append(_existing_run_state(run_folder(out, beta), config))
-    return SweepPlan(out, list(betas), configs, states)
+        states.append(_existing_run_state(run_folder(out, point, varied), config))
+    return SweepPlan(out, list(varied), points, configs, states)
 
 
 def _comparable(config: RunConfig) -> dict[str, Any]:
     """The settings that make two runs the same experiment, flattened and JSON-normalised."""
-    data, train = config.data, config.train
+    data, train_spec = config.data, config.train
     flat = {"data": data.name, "image_size": list(data.image_size), "limit": data.limit,
             "conditioner": config.conditioner.name, "model": config.model.name, "loss": config.loss.name,
-            "epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr, "seed": train.seed}
+            "epochs": train_spec.epochs, "batch_size": train_spec.batch_size, "lr": train_spec.lr,
+            "seed": train_spec.seed}
     for prefix, options in (("data", data.options), ("conditioner", config.conditioner.options),
                             ("model", config.model.options), ("loss", config.loss.options)):
         flat.update({f"{prefix}.{k}": v for k, v in options.items()})
@@ -116,8 +252,7 @@ def _existing_run_state(directory: Path, config: RunConfig) -> str:
         if mine.get(key) != theirs.get(key):
             raise UsageError(f"{directory} holds a run with {key}={json.dumps(theirs.get(key))}, not the "
                              f"{json.dumps(mine.get(key))} asked for; choose another --out or remove it")
-    metrics = directory / "metrics.jsonl"
-    epochs_done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    epochs_done = len(read_jsonl(directory / METRICS_FILE))
     finished = (directory / WEIGHTS_FILE).exists() and epochs_done >= config.train.epochs
     return "done" if finished else "resume"
 
@@ -137,31 +272,35 @@ def prepare_sweep(plan: SweepPlan, split: str = "test", cache_dir: str | Path | 
 
 
 def run_sweep(plan: SweepPlan, observer=None, cache_dir: str | Path | None = None, split: str = "test",
-              samples: int = 100, sigma: float = 0.1, eval_seed: int = 0,
+              samples: int = DEFAULT_SAMPLES, sigma: float = DEFAULT_SIGMA, eval_seed: int = 0,
               classifier_progress=None) -> list[dict[str, Any]]:
     """Train (or reuse) and evaluate every run, then write the table, figures and plot; returns the rows."""
+    from genkit.sweep_report import write_outputs
+
     plan.out.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
-    for beta, config, state in zip(plan.betas, plan.configs, plan.states):
-        directory = run_folder(plan.out, beta)
+    for i, (config, state) in enumerate(zip(plan.configs, plan.states)):
+        directory, label = plan.folder(i), plan.label(i)
         if state == "done":
-            _message(observer, f"β={beta:g}: reusing the finished run in {directory}")
+            _message(observer, f"{label}: reusing the finished run in {directory}")
             runs.append(load_run(directory, device=config.train.device))
         elif state == "resume":
-            _message(observer, f"β={beta:g}: resuming the unfinished run in {directory}")
+            _message(observer, f"{label}: resuming the unfinished run in {directory}")
             resumed = resume(directory, observer=observer, cache_dir=cache_dir)
             runs.append(resumed if resumed is not None else load_run(directory, device=config.train.device))
         else:
-            _message(observer, f"β={beta:g}: training into {directory}")
+            _message(observer, f"{label}: training into {directory}")
             runs.append(train(config, directory, observer=observer, cache_dir=cache_dir))
     results = []
-    for beta, run in zip(plan.betas, runs):
-        _message(observer, f"β={beta:g}: evaluating on {split} with S={samples} importance samples")
+    for i, run in enumerate(runs):
+        _message(observer, f"{plan.label(i)}: evaluating on {split} with S={samples} importance samples")
         result = evaluate_run(run, split=split, samples=samples, sigma=sigma, seed=eval_seed, cache_dir=cache_dir,
                               train_classifier=True, classifier_progress=classifier_progress)
-        write_text_atomic(run.directory / f"evaluation_{split}.json", json.dumps(result, indent=1))
-        results.append({"beta": beta, **result})
-    write_outputs(plan.out, runs, plan.betas, results, split=split, cache_dir=cache_dir)
+        write_text_atomic(evaluation_file(run.directory, split), json.dumps(result, indent=1))
+        final = (read_jsonl(run.directory / METRICS_FILE) or [{}])[-1]
+        terms = {k: v for k, v in final.items() if k.startswith("val_")}
+        results.append({**dict(zip(columns(plan.varied), plan.points[i].values())), **result, **terms})
+    write_outputs(plan, runs, results, split=split, cache_dir=cache_dir)
     return results
 
 
@@ -169,114 +308,3 @@ def _message(observer, text: str) -> None:
     fn = getattr(observer, "on_message", None) if observer is not None else None
     if fn is not None:
         fn(text)
-
-
-def write_outputs(out: Path, runs: list[Run], betas: list[float], results: list[dict[str, Any]],
-                  split: str = "test", cache_dir: str | Path | None = None) -> None:
-    """``table.csv``, ``table.md``, ``figure3.png``, ``figure4.png``, ``mse_kl_vs_beta.png``, ``sweep.json``."""
-    rows = [{k: r[k] for k in TABLE_COLUMNS} for r in results]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out / "table.csv", buffer.getvalue())
-    write_text_atomic(out / "table.md", markdown_table(rows))
-    write_text_atomic(out / "sweep.json", json.dumps(results, indent=1))
-
-    info = open_run_data(runs[0], cache_dir=cache_dir)
-    dataset = CachedImageDataset(info.path, split, limit=256, in_memory=True)
-    names = list(info.attribute_names)
-    conditions = torch.stack(distinct_vectors(dataset.attributes, FIGURE_COLUMNS))
-    z = torch.randn(len(conditions), runs[0].model.latent_dim, generator=torch.Generator().manual_seed(1234))
-    samples = [run.model.sample(conditions.to(run.device), z=z.to(run.device)).float().cpu() for run in runs]
-    labels = [f"β={b:g}" for b in betas]
-    labelled_grid(samples, labels, [short_label(v, names) for v in conditions], out / "figure3.png")
-
-    count = min(FIGURE_COLUMNS, len(dataset))
-    truth = dataset.images_uint8()[:count].float() / 255
-    grid_rows, grid_labels = [], []
-    for beta, run in zip(betas, runs):
-        grid_rows += [truth, reconstruct(run, truth, dataset.attributes[:count])]
-        grid_labels += [f"β={beta:g} truth", f"β={beta:g} recon"]
-    labelled_grid(grid_rows, grid_labels, None, out / "figure4.png")
-    plot_mse_kl(results, out / "mse_kl_vs_beta.png")
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = "| " + " | ".join(TABLE_COLUMNS) + " |\n|" + "|".join("---:" for _ in TABLE_COLUMNS) + "|\n"
-    body = "".join("| " + " | ".join(_fmt(r[k], k) for k in TABLE_COLUMNS) + " |\n" for r in rows)
-    return head + body
-
-
-def _fmt(value: Any, key: str) -> str:
-    if key == "beta":
-        return f"{value:g}"
-    if key in ("attribute_accuracy", "classifier_accuracy"):
-        return f"{value:.3f}"
-    if key in ("mse_per_pixel", "diversity"):
-        return f"{value:.4f}"
-    return f"{value:.1f}"
-
-
-def short_label(vector: torch.Tensor, names: list[str]) -> str:
-    """The attributes on in ``vector``, group prefixes dropped, wrapped to at most three short lines."""
-    on = [n.split("::")[-1] for n, v in zip(names, vector.tolist()) if v > 0.5] or ["(none)"]
-    lines = textwrap.wrap(" ".join(on), width=14)
-    return "\n".join(lines[:3]) + ("…" if len(lines) > 3 else "")
-
-
-def labelled_grid(rows: list[torch.Tensor], row_labels: list[str], col_labels: list[str] | None,
-                  path: Path) -> Path:
-    """Rows of images in [0, 1] as one PNG with a label left of each row (and above each column)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    cell = 0.85  # inches; at ``dpi`` an image of 64 pixels or more is drawn at its own resolution
-    dpi = max(75, round(rows[0].shape[-1] / cell))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.4 + cell * n_cols, (0.5 if col_labels else 0.1) + cell * n_rows),
-                             squeeze=False)
-    for r, images in enumerate(rows):
-        for c in range(n_cols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(images):
-                ax.imshow(images[c].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-            if c == 0:
-                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
-            if r == 0 and col_labels and c < len(col_labels):
-                ax.set_title(col_labels[c], fontsize=6)
-    fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.99, bottom=0.01,
-                        top=1 - (0.45 if col_labels else 0.05) / fig.get_figheight(), wspace=0.04, hspace=0.04)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-def plot_mse_kl(results: list[dict[str, Any]], path: Path) -> Path:
-    """MSE and KL (per image, evaluation split) against β, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ordered = sorted(results, key=lambda r: r["beta"])
-    betas = [r["beta"] for r in ordered]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for ax, key, label in ((axes[0], "mse", "MSE per image (summed over pixels)"), (axes[1], "kl", "KL per image (nats)")):
-        ax.plot(betas, [r[key] for r in ordered], "o-")
-        ax.set_xlabel("β")
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
-

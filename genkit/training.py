@@ -32,8 +32,10 @@ from genkit.data import prepare_dataset
 from genkit.errors import GenkitError, GenkitRuntimeError, UsageError
 from genkit.files import write_text_atomic
 from genkit.images import plot_curves, save_grid
-from genkit.planning import default_run_dir
-from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, Run, resolve_device, save_weights
+from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, METRICS_FILE, ROWS_FILE, SAMPLES_DIR, STEPS_FILE,
+                               WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
+from genkit.runs import Run
+from genkit.weights import save_weights
 from genkit_datasets.cache import Progress
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -127,7 +129,7 @@ class Trainer:
                  cache_dir: str | Path | None = None, data_progress: Progress | None = None, resume: bool = False):
         self.observer = observer
         self.world = distributed.world_from_env()
-        self.device = distributed.init(self.world, resolve_device(config.train.device))
+        self.device = distributed.init(self.world, distributed.resolve_device(config.train.device))
         spec = config.train
         if spec.batch_size % self.world.size:
             raise UsageError(f"--batch-size {spec.batch_size} is the global batch and must divide evenly over "
@@ -146,10 +148,12 @@ class Trainer:
         self.train_set = CachedImageDataset(info.path, "train", limit=config.data.limit)
         valid_split = "valid" if "valid" in info.split_sizes else "test"
         self.valid_set = CachedImageDataset(info.path, valid_split, limit=config.data.limit, in_memory=True)
-        self.config = replace(config, data=replace(config.data, attribute_names=list(info.attribute_names),
-                                                   cache_fingerprint=info.fingerprint))
+        if list(info.attribute_names) != list(config.data.attribute_names):
+            raise UsageError(f"the {config.data.name} data now has {len(info.attribute_names)} attributes, not the "
+                             f"{len(config.data.attribute_names)} this run was planned with; start a new run")
+        self.config = config
 
-        self.out = Path(out_dir) if out_dir is not None else default_run_dir(self.config)
+        self.out = Path(out_dir) if out_dir is not None else default_run_dir(config.model.name, config.data.name)
         if not resume and (self.out / CONFIG_FILE).exists():
             raise UsageError(f"{self.out} already holds a run; choose another --out, or continue it with --resume")
         torch.manual_seed(spec.seed)
@@ -187,7 +191,6 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
             "sums": dict(self.sums), "seen": self.seen, "world_size": self.world.size,
-            "grad_scaler": None,  # bf16 autocast needs no loss scaling; kept for a future fp16 path
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
@@ -207,8 +210,8 @@ class Trainer:
             torch.manual_seed(self.config.train.seed * 7919 + self.world.rank + state["step"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.sums, self.seen = dict(state["sums"]), state["seen"]
-        self.epochs_log = _read_jsonl(self.out / "metrics.jsonl")[: self.epoch - 1]
-        self.steps_log = [s for s in _read_jsonl(self.out / "steps.jsonl") if s["step"] <= self.step]
+        self.epochs_log = read_jsonl(self.out / METRICS_FILE)[: self.epoch - 1]
+        self.steps_log = [s for s in read_jsonl(self.out / STEPS_FILE) if s["step"] <= self.step]
         _notify(self.observer, "on_message",
                 f"resuming {self.out} at epoch {self.epoch}, step {self.step} (from {checkpoint.name})")
 
@@ -216,7 +219,7 @@ class Trainer:
         if self.world.is_main:
             save_checkpoint(self.out, f"step-{self.step:09d}", self.model, self._state())
             save_weights(self.model, self.out / WEIGHTS_FILE)
-            write_text_atomic(self.out / "steps.jsonl", "".join(json.dumps(s) + "\n" for s in self.steps_log))
+            write_text_atomic(self.out / STEPS_FILE, "".join(json.dumps(s) + "\n" for s in self.steps_log))
         distributed.barrier(self.world)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -334,16 +337,15 @@ class Trainer:
                                                                    spec.batch_size, self.precision).items()})
             self.model.eval()
             with torch.no_grad():
-                save_grid(self.model.sample(grid_cond, z=grid_z), self.out / "samples" / f"epoch_{self.epoch:03d}.png",
-                          nrow=GRID_COLS)
+                save_grid(self.model.sample(grid_cond, z=grid_z), epoch_grid_file(self.out, self.epoch), nrow=GRID_COLS)
             self.model.train()
         self.epochs_log.append(record)
         self.epoch += 1
         self.batch_in_epoch, self.sums, self.seen = 0, {}, 0
         self._checkpoint()
         if self.world.is_main:
-            write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.epochs_log))
-            plot_curves(self.epochs_log, self.steps_log, self.out / "loss_curve.png")
+            write_text_atomic(self.out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.epochs_log))
+            plot_curves(self.epochs_log, self.steps_log, self.out / LOSS_CURVE_FILE)
         _notify(self.observer, "on_epoch_end", record["epoch"], record)
 
     def _grid_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,8 +362,8 @@ class Trainer:
         if self.world.is_main:
             names = self.config.data.attribute_names
             rows = [",".join(n for n, v in zip(names, s.tolist()) if v > 0.5) or "(none)" for s in seen]
-            (self.out / "samples").mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.out / "samples" / "rows.json", json.dumps(rows, indent=1))
+            (self.out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out / SAMPLES_DIR / ROWS_FILE, json.dumps(rows, indent=1))
         return cond, z
 
 
@@ -396,12 +398,6 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
         distributed.shutdown(trainer.world)
         return None
     return trainer.run()
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _compile(model, observer):

@@ -44,10 +44,13 @@ class BetaELBO:
 
 
 def build(beta: float = 0.75) -> BetaELBO:
-    """(1−β)·MSE + β·KL; MSE summed over pixels, KL over latents, both averaged over the batch."""
+    """(1−β)·MSE + β·KL; MSE summed over pixels, KL over latents, both averaged over the batch.
+
+    :param beta: β of the β-ELBO, in [0, 1]; the paper uses 0.25, 0.5, 0.75 or 0.9.
+    """
     return BetaELBO(beta)
 
 
 @genkit.hookimpl
 def register_losses(register):
-    register("beta-elbo", build)
+    register("beta-elbo", build, flags=("beta",))

@@ -150,11 +150,17 @@ def _kaiming_normal(module: nn.Module, gain: float) -> None:
 
 def build(image_shape: tuple[int, int, int], conditioner, latent_dim: int = 32,
           channels: list[int] = (32, 64), kernel_size: int = 3, prior: str = "standard") -> CVAE:
-    """The paper's shallow CNN-CVAE: two conv blocks, linear heads, two transposed convs."""
+    """The paper's shallow CNN-CVAE: two conv blocks, linear heads, two transposed convs.
+
+    :param latent_dim: size of z.
+    :param channels: widths of the two convolution blocks.
+    :param kernel_size: odd kernel size of the encoder's convolutions.
+    :param prior: standard N(0, I) (the paper's) or learned p(z|x) (Sohn et al.'s conditional prior).
+    """
     return CVAE(tuple(image_shape), conditioner, latent_dim=latent_dim, channels=tuple(channels),
                 kernel_size=kernel_size, prior=prior)
 
 
 @genkit.hookimpl
 def register_models(register):
-    register("cvae", build)
+    register("cvae", build, flags=("latent_dim", "prior"))

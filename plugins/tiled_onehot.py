@@ -135,10 +135,13 @@ class TiledOneHot(nn.Module):
 
 
 def build(attribute_names: list[str], mode: str = "fused") -> TiledOneHot:
-    """Multi-hot attributes, tiled over the image at the encoder and joined with z at the decoder."""
+    """Multi-hot attributes, tiled over the image at the encoder and joined with z at the decoder.
+
+    :param mode: fused (exact, fast) or naive (literal tiling, the same result slower).
+    """
     return TiledOneHot(attribute_names, mode=mode)
 
 
 @genkit.hookimpl
 def register_conditioners(register):
-    register("tiled-onehot", build)
+    register("tiled-onehot", build, flags={"mode": "--conditioning"})

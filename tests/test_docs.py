@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 import genkit
 from genkit import hookspecs, plugins
 from genkit.cli.app import build_app
+from genkit.cli.component_flags import ComponentCommand, chosen_components, declared_flags
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 UPDATE = os.environ.get("GENKIT_UPDATE_DOCS") == "1"
@@ -223,6 +224,9 @@ def test_docs_show_only_commands_and_options_that_exist():
         assert not (hasattr(command, "commands") and rest and not rest[0].startswith("-")), \
             f"{source}: `{line}` runs an unknown command {rest[0]!r}"
         options = {o: p for p in command.params for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
+        if isinstance(command, ComponentCommand):  # the chosen components' own flags
+            for _, _, flag in declared_flags(chosen_components(command, rest)):
+                options[flag.flag] = types.SimpleNamespace(is_flag=isinstance(flag.default, bool))
         takes_value = False
         for token in rest:
             if takes_value:

@@ -94,3 +94,29 @@ def test_example_plugin_trains_and_samples(installed, tmp_path):
                     "--device", "cpu", "--out", str(grid))
     assert result.returncode == 0, result.stderr
     assert grid.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_example_plugin_is_swept_over_its_own_option_and_plots_its_own_term(installed, tmp_path):
+    from PIL import Image
+
+    from genkit.images import loss_terms
+    from genkit.run_folder import read_jsonl
+
+    out = tmp_path / "sweep"
+    result = genkit(installed, "sweep", "--model", "deep-cvae", "--loss", "bernoulli-elbo", "--data", "shapes",
+                    "--data-opt", "count=64", "--image-size", "16", "--epochs", "1", "--batch-size", "16",
+                    "--samples", "2", "--device", "cpu", "--beta", "0.5,1.0", "--vary", "model.latent_dim=4,8",
+                    "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == ["beta-0.5_latent_dim-4", "beta-0.5_latent_dim-8", "beta-1_latent_dim-4",
+                       "beta-1_latent_dim-8"]
+    run = out / "beta-0.5_latent_dim-8"
+    assert json.loads((run / "config.json").read_text())["model"]["options"]["latent_dim"] == 8
+    assert loss_terms(read_jsonl(run / "metrics.jsonl"), read_jsonl(run / "steps.jsonl")) == ["loss", "bce", "kl",
+                                                                                                  "mse"]
+    with Image.open(run / "loss_curve.png") as curve:
+        assert curve.size[0] >= 4 * 400  # a panel per term: loss, bce, kl, mse
+    header = (out / "table.md").read_text().splitlines()[0]
+    assert header.startswith("| beta | latent_dim | mse |") and "val_bce" in header

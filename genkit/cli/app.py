@@ -33,18 +33,19 @@ def build_app() -> typer.Typer:
     """A fresh application with the built-in commands and every plugin's ``register_commands``."""
     from genkit.cli import (classifier_cmd, data_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd, sample_cmd,
                             sweep_cmd, train_cmd)
+    from genkit.cli.component_flags import CONTEXT_SETTINGS, ComponentCommand
     from genkit.errors import PluginError
     from genkit.plugins import load_plugins, pm
 
     app = typer.Typer(cls=GenkitGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                       help="Attribute-conditioned generative image models, built from plugins.")
-    app.command("train")(train_cmd.train)
+    app.command("train", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(train_cmd.train)
     app.command("sample")(sample_cmd.sample)
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(data_cmd.app, name="data")
     app.command("evaluate")(evaluate_cmd.evaluate)
     app.command("reconstruct")(reconstruct_cmd.reconstruct)
-    app.command("sweep")(sweep_cmd.sweep)
+    app.command("sweep", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(sweep_cmd.sweep)
     app.add_typer(classifier_cmd.app, name="classifier")
 
     def _print_version(value: bool) -> None:

@@ -36,7 +36,7 @@ def train(
     """
     from genkit.classifier import classifier_files, resolve_classifier_options, train_classifier
     from genkit.data import prepare_dataset
-    from genkit.runs import resolve_device
+    from genkit.distributed import resolve_device
 
     options = parse_options(classifier_opt, "--classifier-opt")
     resolve_classifier_options(classifier, options)  # unknown names and options fail before any work

@@ -6,6 +6,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+
+from genkit.run_folder import NOT_TERMS
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -45,13 +47,12 @@ def training_display():
 
 
 class TrainingDisplay:
-    """Draws the training loop's events: a bar per epoch with loss, MSE, KL and images/s."""
+    """Draws the training loop's events: a bar per epoch with every loss term and images/s."""
 
     def __init__(self) -> None:
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  mse {task.fields[mse]}  kl {task.fields[kl]}  "
-                       "{task.fields[ips]} img/s"),
+            TextColumn("{task.fields[terms]}  {task.fields[ips]} img/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=err)
         self.task = None
 
@@ -68,21 +69,18 @@ class TrainingDisplay:
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", loss="-", mse="-",
-                                           kl="-", ips="-")
+        self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", terms="loss -", ips="-")
 
     def on_step(self, epoch: int, step: int, metrics: dict | None) -> None:
         fields = {}
         if metrics:
-            fields = {k: _fmt(metrics.get(k)) for k in ("loss", "mse", "kl")}
+            fields["terms"] = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k not in NOT_TERMS)
             fields["ips"] = f"{metrics.get('images_per_s', 0):.0f}"
         self.progress.update(self.task, completed=step, **fields)
 
     def on_epoch_end(self, epoch: int, record: dict) -> None:
         parts = [f"epoch {epoch}"]
-        for key in ("train_loss", "val_loss", "val_mse", "val_kl"):
-            if key in record:
-                parts.append(f"{key} {_fmt(record[key])}")
+        parts += [f"{key} {_fmt(value)}" for key, value in record.items() if key.startswith(("train_", "val_"))]
         parts.append(f"{record.get('images_per_s', 0):.0f} img/s")
         self.progress.console.print("  ".join(parts), highlight=False)
 

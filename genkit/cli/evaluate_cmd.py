@@ -11,19 +11,23 @@ from rich.table import Table
 
 from genkit.cli import console
 from genkit.cli.options import parse_options
+from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA
+from genkit.recipe import DEFAULT_RECIPE
+
+DEFAULT_CLASSIFIER = DEFAULT_RECIPE.classifier
 
 
 def evaluate(
     run: Path = typer.Option(..., "--run", "-r", help="Run folder written by `genkit train`."),
     split: str = typer.Option("test", "--split", help="Held-out split to evaluate on."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
-    samples: int = typer.Option(100, "--samples", "-S", help="Importance samples per image for cll."),
-    sigma: float = typer.Option(0.1, "--sigma", help="σ of the Gaussian decoder likelihood, pixels in [0, 1]."),
+    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-S", help="Importance samples per image for cll."),
+    sigma: float = typer.Option(DEFAULT_SIGMA, "--sigma", help="σ of the Gaussian decoder likelihood, pixels in [0, 1]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the importance samples and generated images."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on the first N images of the split."),
     train_classifier: bool = typer.Option(False, "--train-classifier",
                                           help="Train the attribute classifier now if it is missing or stale."),
-    classifier: str = typer.Option("small-cnn", "--classifier", help="Attribute classifier name."),
+    classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help="Attribute classifier name."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset (default: the run's; must match it)."),
     data_opt: Optional[list[str]] = typer.Option(None, "--data-opt", help="Dataset option KEY=VALUE over the run's."),
     root: Optional[Path] = typer.Option(None, "--root", help="Folder holding the dataset's files (default: the run's)."),
@@ -84,8 +88,8 @@ def stage_progress():
 
 def metrics_table(result: dict) -> Table:
     """The headline metrics as a rich table."""
-    table = Table("metric", "value", title=f"{result['dataset']} {result['split']} ({result['images']} images), "
-                                            f"β={result.get('beta')}, prior {result.get('prior')}")
+    table = Table("metric", "value", title=f"{result['dataset']} {result['split']} ({result['images']} images): "
+                                            f"{recipe_line(result.get('config'))}")
     rows = [
         ("mse (per image, summed over pixels)", f"{result['mse']:.2f}"),
         ("mse per pixel", f"{result['mse_per_pixel']:.5f}"),
@@ -100,3 +104,15 @@ def metrics_table(result: dict) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def recipe_line(config: dict | None) -> str:
+    """``model cvae (prior=learned), loss beta-elbo (beta=0.75)``: the components and their options."""
+    if not config:
+        return "-"
+    parts = []
+    for kind in ("model", "conditioner", "loss"):
+        spec = config.get(kind) or {}
+        options = ", ".join(f"{k}={v}" for k, v in (spec.get("options") or {}).items())
+        parts.append(f"{kind} {spec.get('name')}" + (f" ({options})" if options else ""))
+    return ", ".join(parts)

@@ -1,4 +1,4 @@
-"""Parsing of repeated ``KEY=VALUE`` component options."""
+"""The options shared by the commands that train, and parsing of ``KEY=VALUE`` component options."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from genkit.config import TrainSpec
 from genkit.errors import UsageError
+from genkit.recipe import DEFAULT_RECIPE
 
 _D = TrainSpec()
 
@@ -16,16 +17,14 @@ _D = TrainSpec()
 class TrainingOptions:
     """The Typer options shared by every command that trains (``train``, ``sweep``)."""
 
-    MODEL = typer.Option("cvae", "--model", "-m", help="Model name (see `genkit plugins`).")
-    DATA = typer.Option("shapes", "--data", "-d", help="Dataset name (see `genkit plugins`).")
-    CONDITIONER = typer.Option("tiled-onehot", "--conditioner", help="Conditioner name.")
+    MODEL = typer.Option(DEFAULT_RECIPE.model, "--model", "-m", help="Model name (see `genkit plugins`).")
+    DATA = typer.Option(DEFAULT_RECIPE.dataset, "--data", "-d", help="Dataset name (see `genkit plugins`).")
+    CONDITIONER = typer.Option(DEFAULT_RECIPE.conditioner, "--conditioner", help="Conditioner name.")
+    LOSS = typer.Option(DEFAULT_RECIPE.loss, "--loss", help="Loss name.")
     BATCH_SIZE = typer.Option(_D.batch_size, "--batch-size",
                               help="Images per optimiser step (global: split over processes).")
     LR = typer.Option(_D.lr, "--lr", help="Adam learning rate.")
-    LATENT_DIM = typer.Option(None, "--latent-dim", help="Size of z (model default 32).")
-    PRIOR = typer.Option(None, "--prior", help="standard N(0, I) (default) or learned p(z|x) (Sohn et al.).")
-    IMAGE_SIZE = typer.Option(None, "--image-size", help="S or HxW, divisible by 4 (default: the dataset's, 64).")
-    CONDITIONING = typer.Option(None, "--conditioning", help="fused (exact, fast) or naive (literal tiling).")
+    IMAGE_SIZE = typer.Option(None, "--image-size", help="S or HxW (default: the dataset's own size).")
     SEED = typer.Option(_D.seed, "--seed", help="Seed for weights, shuffling and noise.")
     DEVICE = typer.Option(_D.device, "--device", help="auto, cpu, cuda or cuda:N.")
     PRECISION = typer.Option(_D.precision, "--precision", help="fp32, or bf16 autocast on CUDA.")
@@ -40,24 +39,27 @@ class TrainingOptions:
     DATA_OPT = typer.Option(None, "--data-opt", help="Dataset option KEY=VALUE (e.g. count=2000).")
 
 
+#: plan_run's keyword for each component kind's options
+PLAN_KEYWORD = {"models": "model_options", "conditioners": "conditioner_options", "losses": "loss_options",
+                "datasets": "data_options"}
+
+
 def component_options(model_opt: Optional[list[str]], loss_opt: Optional[list[str]], cond_opt: Optional[list[str]],
-                      data_opt: Optional[list[str]], *, latent_dim: Optional[int] = None,
-                      prior: Optional[str] = None, conditioning: Optional[str] = None,
-                      beta: Optional[float] = None) -> dict[str, dict[str, Any]]:
+                      data_opt: Optional[list[str]], flags: dict[str, dict[str, Any]] | None = None
+                      ) -> dict[str, dict[str, Any]]:
     """The ``*_options`` keyword arguments of :func:`genkit.plan_run` from the CLI's flags.
 
-    The named flags (``--latent-dim``, ``--prior``, ``--conditioning``, ``--beta``) win over the
-    same keys given as ``--model-opt``/``--conditioner-opt``/``--loss-opt``.
+    ``flags`` are the components' own declared flags (``{kind: {option: value}}``, see
+    :mod:`genkit.cli.component_flags`); they win over the same keys given as
+    ``--model-opt``/``--conditioner-opt``/``--loss-opt``/``--data-opt``.
     """
-    model_options = parse_options(model_opt, "--model-opt")
-    cond_options = parse_options(cond_opt, "--conditioner-opt")
-    loss_options = parse_options(loss_opt, "--loss-opt")
-    for target, key, value in ((model_options, "latent_dim", latent_dim), (model_options, "prior", prior),
-                               (cond_options, "mode", conditioning), (loss_options, "beta", beta)):
-        if value is not None:
-            target[key] = value
-    return {"model_options": model_options, "conditioner_options": cond_options, "loss_options": loss_options,
-            "data_options": parse_options(data_opt, "--data-opt")}
+    options = {"model_options": parse_options(model_opt, "--model-opt"),
+               "conditioner_options": parse_options(cond_opt, "--conditioner-opt"),
+               "loss_options": parse_options(loss_opt, "--loss-opt"),
+               "data_options": parse_options(data_opt, "--data-opt")}
+    for kind, values in (flags or {}).items():
+        options[PLAN_KEYWORD[kind]].update(values)
+    return options
 
 
 def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:

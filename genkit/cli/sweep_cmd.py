@@ -1,4 +1,4 @@
-"""``genkit sweep``: the paper's β sweep (Table 1, Figures 3 and 4) in one command."""
+"""``genkit sweep``: one run per value of any component option (Table 1, Figures 3 and 4 for β)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,30 @@ from typing import Optional
 import typer
 
 from genkit.cli import console
+from genkit.cli.component_flags import given_flags
 from genkit.cli.options import TrainingOptions as T, component_options
 from genkit.config import TrainSpec
+from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA
 
 _D = TrainSpec()
 
 
 def sweep(
-    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder: one run folder per β, table, figures."),
-    beta: str = typer.Option("0.25,0.5,0.75,0.9", "--beta", help="β values in [0, 1], comma-separated."),
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder: one run folder per value, table, figures."),
+    vary: Optional[list[str]] = typer.Option(
+        None, "--vary", help="KIND.OPTION=V1,V2,... with KIND data, conditioner, model, loss or train: one run per "
+                             "value (repeatable: a grid). A component flag given several comma-separated values "
+                             "is varied the same way."),
     data: str = T.DATA,
     model: str = T.MODEL,
     conditioner: str = T.CONDITIONER,
-    loss: str = typer.Option("beta-elbo", "--loss", help="Loss name; it must take a beta option."),
+    loss: str = T.LOSS,
     epochs: int = typer.Option(_D.epochs, "--epochs", help="Passes over the training split, every run."),
     batch_size: int = T.BATCH_SIZE,
     lr: float = T.LR,
-    latent_dim: Optional[int] = T.LATENT_DIM,
-    prior: Optional[str] = T.PRIOR,
     image_size: Optional[str] = T.IMAGE_SIZE,
-    conditioning: Optional[str] = T.CONDITIONING,
-    seed: int = typer.Option(_D.seed, "--seed", help="Seed of every run (the same for all β)."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of every run (the same for all of them)."),
     device: str = T.DEVICE,
     precision: str = T.PRECISION,
     limit: Optional[int] = T.LIMIT,
@@ -38,25 +41,34 @@ def sweep(
     workers: int = T.WORKERS,
     log_every: int = T.LOG_EVERY,
     split: str = typer.Option("test", "--split", help="Held-out split every run is evaluated on."),
-    samples: int = typer.Option(100, "--samples", "-S", help="Importance samples per image for cll."),
-    sigma: float = typer.Option(0.1, "--sigma", help="σ of the Gaussian decoder likelihood."),
+    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-S", help="Importance samples per image for cll."),
+    sigma: float = typer.Option(DEFAULT_SIGMA, "--sigma", help="σ of the Gaussian decoder likelihood."),
     model_opt: Optional[list[str]] = T.MODEL_OPT,
     loss_opt: Optional[list[str]] = T.LOSS_OPT,
     cond_opt: Optional[list[str]] = T.COND_OPT,
     data_opt: Optional[list[str]] = T.DATA_OPT,
 ) -> None:
-    """Train one run per β with the same seed and data, evaluate each, and write table.csv, table.md,
-    figure3.png, figure4.png and mse_kl_vs_beta.png into --out. Finished runs are reused."""
+    """Train one run per value (or grid point) of the varied options with the same seed and data, evaluate
+    each, and write table.csv, table.md, figure3.png, figure4.png and mse_kl_vs_<option>.png into --out.
+    Finished runs are reused. The paper's β sweep: --beta 0.25,0.5,0.75,0.9 with the beta-elbo loss."""
     from genkit.cli.evaluate_cmd import stage_progress
     from genkit.evaluation import check_settings
-    from genkit.sweep import parse_betas, plan_sweep, prepare_sweep, run_sweep
+    from genkit.sweep import parse_vary, plan_sweep, prepare_sweep, run_sweep, varied_from_flags
 
-    betas = parse_betas(beta)
-    options = component_options(model_opt, loss_opt, cond_opt, data_opt, latent_dim=latent_dim, prior=prior,
-                                conditioning=conditioning)
+    components = {"data": data, "conditioner": conditioner, "model": model, "loss": loss}
+    chosen = {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss}
+    flag_varied, fixed = varied_from_flags(given_flags(ctx, chosen, as_text=True), components)
+    varied = flag_varied + parse_vary(vary or [], components)
+    keys = [v.key for v in varied]
+    for key in keys:
+        if keys.count(key) > 1:
+            from genkit.errors import UsageError
+
+            raise UsageError(f"{key} is varied twice (by its flag and by --vary); give its values once")
+    options = component_options(model_opt, loss_opt, cond_opt, data_opt, fixed)
     check_settings(samples, sigma)
     plan = plan_sweep(
-        betas, out, model=model, data=data, conditioner=conditioner, loss=loss, **options, root=root,
+        varied, out, model=model, data=data, conditioner=conditioner, loss=loss, **options, root=root,
         image_size=image_size, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
         precision=precision, log_every=max(1, log_every), data_in=data_in, workers=workers)
     progress, on_cache = console.cache_progress(f"preparing {data} cache")
@@ -72,5 +84,5 @@ def sweep(
     with console.TrainingDisplay() as display:
         results = run_sweep(plan, observer=display, cache_dir=cache_dir, split=split, samples=samples, sigma=sigma)
     console.out.print((out / "table.md").read_text(), highlight=False, markup=False)
-    console.err.print(f"[green]done:[/] {len(results)} runs; table, figure3.png, figure4.png and "
-                      f"mse_kl_vs_beta.png in {out}", highlight=False)
+    console.err.print(f"[green]done:[/] {len(results)} runs; table, figure3.png, figure4.png and the MSE/KL plot "
+                      f"in {out}", highlight=False)

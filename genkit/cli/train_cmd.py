@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from genkit.cli import console
+from genkit.cli.component_flags import given_flags
 from genkit.cli.options import TrainingOptions as T, component_options
 from genkit.config import TrainSpec
 
@@ -16,18 +17,15 @@ _D = TrainSpec()
 
 
 def train(
+    ctx: typer.Context,
     model: str = T.MODEL,
     data: str = T.DATA,
     conditioner: str = T.CONDITIONER,
-    loss: str = typer.Option("beta-elbo", "--loss", help="Loss name."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="β of the β-ELBO, in [0, 1] (default 0.75)."),
+    loss: str = T.LOSS,
     epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Passes over the training split (default {_D.epochs})."),
     batch_size: int = T.BATCH_SIZE,
     lr: float = T.LR,
-    latent_dim: Optional[int] = T.LATENT_DIM,
-    prior: Optional[str] = T.PRIOR,
     image_size: Optional[str] = T.IMAGE_SIZE,
-    conditioning: Optional[str] = T.CONDITIONING,
     seed: int = T.SEED,
     device: str = T.DEVICE,
     precision: str = T.PRECISION,
@@ -47,15 +45,25 @@ def train(
     cond_opt: Optional[list[str]] = T.COND_OPT,
     data_opt: Optional[list[str]] = T.DATA_OPT,
 ) -> None:
-    """Train a model on a dataset and write a run folder (config, weights, metrics, sample grids)."""
+    """Train a model on a dataset and write a run folder (config, weights, metrics, sample grids).
+
+    The chosen components add their own flags (for the default recipe --latent-dim, --prior,
+    --conditioning, --beta); `genkit train --model NAME --help` lists those of NAME.
+    """
     from genkit import distributed
+    from genkit.errors import UsageError
     from genkit.planning import plan_run
     from genkit.training import resume as resume_run, train as run_training
 
     if nproc is not None and distributed.world_from_env().size == 1:
         code = distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc"))
         raise typer.Exit(code)
+    flags = given_flags(ctx, {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss})
     if resume is not None:
+        if flags:
+            kind, values = next(iter(flags.items()))
+            raise UsageError(f"--resume continues {resume} with the components' options it was trained with; "
+                             f"{', '.join(values)} cannot change (start a new run with --out)")
         progress, callback = console.cache_progress("checking cache")
         try:
             with console.training_display() as display:
@@ -69,8 +77,7 @@ def train(
         _report(run)
         return
 
-    options = component_options(model_opt, loss_opt, cond_opt, data_opt, latent_dim=latent_dim, prior=prior,
-                                conditioning=conditioning, beta=beta)
+    options = component_options(model_opt, loss_opt, cond_opt, data_opt, flags)
     config = plan_run(
         model, data, conditioner, loss, **options, root=root, image_size=image_size, limit=limit, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision, compile=compile,
@@ -89,8 +96,11 @@ def _report(run) -> None:
 
     if not world_from_env().is_main:
         return
-    last = sorted((run.directory / "samples").glob("epoch_*.png"))
+    from genkit.run_folder import ROWS_FILE, SAMPLES_DIR
+
+    last = sorted((run.directory / SAMPLES_DIR).glob("epoch_*.png"))
     console.err.print(f"[green]done:[/] run folder {run.directory}", highlight=False)
     if last:
-        console.err.print(f"sample grid: {last[-1]}  (rows: {run.directory / 'samples' / 'rows.json'})", highlight=False)
+        console.err.print(f"sample grid: {last[-1]}  (rows: {run.directory / SAMPLES_DIR / ROWS_FILE})",
+                          highlight=False)
     console.out.print(str(run.directory), highlight=False)

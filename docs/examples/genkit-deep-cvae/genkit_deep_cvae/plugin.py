@@ -7,9 +7,9 @@ from genkit_deep_cvae.model import build_model
 
 @genkit.hookimpl
 def register_models(register):
-    register("deep-cvae", build_model)
+    register("deep-cvae", build_model, flags=("latent_dim",))
 
 
 @genkit.hookimpl
 def register_losses(register):
-    register("bernoulli-elbo", build_loss)
+    register("bernoulli-elbo", build_loss, flags=("beta",))

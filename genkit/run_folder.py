@@ -1,0 +1,51 @@
+"""The files of a run folder, by name, and the small readers for them.
+
+A run folder holds ``config.json`` (everything needed to rebuild the run), ``model.safetensors``
+(weights), ``metrics.jsonl`` (one record per epoch), ``steps.jsonl`` (one record per logged
+step), ``samples/epoch_NNN.png`` with ``samples/rows.json``, ``loss_curve.png``,
+``checkpoints/`` and, once evaluated, ``evaluation_<split>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+STEPS_FILE = "steps.jsonl"
+SAMPLES_DIR = "samples"
+ROWS_FILE = "rows.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+#: keys of a step or epoch record that are bookkeeping, not loss terms
+NOT_TERMS = frozenset({"step", "epoch", "epoch_float", "images_per_s", "seconds", "data_wait_s"})
+
+
+def evaluation_file(run_dir: str | Path, split: str) -> Path:
+    return Path(run_dir) / f"evaluation_{split}.json"
+
+
+def epoch_grid_file(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / SAMPLES_DIR / f"epoch_{epoch:03d}.png"
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a ``.jsonl`` file; none when it does not exist yet."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def default_run_dir(model: str, data: str, base: str | Path = "runs") -> Path:
+    """``runs/<model>-<data>-<time>``, with a suffix when that folder exists already."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(base) / f"{model}-{data}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(base) / f"{model}-{data}-{stamp}-{suffix}"
+    return path
