@@ -7,7 +7,8 @@ import torch
 
 import genkit
 from genkit.errors import UsageError
-from genkit_plugins.beta_elbo import BetaELBO, gaussian_kl
+from genkit.plugin_api import gaussian_kl
+from genkit_plugins.beta_elbo import BetaELBO
 from genkit_plugins.cvae import CVAE
 from genkit_plugins.tiled_onehot import TiledOneHot
 
