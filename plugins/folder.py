@@ -13,8 +13,8 @@ class FolderSource:
     description = "Your own images: --root DIR holding attributes.csv (filename,<attr1>,...) and the images"
     default_image_size = (64, 64)
     needs_root = True
-    obtain_hint = (f"Put your images in a folder with an {FOLDER_CSV_NAME} whose header is filename,<attr1>,<attr2>,... "
-                   "and one row of 0/1 (or -1/+1) values per image; see docs/datasets.md.")
+    obtain_hint = (f"Put your images in a folder with an {FOLDER_CSV_NAME} whose header is "
+                   "filename,<attr1>,<attr2>,... and one row of 0/1 (or -1/+1) values per image; see docs/datasets.md.")
 
     def __init__(self, csv: str = FOLDER_CSV_NAME, valid_fraction: float = 0.1, test_fraction: float = 0.1):
         for label, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
