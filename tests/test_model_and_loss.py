@@ -46,6 +46,17 @@ def test_cvae_rejects_sizes_not_divisible_by_4():
         CVAE((3, 30, 32), TiledOneHot(NAMES))
 
 
+@pytest.mark.parametrize("height, width, nearest", [
+    (18, 18, "16x16 or 20x20"), (30, 32, "28x32 or 32x32"), (218, 178, "216x176 or 220x180"), (2, 6, "4x4 or 4x8"),
+])
+def test_cvae_size_error_suggests_the_nearest_sizes_that_fit(height, width, nearest):
+    with pytest.raises(UsageError) as caught:
+        CVAE((3, height, width), TiledOneHot(NAMES))
+    assert str(caught.value).endswith(f"need; choose {nearest}")
+    for size in nearest.split(" or "):  # the advice works as written
+        CVAE((3, *map(int, size.split("x"))), TiledOneHot(NAMES), channels=(2, 2))
+
+
 def test_cvae_initialisation_is_kaiming_normal_with_zero_biases():
     torch.manual_seed(0)
     model = CVAE((3, 64, 64), TiledOneHot(NAMES), latent_dim=32, channels=(32, 64))

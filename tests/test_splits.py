@@ -86,6 +86,10 @@ def test_a_dataset_without_valid_trains_evaluates_and_gets_a_classifier(plugin, 
     result = cli.invoke(build_app(), ["classifier", "train", *data, "--epochs", "1", "--cache-dir", str(cache)])
     assert result.exit_code == 0, result.output
     assert "on the test split" in result.stderr
+    (h5,) = cache.glob("*.h5")  # docs/evaluation.md: named after the cache file, without its .h5
+    weights = Path(result.stdout.strip())
+    assert weights == h5.with_name(f"{h5.stem}.classifier-small-cnn.safetensors") and weights.is_file()
+    assert json.loads(weights.with_suffix(".json").read_text())["valid_split"] == "test"
 
     result = cli.invoke(build_app(), ["evaluate", "--run", str(run), "--samples", "2", "--json",
                                       "--cache-dir", str(cache)])
