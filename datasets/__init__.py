@@ -1,23 +1,13 @@
-"""Dataset reading and the HDF5 cache.
+"""Dataset reading and the HDF5 cache: the layer below ``genkit``, which imports nothing of it.
 
-Readers turn a dataset on disk (or a procedural generator) into a :class:`SourceIndex`; the cache
-decodes and resizes every image once into an HDF5 file; :class:`CachedImageDataset` trains from
-it. Nothing here knows about models.
+Readers turn a dataset on disk (or a procedural generator) into a :class:`~genkit_datasets.source.SourceIndex`;
+the cache decodes and resizes every image once into an HDF5 file; ``CachedImageDataset`` trains
+from it. Nothing here knows about models.
+
+Modules: ``errors`` (the base errors genkit re-exports), ``source`` (``SourceIndex``),
+``annotations`` (reading annotation files), ``preprocess`` and ``image_files`` (decoding and
+resizing), ``celeba``, ``cub``, ``folder``, ``shapes`` (the bundled formats), ``cache`` (the HDF5
+cache) and ``torch_dataset``. This file imports none of them, so ``genkit_datasets.errors`` stays
+as cheap to import as ``genkit`` itself. Plugin authors use these through ``genkit.plugin_api``;
+this package's own layout may change.
 """
-
-from genkit_datasets.cache import CacheInfo, cache_path, default_cache_dir, prepare_cache, read_cache_info
-from genkit_datasets.preprocess import center_crop_resize, parse_image_size
-from genkit_datasets.source import SourceIndex
-from genkit_datasets.torch_dataset import CachedImageDataset
-
-__all__ = [
-    "CacheInfo",
-    "CachedImageDataset",
-    "SourceIndex",
-    "cache_path",
-    "center_crop_resize",
-    "default_cache_dir",
-    "parse_image_size",
-    "prepare_cache",
-    "read_cache_info",
-]

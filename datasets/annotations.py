@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from genkit.errors import UsageError
+from genkit_datasets.errors import UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

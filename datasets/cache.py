@@ -29,7 +29,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from genkit.errors import GenkitRuntimeError, UsageError
+from genkit_datasets.errors import GenkitRuntimeError, UsageError
 from genkit_datasets.source import SourceIndex
 
 FORMAT_VERSION = 1

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genkit.errors import UsageError
 from genkit_datasets.annotations import bad_row, find_file, fingerprint, has_images, list_images, read_lines
+from genkit_datasets.errors import UsageError
 from genkit_datasets.image_files import ImageFileReader
 from genkit_datasets.source import SourceIndex
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genkit.errors import UsageError
 from genkit_datasets.annotations import bad_row, find_file, fingerprint, list_images, parse_int, read_lines
+from genkit_datasets.errors import UsageError
 from genkit_datasets.image_files import ImageFileReader
 from genkit_datasets.source import SourceIndex
 

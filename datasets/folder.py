@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genkit.errors import UsageError
 from genkit_datasets.annotations import fingerprint
+from genkit_datasets.errors import UsageError
 from genkit_datasets.image_files import ImageFileReader
 from genkit_datasets.source import SourceIndex
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from genkit.errors import UsageError
+from genkit_datasets.errors import UsageError
 
 
 def parse_image_size(value: str | int | tuple[int, int] | list[int]) -> tuple[int, int]:

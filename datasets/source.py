@@ -43,6 +43,8 @@ class SourceIndex:
             if idx.size and (idx.min() < 0 or idx.max() >= count):
                 raise ValueError(f"split {name!r} indexes outside 0..{count - 1}")
             self.splits[name] = idx
+        if "valid" in self.splits and not self.splits["valid"].size:
+            del self.splits["valid"]  # optional; an empty one is none, so training validates on test
         if self.keys and len(self.keys) != count:
             raise ValueError(f"{len(self.keys)} keys for {count} items")
 

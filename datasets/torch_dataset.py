@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import torch
 
-from genkit.errors import UsageError
 from genkit_datasets.cache import CacheInfo, read_cache_info
+from genkit_datasets.errors import UsageError
 
 
 class CachedImageDataset(torch.utils.data.Dataset):

@@ -2,7 +2,9 @@
 
 The public API, stable across minor versions, is what ``__all__`` lists: the hook markers for
 plugin authors, the component contracts, the errors, and the notebook functions mirroring the
-CLI (``load_dataset``, ``plan_run``/``train``, ``load_run``).
+CLI (``load_dataset``, ``plan_run``/``train``, ``load_run``); plus :mod:`genkit.plugin_api`, the
+helpers plugins are written with. Names other than the errors and hook markers are imported on
+first use, so ``import genkit`` costs 0.04 s instead of 4 s (see the note below).
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ __version__ = "0.1.0"
 
 from genkit.errors import GenkitError, GenkitRuntimeError, PluginError, UsageError  # noqa: E402
 from genkit.hookspecs import hookimpl, hookspec  # noqa: E402
-# Everything else loads on first use (PEP 562): ``import genkit`` stays cheap for the CLI, and
-# genkit_datasets can import genkit.errors without pulling in the whole core first.
+# Everything else loads on first use (PEP 562). This no longer dodges an import cycle (genkit_datasets
+# imports nothing of genkit); it stays because it keeps start-up cheap. Measured on the 2-core dev
+# machine, median of 7 interleaved runs: `python -c "import genkit"` 0.04 s lazy vs 4.0 s eager
+# (eager pulls in torch, h5py and matplotlib), `genkit --help` 2.3 s vs 3.8 s. A plugin that does
+# only `import genkit` at its top, or a script that needs only genkit.UsageError, pays nothing.
 _LAZY = {
     "Conditioner": "genkit.types", "DatasetSource": "genkit.types", "Loss": "genkit.types",
     "LossResult": "genkit.types", "Model": "genkit.types", "ModelOutput": "genkit.types",

@@ -1,8 +1,8 @@
 """The attribute classifier: trained on a dataset's real training split, cached beside its cache.
 
 It judges whether generated images carry the attributes asked for (``genkit evaluate``). Two
-files sit next to the dataset's HDF5 cache: ``<cache>.classifier-<name>.safetensors`` (weights)
-and ``<cache>.classifier-<name>.json`` (what it was trained on: dataset, image size, attribute
+files sit next to the dataset's HDF5 cache ``<stem>.h5``: ``<stem>.classifier-<name>.safetensors``
+(weights) and ``<stem>.classifier-<name>.json`` (what it was trained on: dataset, image size, attribute
 names, the cache's source fingerprint, options, accuracy on the validation split). A classifier
 whose fingerprint or attribute names differ from the cache's is *stale*: it is never used, it is
 retrained (``genkit classifier train``, or ``--train-classifier``). Both files are written
@@ -160,7 +160,7 @@ def train_classifier(info: CacheInfo, name: str = DEFAULT_CLASSIFIER, options: d
     resolved = resolve_classifier_options(name, options)
     chosen = resolve_device(device)
     train_set = CachedImageDataset(info.path, "train", in_memory=True)
-    valid_split = "valid" if "valid" in info.split_sizes else "test"
+    valid_split = "valid" if info.split_sizes.get("valid") else "test"
     valid_set = CachedImageDataset(info.path, valid_split, in_memory=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -68,6 +68,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        """The config ``raw`` describes; a :class:`UsageError` for one written by a newer genkit."""
+        check_format(raw, "this config")
         data = dict(raw["data"])
         data["image_size"] = tuple(data.get("image_size", (64, 64)))
         return cls(
@@ -88,7 +90,9 @@ class RunConfig:
     def load(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
         try:
-            return cls.from_json(path.read_text())
+            raw = json.loads(path.read_text())
+            check_format(raw, str(path))
+            return cls.from_dict(raw)
         except FileNotFoundError:
             raise UsageError(f"{path} does not exist; is this a genkit run folder?") from None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -97,3 +101,14 @@ class RunConfig:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (3, *self.data.image_size)
+
+
+def check_format(raw: Any, where: str) -> None:
+    """A one-line :class:`UsageError` when ``raw`` was written in a newer ``config.json`` format.
+
+    Older formats are read as they are; a newer one may mean fields this genkit would misread.
+    """
+    found = raw.get("format", CONFIG_FORMAT) if isinstance(raw, dict) else CONFIG_FORMAT
+    if isinstance(found, int) and not isinstance(found, bool) and found > CONFIG_FORMAT:
+        raise UsageError(f"{where} was written by a newer genkit (format {found}); upgrade genkit "
+                         f"(pip install --upgrade genkit-cvae) to read it")

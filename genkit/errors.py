@@ -1,28 +1,16 @@
 """Exceptions that the CLI turns into one-line messages.
 
 `UsageError` is bad input the user can fix (exit code 2); `GenkitRuntimeError` is a failure
-while doing valid work (exit code 1). Library code raises these instead of printing.
+while doing valid work (exit code 1). Library code raises these instead of printing. The three
+base classes live in :mod:`genkit_datasets.errors`, the lowest layer, and are re-exported here
+unchanged, so one ``except genkit.UsageError`` catches errors from either package.
 """
 
 from __future__ import annotations
 
+from genkit_datasets.errors import GenkitError, GenkitRuntimeError, UsageError
 
-class GenkitError(Exception):
-    """Base class of every error genkit reports to users."""
-
-    exit_code = 1
-
-
-class UsageError(GenkitError, ValueError):
-    """Bad input: an unknown name, a value out of range, a missing file. Exit code 2."""
-
-    exit_code = 2
-
-
-class GenkitRuntimeError(GenkitError, RuntimeError):
-    """A valid request that failed while running (diverging loss, I/O failure). Exit code 1."""
-
-    exit_code = 1
+__all__ = ["GenkitError", "GenkitRuntimeError", "PluginError", "UsageError"]
 
 
 class PluginError(GenkitError):

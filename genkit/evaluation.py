@@ -40,6 +40,7 @@ import torch
 from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, get_classifier, predict
 from genkit.data import prepare_dataset
 from genkit.errors import GenkitRuntimeError, UsageError
+from genkit.gaussian import gaussian_kl
 from genkit.runs import Run
 from genkit_datasets.cache import CacheInfo
 from genkit_datasets.torch_dataset import CachedImageDataset
@@ -140,7 +141,7 @@ def likelihood_bounds(model, images: torch.Tensor, condition: torch.Tensor, samp
         log_prior = log_normal(z, prior_mu, prior_logvar)
         log_q = -0.5 * (LOG_2PI + logvar + eps[s0:s1].pow(2)).sum(dim=-1)
         log_w[s0:s1] = -err / (2 * sigma ** 2) + log_norm + (log_prior - log_q).double()
-    kl = 0.5 * (prior_logvar - logvar + (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp() - 1).sum(-1)
+    kl = gaussian_kl(mu, logvar, prior_mu, prior_logvar)
     mse = sse.mean(dim=0)
     kl = kl.double()
     return {

@@ -35,9 +35,11 @@ def register_datasets(register):
     ``factory(**options)`` returns a :class:`genkit.DatasetSource`: an object with
     ``name``, ``description``, ``default_image_size`` (H, W), ``needs_root`` (True when the user
     must pass ``--root``), ``obtain_hint`` (where to get the files, shown when ``--root`` is
-    missing), optionally ``attribute_names``, and ``scan(root: Path | None) -> genkit.SourceIndex``,
-    which lists the images, their attribute vectors, the splits, a picklable reader and a
-    fingerprint of the source files. genkit decodes the images once into its HDF5 cache and
+    missing), and ``scan(root: Path | None) -> genkit.SourceIndex``,
+    which lists the images, their attribute vectors and names, the splits, a picklable reader
+    and a fingerprint of the source files. ``scan`` is where the attribute names become known:
+    ``genkit.plan_run`` calls it before anything else is built (reading annotations, decoding no
+    image), so keep it free of heavy work. genkit decodes the images once into its HDF5 cache and
     trains from that.
     """
 

@@ -148,11 +148,6 @@ def registry(kind: str) -> Registry:
     return reg
 
 
-def get_component(kind: str, name: str):
-    """Shorthand for ``registry(kind).get(name)``."""
-    return registry(kind).get(name)
-
-
 def plugin_errors() -> list[PluginError]:
     """Every problem met while loading plugins or filling the registries."""
     for kind in KINDS:

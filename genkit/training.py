@@ -146,7 +146,7 @@ class Trainer:
         if resume and config.data.cache_fingerprint not in (None, info.fingerprint):
             _notify(observer, "on_message", "warning: the dataset changed since this run started (new fingerprint)")
         self.train_set = CachedImageDataset(info.path, "train", limit=config.data.limit)
-        valid_split = "valid" if "valid" in info.split_sizes else "test"
+        valid_split = "valid" if info.split_sizes.get("valid") else "test"
         self.valid_set = CachedImageDataset(info.path, valid_split, limit=config.data.limit, in_memory=True)
         if list(info.attribute_names) != list(config.data.attribute_names):
             raise UsageError(f"the {config.data.name} data now has {len(info.attribute_names)} attributes, not the "

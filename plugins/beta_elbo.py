@@ -12,26 +12,13 @@ from __future__ import annotations
 import torch
 
 import genkit
-from genkit.errors import UsageError
-
-
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, prior_mu: torch.Tensor | None = None,
-                prior_logvar: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(N(mu, σ²) ‖ N(prior_mu, σ_p²)) per row, summed over the last dimension.
-
-    With no prior given, the prior is N(0, I): −½ Σ (1 + log σ² − μ² − σ²), eq. 10.
-    """
-    if prior_mu is None:
-        return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
-    return 0.5 * torch.sum(
-        prior_logvar - logvar + (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp() - 1, dim=-1
-    )
+from genkit.plugin_api import gaussian_kl
 
 
 class BetaELBO:
     def __init__(self, beta: float = 0.75):
         if not 0.0 <= beta <= 1.0:
-            raise UsageError(f"beta {beta} is outside [0, 1]; the paper uses 0.25, 0.5, 0.75 or 0.9")
+            raise genkit.UsageError(f"beta {beta} is outside [0, 1]; the paper uses 0.25, 0.5, 0.75 or 0.9")
         self.beta = float(beta)
 
     def __call__(self, output: genkit.ModelOutput, images: torch.Tensor) -> genkit.LossResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import genkit
-from genkit_datasets.celeba import ATTRIBUTE_NAMES, HINT, celeba_index
+from genkit.plugin_api import CELEBA_ATTRIBUTE_NAMES, CELEBA_HINT, celeba_index
 
 
 class CelebASource:
@@ -13,14 +13,14 @@ class CelebASource:
     description = "CelebA aligned faces, 40 attributes, splits train/valid/test; download it yourself"
     default_image_size = (64, 64)
     needs_root = True
-    obtain_hint = HINT
+    obtain_hint = CELEBA_HINT
 
     def __init__(self) -> None:
-        self.attribute_names = list(ATTRIBUTE_NAMES)
+        self.attribute_names = list(CELEBA_ATTRIBUTE_NAMES)
 
     def scan(self, root: Path | None = None) -> genkit.SourceIndex:
         if root is None:
-            raise genkit.UsageError(f"dataset 'celeba' needs its files: pass --root PATH. {HINT}")
+            raise genkit.UsageError(f"dataset 'celeba' needs its files: pass --root PATH. {CELEBA_HINT}")
         return celeba_index(root)
 
 

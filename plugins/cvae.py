@@ -20,7 +20,6 @@ from torch import nn
 from torch.nn import functional as F
 
 import genkit
-from genkit.errors import UsageError
 
 PRIORS = ("standard", "learned")
 PRIOR_HIDDEN = 128
@@ -31,17 +30,17 @@ class CVAE(nn.Module):
                  channels: tuple[int, int] = (32, 64), kernel_size: int = 3, prior: str = "standard"):
         super().__init__()
         if prior not in PRIORS:
-            raise UsageError(f"prior {prior!r} is not known; choose one of: {', '.join(PRIORS)}")
+            raise genkit.UsageError(f"prior {prior!r} is not known; choose one of: {', '.join(PRIORS)}")
         image_channels, height, width = image_shape
         if height % 4 or width % 4:
-            raise UsageError(
+            raise genkit.UsageError(
                 f"image size {height}x{width} is not divisible by 4, which the cvae's two 2x poolings need; "
-                "choose for example 64, 128x96 or 216x176"
+                f"choose {nearest_sizes(height, width, 4)}"
             )
         if latent_dim < 1:
-            raise UsageError(f"latent size {latent_dim} must be at least 1")
+            raise genkit.UsageError(f"latent size {latent_dim} must be at least 1")
         if kernel_size % 2 == 0:
-            raise UsageError(f"kernel size {kernel_size} must be odd so convolutions keep the image size")
+            raise genkit.UsageError(f"kernel size {kernel_size} must be odd so convolutions keep the image size")
         c1, c2 = (int(c) for c in channels)
         self.image_shape = (image_channels, height, width)
         self.latent_dim = latent_dim
@@ -130,6 +129,18 @@ class CVAE(nn.Module):
             prior_mu, prior_logvar = self.prior_params(condition)
             z = prior_mu + torch.exp(0.5 * prior_logvar) * z.to(prior_mu.dtype)
         return self.decode(z, condition)
+
+
+def nearest_sizes(height: int, width: int, multiple: int) -> str:
+    """The sizes nearest ``height``x``width`` with both sides divisible by ``multiple``: ``"16x16 or 20x20"``."""
+    def down(n: int) -> int:
+        return max(multiple, n // multiple * multiple)
+
+    def up(n: int) -> int:
+        return -(-n // multiple) * multiple
+
+    sizes = dict.fromkeys(f"{h}x{w}" for h, w in ((down(height), down(width)), (up(height), up(width))))
+    return " or ".join(sizes)
 
 
 def _first_conv(layer: nn.Module) -> nn.Module:

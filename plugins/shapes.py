@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import genkit
-from genkit_datasets.shapes import ATTRIBUTE_NAMES, shapes_index
+from genkit.plugin_api import SHAPES_ATTRIBUTE_NAMES, shapes_index
 
 
 class ShapesSource:
@@ -20,7 +20,7 @@ class ShapesSource:
             raise genkit.UsageError(f"shapes count {count} is too small; use at least 10")
         self.count = count
         self.seed = seed
-        self.attribute_names = list(ATTRIBUTE_NAMES)
+        self.attribute_names = list(SHAPES_ATTRIBUTE_NAMES)
 
     def scan(self, root: Path | None = None) -> genkit.SourceIndex:
         return shapes_index(self.count, self.seed)

@@ -20,14 +20,13 @@ from torch import nn
 from torch.nn import functional as F
 
 import genkit
-from genkit.errors import UsageError
 
 MODES = ("fused", "naive")
 
 
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise UsageError(f"conditioning mode {mode!r} is not known; choose one of: {', '.join(MODES)}")
+        raise genkit.UsageError(f"conditioning mode {mode!r} is not known; choose one of: {', '.join(MODES)}")
 
 
 class TiledConditionConv(nn.Module):
@@ -111,9 +110,9 @@ class TiledOneHot(nn.Module):
             on = not item.startswith("-")
             name = item.lstrip("+-").strip()
             if name not in self._position:
-                raise UsageError(self._unknown(name))
+                raise genkit.UsageError(self._unknown(name))
             if seen.get(name, on) != on:
-                raise UsageError(f"attribute {name!r} is asked for both on and off; list it once")
+                raise genkit.UsageError(f"attribute {name!r} is asked for both on and off; list it once")
             seen[name] = on
             vector[self._position[name]] = 1.0 if on else 0.0
         return vector

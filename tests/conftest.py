@@ -1,11 +1,20 @@
-"""Shared fixtures. Every test session gets its own cache directory, never the user's."""
+"""Shared fixtures and helpers. Every test session gets its own cache directory, never the user's.
+
+The helpers run genkit as a user does: :func:`cli` and :func:`invoke` in this process (a fresh
+application each time, so plugins a test registers are seen), :func:`run_genkit` as
+``python -m genkit`` in a subprocess; :func:`error_line` checks the one-line, exit-2 form of bad
+input. Tests import them with ``from conftest import ...``.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,3 +29,47 @@ def _isolated_cache(tmp_path_factory) -> Path:
 def tiny_shapes_options() -> dict:
     """A small shapes set: enough for every split, fast to build."""
     return {"count": 160, "seed": 3}
+
+
+@pytest.fixture(scope="session")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(args: list[str]) -> Result:
+    """``genkit ARGS`` in this process, on a freshly built application."""
+    from genkit.cli.app import build_app
+
+    return CliRunner().invoke(build_app(), [str(a) for a in args])
+
+
+def cli(*args: str) -> tuple[int, str]:
+    """``genkit ARGS`` in this process: the exit code and the output with white space collapsed."""
+    result = invoke(list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+def error_line(result: Result) -> str:
+    """The one line a bad input prints; fails unless the exit code is 2 and the line is alone."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return " ".join(lines[0].split())
+
+
+def env_with_path(folder: Path, disable: str | None = None) -> dict[str, str]:
+    """This environment with ``folder`` first on ``PYTHONPATH`` (where a test installed plugins).
+
+    ``GENKIT_DISABLE_PLUGINS`` is cleared, or set to ``disable`` when given.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+    env.pop("GENKIT_DISABLE_PLUGINS", None)
+    if disable is not None:
+        env["GENKIT_DISABLE_PLUGINS"] = disable
+    return env
+
+
+def run_genkit(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m genkit ARGS`` in a subprocess, output captured as text."""
+    return subprocess.run([sys.executable, "-m", "genkit", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)

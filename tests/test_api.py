@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 import torch
 
 import genkit
+from conftest import error_line, invoke
 from genkit.components import build_components
+from genkit.config import CONFIG_FORMAT
 from genkit_datasets.shapes import ATTRIBUTE_NAMES, shapes_index
 
 
@@ -56,3 +61,31 @@ def test_config_round_trips_and_rebuilds_the_same_model():
     _, model_b, _ = build_components(again)
     for (name, pa), (_, pb) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
         assert torch.equal(pa, pb), name
+
+
+def test_a_config_from_a_newer_genkit_is_refused_in_one_line(tmp_path):
+    config = genkit.plan_run(data_options={"count": 40}, image_size=16)
+    raw = json.loads(config.to_json())
+    older = {k: v for k, v in raw.items() if k != "format"}  # written before the field existed
+    assert genkit.RunConfig.from_dict(older) == config
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({**raw, "format": CONFIG_FORMAT + 1, "new_field": 1}))
+    expected = (f"{run / 'config.json'} was written by a newer genkit (format {CONFIG_FORMAT + 1}); "
+                "upgrade genkit (pip install --upgrade genkit-cvae) to read it")
+    with pytest.raises(genkit.UsageError) as caught:
+        genkit.load_run(run)
+    assert str(caught.value) == expected
+    with pytest.raises(genkit.UsageError, match=r"^this config was written by a newer genkit \(format 2\)"):
+        genkit.RunConfig.from_json(json.dumps({**raw, "format": 2}))
+    assert error_line(invoke(["sample", "--run", str(run), "--attrs", "large"])) == f"error: {expected}"
+
+
+def test_isinstance_checks_a_component_against_its_contract():
+    """docs/api.md: the contracts are runtime-checkable protocols, so a plugin's tests can use isinstance."""
+    config = genkit.plan_run(data_options={"count": 40}, image_size=16, model_options={"latent_dim": 3})
+    conditioner, model, loss = build_components(config)
+    source = genkit.registry("datasets").get("shapes").create(count=40)
+    assert isinstance(conditioner, genkit.Conditioner) and isinstance(model, genkit.Model)
+    assert isinstance(loss, genkit.Loss) and isinstance(source, genkit.DatasetSource)
+    assert not isinstance(loss, genkit.Model) and not isinstance(object(), genkit.Conditioner)

@@ -10,20 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 import genkit
+from conftest import cli, invoke
 from fixtures_real_formats import CELEBA_LAYOUTS, CELEBA_NAMES, face_image, write_celeba
-from genkit.cli.app import build_app
 from genkit_datasets.celeba import URL, celeba_index, parse_attributes
 
 REAL_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "real-samples"
-runner = CliRunner()
-
-
-def cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(build_app(), list(args))
-    return result.exit_code, " ".join(result.output.split())
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +138,7 @@ def test_cli_prepare_and_info_on_celeba(official, tmp_path):
                        "--image-size", "218x178", "--workers", "1", "--cache-dir", str(tmp_path))
     assert code == 0, output
     assert "14 images 218x178, 40 attributes" in output and str(tmp_path / "celeba-218x178") in output
-    result = runner.invoke(build_app(), ["data", "info", "--data", "celeba", "--root", str(official.root),
+    result = invoke(["data", "info", "--data", "celeba", "--root", str(official.root),
                                          "--image-size", "218x178", "--cache-dir", str(tmp_path), "--json"])
     info = json.loads(result.stdout)
     assert info["splits"] == {"train": 8, "valid": 3, "test": 3}

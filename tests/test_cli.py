@@ -8,16 +8,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
+from conftest import error_line, run_genkit
 from genkit.cli.app import build_app
 
 TINY = ["--data-opt", "count=160", "--data-opt", "seed=3", "--image-size", "16"]
-
-
-@pytest.fixture(scope="module")
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +67,7 @@ def test_sampling_is_reproducible_by_seed(trained_run):
 
 
 def test_python_module_entry_point_works():
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "genkit", "--help"], capture_output=True, text=True, timeout=120)
+    out = run_genkit("--help")
     assert out.returncode == 0 and "train" in out.stdout
 
 
@@ -124,10 +116,7 @@ def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(runner, tmp_path,
     cache = Path(os.environ["GENKIT_CACHE"])
     before = sorted(cache.iterdir()) if cache.exists() else []
     result = runner.invoke(build_app(), ["train", *TINY, *args, "--out", str(out)])
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert message in lines[0]
+    assert message in error_line(result)
     assert "Traceback" not in result.output
     assert not out.exists()
     assert sorted(cache.iterdir()) == before

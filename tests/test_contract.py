@@ -10,9 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +20,7 @@ import typer
 from typer.testing import CliRunner
 
 import genkit
+from conftest import env_with_path, run_genkit
 from genkit import hookspecs, plugins
 from genkit.cli.app import build_app
 from genkit_plugins import beta_elbo, cvae, shapes, tiled_onehot
@@ -322,18 +320,9 @@ def fake_site(tmp_path_factory) -> Path:
     return site
 
 
-def run_genkit(site: Path, *args: str, disable: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    env.pop("GENKIT_DISABLE_PLUGINS", None)
-    if disable is not None:
-        env["GENKIT_DISABLE_PLUGINS"] = disable
-    return subprocess.run([sys.executable, "-m", "genkit", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
-
-
 @pytest.mark.slow
 def test_installed_plugins_broken_ones_reported_by_name(fake_site):
-    result = run_genkit(fake_site, "plugins", "--json")
+    result = run_genkit("plugins", "--json", env=env_with_path(fake_site))
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     plugins_by_name = {p["name"]: p for p in payload["plugins"]}
@@ -352,11 +341,12 @@ def test_installed_plugins_broken_ones_reported_by_name(fake_site):
 
 @pytest.mark.slow
 def test_disable_plugins_loads_only_bundled_ones(fake_site):
-    payload = json.loads(run_genkit(fake_site, "plugins", "--json", disable="1").stdout)
+    payload = json.loads(run_genkit("plugins", "--json", env=env_with_path(fake_site, disable="1")).stdout)
     assert {p["name"] for p in payload["plugins"]} == BUNDLED
     assert {p["distribution"] for p in payload["plugins"]} == {"genkit-cvae"}
     assert payload["errors"] == []
 
-    payload = json.loads(run_genkit(fake_site, "plugins", "--json", disable="broken-import,boom").stdout)
+    disabled = env_with_path(fake_site, disable="broken-import,boom")
+    payload = json.loads(run_genkit("plugins", "--json", env=disabled).stdout)
     assert {"good", "aaa-thief"} <= {p["name"] for p in payload["plugins"]}
     assert {e["plugin"] for e in payload["errors"]} == {"aaa-thief", "bad-arg"}

@@ -8,21 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 import genkit
+from conftest import cli
 from fixtures_real_formats import CUB_ATTRIBUTE_PLACES, write_cub
-from genkit.cli.app import build_app
 from genkit_datasets.cub import URL, cub_index, parse_named
 from genkit_datasets.preprocess import center_crop_resize
 
 REAL_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "real-samples"
-runner = CliRunner()
-
-
-def cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(build_app(), list(args))
-    return result.exit_code, " ".join(result.output.split())
 
 
 @pytest.fixture(scope="module")

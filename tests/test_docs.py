@@ -19,14 +19,17 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
 
 import genkit
+import genkit.plugin_api
 from genkit import hookspecs, plugins
 from genkit.cli.app import build_app
 from genkit.cli.component_flags import ComponentCommand, chosen_components, declared_flags
+from fixtures_real_formats import CELEBA_NAMES, write_celeba
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 UPDATE = os.environ.get("GENKIT_UPDATE_DOCS") == "1"
@@ -113,6 +116,16 @@ def test_hook_examples_run_together(hook_examples, tmp_path):
     assert judge(run.sample("bright", n=2)).shape == (2, 1)
     result = CliRunner().invoke(build_app(), ["list-datasets"])
     assert result.exit_code == 0 and "greys: Flat grey images" in result.output
+
+
+def test_the_dataset_variant_example_reads_celeba(hook_examples, tmp_path):
+    fixture = write_celeba(tmp_path / "celeba")
+    example = sys.modules["docs_hooks_register_datasets"]
+    index = example.CelebAThree().scan(fixture.root)
+    assert index.attribute_names == ["Smiling", "Male", "Eyeglasses"]
+    assert np.array_equal(index.attributes, fixture.attributes[:, [CELEBA_NAMES.index(n) for n in example.KEEP]])
+    assert {k: v.tolist() for k, v in index.splits.items()} == {s: fixture.split(s) for s in ("train", "valid", "test")}
+    assert index.reader(0, (8, 8)).shape == (8, 8, 3)
 
 
 # --- cli.md ---------------------------------------------------------------------------------
@@ -242,10 +255,19 @@ def test_docs_show_only_commands_and_options_that_exist():
 # --- api.md ---------------------------------------------------------------------------------
 
 def test_every_public_name_is_documented():
-    documented = set(re.findall(r"^#{2,4} `genkit\.(\w+)", (DOCS / "api.md").read_text(), re.M))
+    headings = re.findall(r"^#{2,4} `genkit\.([\w.]+)", (DOCS / "api.md").read_text(), re.M)
+    documented = {h for h in headings if not h.startswith("plugin_api.")}
     public = set(genkit.__all__)
     assert public - documented == set(), f"docs/api.md does not document: {sorted(public - documented)}"
     assert documented - public == set(), f"docs/api.md documents names not in genkit.__all__: " \
                                          f"{sorted(documented - public)}"
     for name in public:
         assert hasattr(genkit, name), f"genkit.__all__ lists {name!r}, which genkit does not define"
+    helpers = {h.removeprefix("plugin_api.") for h in headings if h.startswith("plugin_api.")}
+    offered = set(genkit.plugin_api.__all__)
+    assert offered - helpers == set(), f"docs/api.md does not document: " \
+                                       f"{sorted('genkit.plugin_api.' + n for n in offered - helpers)}"
+    assert helpers - offered == set(), f"docs/api.md documents names not in genkit.plugin_api.__all__: " \
+                                       f"{sorted(helpers - offered)}"
+    for name in offered:
+        assert hasattr(genkit.plugin_api, name), f"genkit.plugin_api.__all__ lists {name!r}, which it does not define"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 import genkit
 from genkit.classifier import classifier_files, get_classifier, predict, attribute_accuracy, train_classifier
+from conftest import error_line
 from genkit.cli.app import build_app
 from genkit.cli.sample_cmd import interpolation_grid, vary_grid
 from genkit.evaluation import likelihood_bounds, pairwise_rms
@@ -24,11 +24,6 @@ from genkit_datasets.shapes import shapes_index
 DATA = ["--data-opt", "count=160", "--data-opt", "seed=3"]
 KEYS = {"mse", "mse_per_pixel", "kl", "elbo", "cll", "attribute_accuracy", "per_attribute_accuracy",
         "classifier_accuracy", "diversity"}
-
-
-@pytest.fixture(scope="module")
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +45,6 @@ def run(runner, cache, tmp_path_factory) -> Path:
     assert result.stdout.strip().endswith(".classifier-small-cnn.safetensors")
     assert "mean accuracy" in result.stderr
     return out
-
-
-def _error_line(result) -> str:
-    """The one line a bad input prints; fails unless the exit code is 2 and the line is alone."""
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return " ".join(lines[0].split())
 
 
 # --- the bounds, against a model whose log-likelihood is known exactly ----------------------
@@ -186,7 +173,7 @@ def test_evaluate_json_has_every_metric_and_cll_is_at_least_elbo(runner, run, ca
 
 
 def test_evaluate_without_a_classifier_says_how_to_get_one(runner, run, tmp_path):
-    line = _error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path)]))
+    line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path)]))
     assert "no attribute classifier 'small-cnn' for shapes 16x16 yet; pass --train-classifier or run " \
            "`genkit classifier train --data shapes --image-size 16x16 --data-opt count=160 --data-opt seed=3`" in line
     assert not list(tmp_path.glob("*.classifier-*"))
@@ -203,24 +190,24 @@ def test_evaluate_with_a_stale_classifier_is_refused(runner, run, cache, tmp_pat
         shutil.copy(path, tmp_path / path.name)
     [meta] = tmp_path.glob("*.classifier-small-cnn.json")
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "attribute_names": ["x"] * 12}))
-    line = _error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path)]))
+    line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path)]))
     assert "attribute classifier 'small-cnn' for shapes 16x16 is stale: it was trained on another attribute set" in line
 
 
 def test_evaluate_a_run_on_another_dataset_or_attribute_set_is_refused(runner, run, cache, tmp_path):
-    line = _error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--data", "celeba"]))
+    line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--data", "celeba"]))
     assert "was trained on 'shapes', not 'celeba'" in line
     renamed = tmp_path / "renamed"
     shutil.copytree(run, renamed)
     config = json.loads((renamed / "config.json").read_text())
     config["data"]["attribute_names"][-1] = "bordered"
     (renamed / "config.json").write_text(json.dumps(config))
-    line = _error_line(runner.invoke(build_app(), ["evaluate", "--run", str(renamed), "--cache-dir", str(cache)]))
+    line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(renamed), "--cache-dir", str(cache)]))
     assert "was trained on 12 attributes of shapes but this shapes data has 12 (it lacks 'bordered')" in line
 
 
 def test_evaluate_an_unknown_or_empty_split_is_refused(runner, run, cache, tmp_path):
-    line = _error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--split", "holdout",
+    line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--split", "holdout",
                                                    "--cache-dir", str(cache)]))
     assert "split 'holdout' does not exist in shapes; choose one of test, train, valid" in line
 
@@ -243,7 +230,7 @@ def test_evaluate_an_unknown_or_empty_split_is_refused(runner, run, cache, tmp_p
         config = genkit.plan_run(data="no-test", image_size=8, epochs=1, batch_size=16, device="cpu",
                                  model_options={"latent_dim": 2, "channels": [4, 4]})
         genkit.train(config, out_dir=tmp_path / "run", cache_dir=tmp_path)
-        line = _error_line(runner.invoke(build_app(), ["evaluate", "--run", str(tmp_path / "run"),
+        line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(tmp_path / "run"),
                                                        "--cache-dir", str(tmp_path)]))
         assert "split 'test' of no-test is empty" in line
     finally:
@@ -288,10 +275,10 @@ def test_vary_and_interpolate_keep_the_latent_codes_fixed(runner, run, tmp_path)
     assert result.exit_code == 0, result.output
     with Image.open(target) as image:
         assert image.size == (6 * 18 + 2, 2 * 18 + 2)
-    line = _error_line(runner.invoke(build_app(), ["sample", "--run", str(run), "--vary", "large",
+    line = error_line(runner.invoke(build_app(), ["sample", "--run", str(run), "--vary", "large",
                                                    "--interpolate", "top", "left"]))
     assert "--vary and --interpolate make different grids; use one of them" in line
-    line = _error_line(runner.invoke(build_app(), ["sample", "--run", str(run), "--vary", "larg"]))
+    line = error_line(runner.invoke(build_app(), ["sample", "--run", str(run), "--vary", "larg"]))
     assert "unknown attribute 'larg'" in line
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from conftest import env_with_path, run_genkit
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "genkit-deep-cvae"
 
@@ -52,14 +53,11 @@ def installed(tmp_path_factory) -> dict[str, str]:
     build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *isolation, "--no-deps",
                             "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
-    env.pop("GENKIT_DISABLE_PLUGINS", None)
-    return env
+    return env_with_path(target)
 
 
 def genkit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "genkit", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return run_genkit(*args, env=env, timeout=300)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import genkit
+from conftest import cli
 from genkit.cli.app import build_app
 from genkit_datasets.folder import folder_index
 
@@ -91,11 +92,6 @@ def test_fingerprint_follows_the_csv_and_the_images(tmp_path):
     assert folder_index(root).fingerprint != second
 
 
-def _error(args: list[str]) -> tuple[int, str]:
-    result = runner.invoke(build_app(), args)
-    return result.exit_code, " ".join(result.output.split())
-
-
 @pytest.mark.parametrize("case, expected", [
     ("missing-csv", ["attributes.csv does not exist", "filename,<attr1>"]),
     ("missing-image", ["line 3", "'pics/nothere.png' does not exist"]),
@@ -124,8 +120,8 @@ def test_bad_folder_is_a_usage_error_naming_file_line_and_value(tmp_path, case, 
     elif case == "repeated-image":
         write_csv(root, [good[0], good[0]])
     out = tmp_path / "run"
-    code, message = _error(["train", "--data", "folder", "--root", str(root), "--image-size", "8",
-                            "--epochs", "1", "--out", str(out)])
+    code, message = cli("train", "--data", "folder", "--root", str(root), "--image-size", "8",
+                            "--epochs", "1", "--out", str(out))
     assert code == 2, message
     assert str(csv) in message
     for part in expected:
@@ -134,18 +130,18 @@ def test_bad_folder_is_a_usage_error_naming_file_line_and_value(tmp_path, case, 
 
 
 def test_no_root_and_bad_fractions_are_usage_errors():
-    code, message = _error(["data", "info", "--data", "folder"])
+    code, message = cli("data", "info", "--data", "folder")
     assert code == 2 and "--root" in message and "attributes.csv" in message
-    code, message = _error(["data", "info", "--data", "folder", "--root", ".", "--data-opt", "valid_fraction=0.6",
-                            "--data-opt", "test_fraction=0.5"])
+    code, message = cli("data", "info", "--data", "folder", "--root", ".", "--data-opt", "valid_fraction=0.6",
+                            "--data-opt", "test_fraction=0.5")
     assert code == 2 and "leaves no training images" in message
 
 
 def test_corrupt_image_is_named_by_its_path(tmp_path):
     root = make_folder(tmp_path, count=6)
     (root / "pics/004.png").write_bytes(b"not a png")
-    code, message = _error(["data", "prepare", "--data", "folder", "--root", str(root), "--image-size", "8",
-                            "--workers", "1", "--cache-dir", str(tmp_path / "cache")])
+    code, message = cli("data", "prepare", "--data", "folder", "--root", str(root), "--image-size", "8",
+                            "--workers", "1", "--cache-dir", str(tmp_path / "cache"))
     assert code == 2 and str(root / "pics/004.png") in message and "--skip-bad" in message
 
 

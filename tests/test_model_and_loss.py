@@ -7,7 +7,8 @@ import torch
 
 import genkit
 from genkit.errors import UsageError
-from genkit_plugins.beta_elbo import BetaELBO, gaussian_kl
+from genkit.plugin_api import gaussian_kl
+from genkit_plugins.beta_elbo import BetaELBO
 from genkit_plugins.cvae import CVAE
 from genkit_plugins.tiled_onehot import TiledOneHot
 
@@ -43,6 +44,17 @@ def test_cvae_sample_is_deterministic_for_given_latents_and_uses_the_condition()
 def test_cvae_rejects_sizes_not_divisible_by_4():
     with pytest.raises(UsageError, match="image size 30x32 is not divisible by 4"):
         CVAE((3, 30, 32), TiledOneHot(NAMES))
+
+
+@pytest.mark.parametrize("height, width, nearest", [
+    (18, 18, "16x16 or 20x20"), (30, 32, "28x32 or 32x32"), (218, 178, "216x176 or 220x180"), (2, 6, "4x4 or 4x8"),
+])
+def test_cvae_size_error_suggests_the_nearest_sizes_that_fit(height, width, nearest):
+    with pytest.raises(UsageError) as caught:
+        CVAE((3, height, width), TiledOneHot(NAMES))
+    assert str(caught.value).endswith(f"need; choose {nearest}")
+    for size in nearest.split(" or "):  # the advice works as written
+        CVAE((3, *map(int, size.split("x"))), TiledOneHot(NAMES), channels=(2, 2))
 
 
 def test_cvae_initialisation_is_kaiming_normal_with_zero_biases():

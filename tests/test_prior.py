@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 import genkit
 from genkit.cli.app import build_app
 from genkit.evaluation import likelihood_bounds, log_normal
-from genkit_plugins.beta_elbo import BetaELBO, gaussian_kl
+from genkit.plugin_api import gaussian_kl
+from genkit_plugins.beta_elbo import BetaELBO
 from genkit_plugins.cvae import CVAE
 from genkit_plugins.tiled_onehot import TiledOneHot
 

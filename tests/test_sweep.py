@@ -10,19 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
+from conftest import error_line
 from genkit.cli.app import build_app
 from genkit.errors import UsageError
 from genkit.sweep import parse_values
 
 TINY = ["--data-opt", "count=160", "--data-opt", "seed=3", "--image-size", "16", "--epochs", "1", "--limit", "64",
         "--latent-dim", "4", "--batch-size", "16", "--samples", "4"]
-
-
-@pytest.fixture(scope="module")
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +28,6 @@ def sweep(runner, tmp_path_factory) -> tuple[Path, Path]:
                                          "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out, cache
-
-
-def _error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return " ".join(lines[0].split())
 
 
 def test_sweep_writes_one_evaluated_run_per_beta_and_the_table(sweep):
@@ -82,10 +70,10 @@ def test_rerunning_a_sweep_reuses_finished_runs(runner, sweep):
 
 def test_a_sweep_folder_holding_other_runs_is_refused(runner, sweep, tmp_path):
     out, cache = sweep
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY[:-2], "--samples", "4", "--epochs", "2",
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY[:-2], "--samples", "4", "--epochs", "2",
                                                    "--vary", "loss.beta=0.25", "--cache-dir", str(cache), "--out", str(out)]))
     assert f"{out / 'beta-0.25'} holds a run with epochs=1, not the 2 asked for" in line
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--data-opt", "count=200", "--vary", "loss.beta=0.9",
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY, "--data-opt", "count=200", "--vary", "loss.beta=0.9",
                                                    "--cache-dir", str(cache), "--out", str(out)]))
     assert "holds a run with data.count=160, not the 200 asked for" in line
     other = tmp_path / "other"
@@ -93,7 +81,7 @@ def test_a_sweep_folder_holding_other_runs_is_refused(runner, sweep, tmp_path):
     config = json.loads((out / "beta-0.25" / "config.json").read_text())
     config["data"]["name"] = "celeba"
     (other / "beta-0.5" / "config.json").write_text(json.dumps(config))
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--vary", "loss.beta=0.5", "--out", str(other)]))
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY, "--vary", "loss.beta=0.5", "--out", str(other)]))
     assert "holds a run for celeba (12 attributes), not the shapes asked for" in line
 
 
@@ -106,7 +94,7 @@ def test_a_sweep_folder_holding_other_runs_is_refused(runner, sweep, tmp_path):
 def test_bad_beta_lists_are_one_line_errors_and_write_nothing(runner, tmp_path, betas, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_values(betas, "--beta", 0.75)
-    line = _error_line(runner.invoke(build_app(), ["sweep", "--beta", betas, "--out", str(tmp_path / "s")]))
+    line = error_line(runner.invoke(build_app(), ["sweep", "--beta", betas, "--out", str(tmp_path / "s")]))
     assert message in line
     assert not (tmp_path / "s").exists()
 
@@ -116,7 +104,7 @@ def test_bad_beta_lists_are_one_line_errors_and_write_nothing(runner, tmp_path, 
     ("-0.1,0.5", "beta -0.1 is outside [0, 1]"),
 ])
 def test_values_the_loss_refuses_fail_before_anything_is_written(runner, tmp_path, betas, message):
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--beta", betas, "--out", str(tmp_path / "s")]))
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY, "--beta", betas, "--out", str(tmp_path / "s")]))
     assert message in line
     assert not (tmp_path / "s").exists()
 
@@ -132,13 +120,13 @@ def test_values_the_loss_refuses_fail_before_anything_is_written(runner, tmp_pat
     ("model.prior=standard,sideways", "prior 'sideways' is not known; choose one of: standard, learned"),
 ])
 def test_bad_vary_is_one_line_and_writes_nothing(runner, tmp_path, vary, message):
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--vary", vary, "--out", str(tmp_path / "s")]))
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY, "--vary", vary, "--out", str(tmp_path / "s")]))
     assert message in line
     assert not (tmp_path / "s").exists()
 
 
 def test_nothing_to_vary_is_refused(runner, tmp_path):
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--beta", "0.5", "--out", str(tmp_path / "s")]))
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY, "--beta", "0.5", "--out", str(tmp_path / "s")]))
     assert "nothing to vary; give --vary KIND.OPTION=V1,V2" in line
 
 
@@ -164,10 +152,10 @@ def test_a_grid_over_two_components_options(runner, sweep, tmp_path):
 
 def test_a_missing_split_or_bad_samples_fail_before_any_training(runner, sweep, tmp_path):
     _, cache = sweep
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--vary", "loss.beta=0.5", "--split", "holdout",
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY, "--vary", "loss.beta=0.5", "--split", "holdout",
                                                    "--cache-dir", str(cache), "--out", str(tmp_path / "s")]))
     assert "split 'holdout' does not exist in shapes" in line
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--vary", "loss.beta=0.5", "--sigma", "0",
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY, "--vary", "loss.beta=0.5", "--sigma", "0",
                                                    "--out", str(tmp_path / "s")]))
     assert "--sigma 0.0 must be a positive number" in line
     assert not (tmp_path / "s" / "beta-0.5").exists()
@@ -178,7 +166,7 @@ def test_parse_values_keeps_the_order_given():
 
 
 def test_a_loss_without_beta_is_refused(runner, tmp_path):
-    line = _error_line(runner.invoke(build_app(), ["sweep", *TINY, "--loss", "nope", "--beta", "0.5",
+    line = error_line(runner.invoke(build_app(), ["sweep", *TINY, "--loss", "nope", "--beta", "0.5",
                                                    "--out", str(tmp_path / "s")]))
     assert "unknown loss 'nope'" in line
 

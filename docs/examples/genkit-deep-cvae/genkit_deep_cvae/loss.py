@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 import genkit
+from genkit.plugin_api import gaussian_kl
 
 EPS = 1e-6
 
@@ -33,8 +34,7 @@ class BernoulliELBO:
             p = output.reconstruction.float().clamp(EPS, 1 - EPS)
             bce = -(target * p.log() + (1 - target) * (1 - p).log())
         bce = bce.flatten(1).sum(dim=1).mean()
-        mu, logvar = output.mu.float(), output.logvar.float()
-        kl = (-0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)).mean()
+        kl = gaussian_kl(output.mu.float(), output.logvar.float()).mean()
         with torch.no_grad():  # logged beside the loss, so runs compare with beta-elbo's mse
             mse = (output.reconstruction.float() - target).pow(2).flatten(1).sum(dim=1).mean()
         return genkit.LossResult(total=bce + self.beta * kl, terms={"bce": bce, "kl": kl, "mse": mse})

@@ -1,0 +1,65 @@
+"""What a plugin author needs to write a dataset, model, conditioner or loss, in one place.
+
+``genkit`` itself holds the hook marker, the component contracts and the errors
+(``genkit.hookimpl``, ``genkit.ModelOutput``, ``genkit.UsageError``, ...); this module adds the
+helpers genkit's bundled plugins are written with, so a third-party plugin can do everything they
+do. Every name here is documented in docs/api.md and stable across minor versions; the modules
+they come from (``genkit_datasets.*``, ``genkit.gaussian``) may be reorganised.
+
+- Dataset sources: :class:`SourceIndex` (what ``scan`` returns), :class:`ImageFileReader` and
+  :func:`center_crop_resize` (decode, crop and resize image files exactly as the bundled datasets
+  do), and the annotation-file helpers (:func:`find_file`, :func:`read_lines`, :func:`bad_row`,
+  :func:`parse_int`, :func:`list_images`, :func:`has_images`, :func:`fingerprint`, ...), whose
+  errors are one-line ``UsageError`` naming the file and line.
+- The bundled formats' readers and constants (:func:`celeba_index`, :func:`cub_index`,
+  :func:`folder_index`, :func:`shapes_index`, ...), to build a variant of a bundled dataset.
+- Losses: :func:`gaussian_kl`, the closed-form KL that ``beta-elbo`` trains with and
+  ``genkit evaluate`` reports.
+"""
+
+from __future__ import annotations
+
+from genkit.gaussian import gaussian_kl
+from genkit_datasets.annotations import (IMAGE_SUFFIXES, bad_row, file_digest, find_file, fingerprint, has_images,
+                                         list_images, parse_int, read_lines)
+from genkit_datasets.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
+from genkit_datasets.celeba import HINT as CELEBA_HINT
+from genkit_datasets.celeba import celeba_index
+from genkit_datasets.cub import CERTAINTIES as CUB_CERTAINTIES
+from genkit_datasets.cub import HINT as CUB_HINT
+from genkit_datasets.cub import cub_index
+from genkit_datasets.folder import CSV_NAME as FOLDER_CSV_NAME
+from genkit_datasets.folder import folder_index, hash_splits
+from genkit_datasets.image_files import ImageFileReader
+from genkit_datasets.preprocess import center_crop_resize
+from genkit_datasets.shapes import ATTRIBUTE_NAMES as SHAPES_ATTRIBUTE_NAMES
+from genkit_datasets.shapes import shapes_index
+from genkit_datasets.source import ImageReader, SourceIndex
+
+__all__ = [
+    "CELEBA_ATTRIBUTE_NAMES",
+    "CELEBA_HINT",
+    "CUB_CERTAINTIES",
+    "CUB_HINT",
+    "FOLDER_CSV_NAME",
+    "IMAGE_SUFFIXES",
+    "ImageFileReader",
+    "ImageReader",
+    "SHAPES_ATTRIBUTE_NAMES",
+    "SourceIndex",
+    "bad_row",
+    "celeba_index",
+    "center_crop_resize",
+    "cub_index",
+    "file_digest",
+    "find_file",
+    "fingerprint",
+    "folder_index",
+    "gaussian_kl",
+    "has_images",
+    "hash_splits",
+    "list_images",
+    "parse_int",
+    "read_lines",
+    "shapes_index",
+]
