@@ -34,6 +34,7 @@ from genkit.files import write_text_atomic
 from genkit.images import plot_curves, save_grid
 from genkit.planning import default_run_dir
 from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, Run, resolve_device, save_weights
+from genkit.sampling import AttributeTable
 from genkit_datasets.cache import Progress
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -147,7 +148,8 @@ class Trainer:
         valid_split = "valid" if "valid" in info.split_sizes else "test"
         self.valid_set = CachedImageDataset(info.path, valid_split, limit=config.data.limit, in_memory=True)
         self.config = replace(config, data=replace(config.data, attribute_names=list(info.attribute_names),
-                                                   cache_fingerprint=info.fingerprint))
+                                                   cache_fingerprint=info.fingerprint,
+                                                   exclusive_groups=list(info.exclusive_groups)))
 
         self.out = Path(out_dir) if out_dir is not None else default_run_dir(self.config)
         if not resume and (self.out / CONFIG_FILE).exists():
@@ -226,6 +228,7 @@ class Trainer:
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / CONFIG_FILE, self.config.to_json())
+            AttributeTable.from_rows(self.config.data.attribute_names, self.train_set.attributes).save(self.out)
             _notify(self.observer, "on_message",
                     f"training {self.config.model.name} on {self.config.data.name}: {len(self.train_set)} images "
                     f"{self.config.data.image_size[0]}x{self.config.data.image_size[1]}, data in {self.placement}, "
