@@ -34,8 +34,9 @@ def register_datasets(register):
     must pass ``--root``), ``obtain_hint`` (where to get the files, shown when ``--root`` is
     missing), optionally ``attribute_names``, and ``scan(root: Path | None) -> genkit.SourceIndex``,
     which lists the images, their attribute vectors, the splits, a picklable reader and a
-    fingerprint of the source files. genkit decodes the images once into its HDF5 cache and
-    trains from that.
+    fingerprint of the source files (and, optionally, ``exclusive_groups``: the ``group`` prefixes
+    of ``group::value`` families that hold exactly one value per image). genkit decodes the
+    images once into its HDF5 cache and trains from that.
     """
 
 

@@ -263,15 +263,13 @@ def conditions(run, attrs: str | Sequence[str], n: int, seed: int = 0, rest: str
                 shown = request.spec() or "no attributes"
                 note = (f"no training image has [{_short(shown)}]; the attributes not listed are off for these "
                         "samples")
+    if vectors is None and not force_on:  # fall back to exactly what rest="off" gives
+        condition = run.conditioner.encode(attrs).to(torch.float32).reshape(1, -1).expand(n, -1)
+        return Conditions(condition, [list(request.on)] * n, "off", note)
+    used = "data"
     if vectors is None:
-        index = {name: i for i, name in enumerate(names)}
-        vector = torch.zeros(len(names), dtype=torch.uint8)
-        for name in request.on:
-            vector[index[name]] = 1
-        vectors = vector.reshape(1, -1).expand(n, -1)
+        vectors = torch.tensor([[1 if name in request.on else 0 for name in names]], dtype=torch.uint8).expand(n, -1)
         used = "off"
-    else:
-        used = "data"
     condition = _encode_rows(run.conditioner, vectors, names).to(torch.float32)
     return Conditions(condition, [_names_on(v, names) for v in vectors], used, note)
 
@@ -325,6 +323,8 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
     rows, sets, notes = [], [], []
     for raw in names:
         name = raw.strip().lstrip("+")
+        run.conditioner.encode(name)  # an unknown name: the conditioner's message
+        parse_attrs([name], names_all)
         if rest == "off":  # exactly the grid `genkit sample --vary` always drew
             base = run.conditioner.encode(attrs)
             switch = run.conditioner.encode(name)
