@@ -140,23 +140,43 @@ def command_line(run_dir: str | Path, attrs: str, n: int, seed: int, temperature
 
 
 def grid_png(images, nrow: int) -> bytes:
-    """A batch of images in [0, 1] as one PNG grid (the same layout as ``genkit sample``)."""
-    from torchvision.utils import make_grid
+    """A batch of images in [0, 1] as one PNG grid, pixel for pixel what ``genkit sample`` writes.
+
+    The layout and rounding are torchvision's ``make_grid`` + ``save_image`` (2-pixel white
+    padding; a single image unpadded), done in numpy on one thread: torch's parallel kernels
+    stall for tens of milliseconds on small tensors when other processes hold the cores.
+    """
     from PIL import Image
 
-    grid = make_grid(images.float().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
-    array = grid.mul(255).add_(0.5).clamp_(0, 255).to("cpu").byte().permute(1, 2, 0).numpy()
+    import numpy as np
+
+    array = images.detach().float().cpu().numpy()
+    count, channels, height, width = array.shape
+    if count == 1:
+        grid = array[0]
+    else:
+        pad = 2
+        columns = min(nrow, count)
+        rows = -(-count // columns)
+        grid = np.ones((channels, rows * (height + pad) + pad, columns * (width + pad) + pad), dtype=np.float32)
+        for i in range(count):
+            y, x = divmod(i, columns)
+            top, left = y * (height + pad) + pad, x * (width + pad) + pad
+            grid[:, top:top + height, left:left + width] = array[i]
+    pixels = np.clip(np.clip(grid, 0, 1) * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def image_html(png: bytes, filename: str, alt: str) -> str:
     """The grid inside the page as a data URL, with a link that downloads it as a PNG."""
     url = "data:image/png;base64," + base64.b64encode(png).decode()
+    # the link takes the image's own URL when clicked, so the page carries the PNG once
     return (f'<div class="genkit-grid"><img src="{url}" alt="{html.escape(alt)}" '
             'style="width:100%;max-width:720px;image-rendering:pixelated"/>'
-            f'<p><a href="{url}" download="{html.escape(filename)}">Download PNG</a></p></div>')
+            f'<p><a href="#" download="{html.escape(filename)}" '
+            """onclick="this.href = this.closest('.genkit-grid').querySelector('img').src">Download PNG</a></p></div>""")
 
 
 def sets_html(attribute_sets: Sequence[Sequence[str]], columns: int) -> str:
@@ -448,9 +468,21 @@ def build_app(pages: Sequence[RunPage]):
                                theme=offline_theme(gr), enable_monitoring=False)
 
 
-def serve(pages: Sequence[RunPage], host: str = "127.0.0.1", port: int = 7860, on_ready=None) -> None:
-    """Serve the page until Ctrl-C (which returns normally)."""
+def serve(pages: Sequence[RunPage], host: str = "127.0.0.1", port: int = 7860, on_ready=None,
+          threads: int = 1) -> None:
+    """Serve the page until Ctrl-C (which returns normally).
+
+    Each request runs with ``threads`` intra-op threads (default 1): a page's request is small
+    (at most 64 images), Gradio runs concurrent requests in their own threads, and torch's
+    multi-threaded kernels stall on small tensors when other processes hold the cores (a
+    16-image 64x64 grid measured 46 ms on one thread against 266 ms on two on a loaded 2-core
+    machine; see benchmarks/serve.py).
+    """
     import tempfile
+
+    import torch
+
+    torch.set_num_threads(threads)
 
     with tempfile.TemporaryDirectory(prefix="genkit-serve-") as scratch:
         os.environ["GRADIO_TEMP_DIR"] = scratch  # gradio's own scratch space, private and removed on exit

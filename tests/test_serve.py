@@ -279,6 +279,9 @@ def test_the_page_in_headless_chromium(server, tmp_path):
 
         first = wait.until(lambda _: grid_src())
         assert first.startswith("data:image/png;base64,") and status() == ""
+        download = browser.find_element(By.CSS_SELECTOR, "#grid-0 a[download]")
+        browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click'))", download)
+        assert download.get_attribute("href") == first  # the link downloads the grid itself
 
         # tick an attribute: the grid changes, without an error
         large = browser.find_element(By.ID, "a-0-large")
