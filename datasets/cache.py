@@ -8,7 +8,7 @@ Layout of one cache file::
     /attribute_names  (A,) UTF-8 strings
     /splits/<name>    int64 indices into /images, in the dataset's id order
     attrs["manifest"] JSON: format version, dataset, source fingerprint, preprocessing options,
-                      counts, skipped images
+                      counts, skipped images, exclusive attribute groups
 
 A cache is built into ``<name>.partial-<pid>`` and renamed into place only when complete, so an
 interrupted build never leaves a file that is taken for a cache. A cache whose manifest is
@@ -51,6 +51,7 @@ class CacheInfo:
     fingerprint: str
     options: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    exclusive_groups: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     built: bool = False
 
@@ -112,6 +113,7 @@ def read_cache_info(path: str | Path) -> CacheInfo | None:
         fingerprint=manifest["fingerprint"],
         options=manifest.get("options", {}),
         skipped=manifest.get("skipped", []),
+        exclusive_groups=list(manifest.get("exclusive_groups", [])),
         format_version=manifest["format_version"],
     )
 
@@ -121,8 +123,8 @@ def prepare_cache(dataset: str, index: SourceIndex, path: str | Path, image_size
                   progress: Progress | None = None, skip_bad: bool = False) -> CacheInfo:
     """Return the cache at ``path``, building it first unless a matching one is there.
 
-    A cache matches when its format version, source fingerprint, image size and options equal
-    those asked for. ``workers`` processes decode and resize in parallel (default: all cores).
+    A cache matches when its format version, source fingerprint, image size, options and
+    exclusive groups equal those asked for. ``workers`` processes decode and resize in parallel (default: all cores).
     An image that cannot be read is a :class:`UsageError` naming it, unless ``skip_bad`` is set:
     then it is left out of every split and listed in the manifest's ``skipped``.
     """
@@ -130,7 +132,8 @@ def prepare_cache(dataset: str, index: SourceIndex, path: str | Path, image_size
     options = dict(options or {})
     info = read_cache_info(path)
     if (info is not None and info.fingerprint == index.fingerprint
-            and info.image_size == tuple(image_size) and info.options == options):
+            and info.image_size == tuple(image_size) and info.options == options
+            and info.exclusive_groups == list(index.exclusive_groups)):
         return info
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(path)
@@ -261,6 +264,7 @@ def _build(dataset: str, index: SourceIndex, target: Path, size: tuple[int, int]
             "image_size": [height, width],
             "options": options,
             "crop": index.crop,
+            "exclusive_groups": list(index.exclusive_groups),
             "skipped": [index.key(i) for i, _ in bad],
             "build_seconds": round(time.perf_counter() - started, 3),
         }

@@ -179,6 +179,7 @@ def cub_index(root: str | Path, min_certainty: int = 0, crop_bbox: bool = False,
         fingerprint=fingerprint(f"cub:v{READER_VERSION}", sources, sorted(on_disk), options),
         keys=[os.path.join(folder, p) for p in paths],
         crop=BBOX_CROP if crop_bbox else CROP,
+        exclusive_groups=["species"],  # one species per bird; the has_* groups may hold several values
     )
 
 

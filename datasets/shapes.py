@@ -132,4 +132,5 @@ def shapes_index(count: int = 12000, seed: int = 0) -> SourceIndex:
         reader=ShapesReader(attributes, seed),
         fingerprint=fingerprint,
         crop="none: rendered directly at the requested size",
+        exclusive_groups=["shape", "color"],
     )

@@ -30,6 +30,7 @@ class SourceIndex:
     fingerprint: str
     keys: list[str] = field(default_factory=list)
     crop: str = "centre crop to the target aspect ratio, then resize"
+    exclusive_groups: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.attributes = np.ascontiguousarray(self.attributes, dtype=np.uint8)
@@ -47,6 +48,10 @@ class SourceIndex:
             del self.splits["valid"]  # optional; an empty one is none, so training validates on test
         if self.keys and len(self.keys) != count:
             raise ValueError(f"{len(self.keys)} keys for {count} items")
+        self.exclusive_groups = list(self.exclusive_groups)
+        for group in self.exclusive_groups:
+            if not any(name.startswith(f"{group}::") for name in self.attribute_names):
+                raise ValueError(f"exclusive group {group!r} has no attribute named '{group}::<value>'")
 
     def __len__(self) -> int:
         return int(self.attributes.shape[0])

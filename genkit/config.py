@@ -33,6 +33,8 @@ class DataSpec:
     limit: int | None = None
     attribute_names: list[str] = field(default_factory=list)
     cache_fingerprint: str | None = None
+    #: attribute families that hold exactly one value per image, as the dataset declares them
+    exclusive_groups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +99,8 @@ class RunConfig:
             raise UsageError(f"{path} does not exist; is this a genkit run folder?") from None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise UsageError(f"{path} is not a valid genkit config ({type(exc).__name__}: {exc})") from None
+        except OSError as exc:
+            raise UsageError(f"{path} cannot be read ({exc.strerror or exc}); check that it is a readable file") from None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

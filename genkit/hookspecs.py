@@ -37,7 +37,8 @@ def register_datasets(register):
     must pass ``--root``), ``obtain_hint`` (where to get the files, shown when ``--root`` is
     missing), and ``scan(root: Path | None) -> genkit.SourceIndex``,
     which lists the images, their attribute vectors and names, the splits, a picklable reader
-    and a fingerprint of the source files. ``scan`` is where the attribute names become known:
+    and a fingerprint of the source files (and, optionally, ``exclusive_groups``: the ``group``
+    prefixes of ``group::value`` families that hold exactly one value per image). ``scan`` is where the attribute names become known:
     ``genkit.plan_run`` calls it before anything else is built (reading annotations, decoding no
     image), so keep it free of heavy work. genkit decodes the images once into its HDF5 cache and
     trains from that.

@@ -63,7 +63,7 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
     config = RunConfig(
         data=DataSpec(name=data, options=json_options(data_resolved, data), root=str(root) if root else None,
                       image_size=size, limit=limit, attribute_names=list(index.attribute_names),
-                      cache_fingerprint=index.fingerprint),
+                      cache_fingerprint=index.fingerprint, exclusive_groups=list(index.exclusive_groups)),
         conditioner=cond_spec, model=model_spec, loss=loss_spec,
         train=spec,
         genkit_version=__version__,

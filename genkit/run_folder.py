@@ -3,7 +3,8 @@
 A run folder holds ``config.json`` (everything needed to rebuild the run), ``model.safetensors``
 (weights), ``metrics.jsonl`` (one record per epoch), ``steps.jsonl`` (one record per logged
 step), ``samples/epoch_NNN.png`` with ``samples/rows.json``, ``loss_curve.png``,
-``checkpoints/`` and, once evaluated, ``evaluation_<split>.json``.
+``train_attributes.safetensors`` (the training attribute vectors, for sampling with
+``rest="data"``), ``checkpoints/`` and, once evaluated, ``evaluation_<split>.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ STEPS_FILE = "steps.jsonl"
 SAMPLES_DIR = "samples"
 ROWS_FILE = "rows.json"
 LOSS_CURVE_FILE = "loss_curve.png"
+#: the distinct training attribute vectors and their counts, for sampling with ``rest="data"``
+TRAIN_ATTRIBUTES_FILE = "train_attributes.safetensors"
 
 #: keys of a step or epoch record that are bookkeeping, not loss terms
 NOT_TERMS = frozenset({"step", "epoch", "epoch_float", "images_per_s", "seconds", "data_wait_s"})

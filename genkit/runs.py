@@ -1,7 +1,8 @@
 """A trained run loaded back from its folder, for sampling: :func:`load_run` and :class:`Run`.
 
 The folder's layout is :mod:`genkit.run_folder`'s; weights are safetensors, so loading a run
-never unpickles code.
+never unpickles code. ``train_attributes.safetensors`` (the training attribute vectors) serves
+``rest="data"``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from genkit.config import RunConfig
 from genkit.distributed import resolve_device
 from genkit.errors import UsageError
 from genkit.run_folder import CONFIG_FILE, WEIGHTS_FILE
+from genkit.sampling import Samples, generate, noise, parse_attrs, warn_note
 from genkit.weights import load_weights
 
 
@@ -35,9 +37,18 @@ class Run:
     def attribute_names(self) -> list[str]:
         return list(self.config.data.attribute_names)
 
+    @property
+    def exclusive_groups(self) -> list[str]:
+        """Attribute families with exactly one value per image, as the dataset declared them."""
+        return list(self.config.data.exclusive_groups)
+
     def condition(self, attrs: str | list[str] | torch.Tensor, n: int = 1) -> torch.Tensor:
-        """A (n, A) batch of one condition, from ``"A,B,-C"`` or a vector."""
-        vector = attrs if isinstance(attrs, torch.Tensor) else self.conditioner.encode(attrs)
+        """A (n, A) batch of one condition, from ``"A,B,-C"`` (the rest off) or a vector."""
+        if isinstance(attrs, torch.Tensor):
+            vector = attrs
+        else:
+            vector = self.conditioner.encode(attrs)  # the conditioner's own checks and messages first
+            parse_attrs(attrs, self.attribute_names, self.exclusive_groups)
         return vector.to(self.device, torch.float32).reshape(1, -1).expand(n, -1)
 
     def latents(self, n: int, seed: int = 0) -> torch.Tensor:
@@ -45,10 +56,24 @@ class Run:
         return torch.randn(n, self.model.latent_dim, generator=generator).to(self.device)
 
     @torch.no_grad()
-    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0) -> torch.Tensor:
-        """``n`` images (n, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images."""
-        self.model.eval()
-        return self.model.sample(self.condition(attrs, n), z=self.latents(n, seed)).float().cpu()
+    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, temperature: float = 1.0,
+               rest: str = "data") -> torch.Tensor:
+        """``n`` images (n, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
+
+        ``rest="data"`` takes the attributes not named from training vectors that agree with the
+        named ones (a warning when none does, and then they are off); ``rest="off"`` switches
+        them off. ``temperature`` scales the prior noise. A vector ``attrs`` is used as it is.
+        """
+        if isinstance(attrs, torch.Tensor):
+            self.model.eval()
+            z = noise(self, n, seed, temperature)
+            return self.model.sample(self.condition(attrs, n), z=z.to(self.device)).float().cpu()
+        return self.generate(attrs, n=n, seed=seed, temperature=temperature, rest=rest).images
+
+    def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, temperature: float = 1.0,
+                 rest: str = "data") -> Samples:
+        """Like :meth:`sample`, also returning each sample's attribute set and the fallback note."""
+        return warn_note(generate(self, attrs, n=n, seed=seed, temperature=temperature, rest=rest))
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:

@@ -36,6 +36,7 @@ from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, METRICS_FILE, ROWS_
                                WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
 from genkit.runs import Run
 from genkit.weights import save_weights
+from genkit.sampling import AttributeTable
 from genkit_datasets.cache import Progress
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -229,6 +230,7 @@ class Trainer:
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / CONFIG_FILE, self.config.to_json())
+            AttributeTable.from_rows(self.config.data.attribute_names, self.train_set.attributes).save(self.out)
             _notify(self.observer, "on_message",
                     f"training {self.config.model.name} on {self.config.data.name}: {len(self.train_set)} images "
                     f"{self.config.data.image_size[0]}x{self.config.data.image_size[1]}, data in {self.placement}, "

@@ -73,3 +73,15 @@ def run_genkit(*args: str, env: dict[str, str] | None = None, timeout: float = 1
     """``python -m genkit ARGS`` in a subprocess, output captured as text."""
     return subprocess.run([sys.executable, "-m", "genkit", *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, _isolated_cache) -> Path:
+    """A run trained for one epoch on 320 shapes images at 16x16: enough to sample from, in seconds."""
+    import genkit
+
+    out = tmp_path_factory.mktemp("tiny-run") / "shapes16"
+    config = genkit.plan_run("cvae", "shapes", data_options={"count": 320, "seed": 5}, image_size=16,
+                             model_options={"latent_dim": 4}, epochs=1, batch_size=32, device="cpu")
+    genkit.train(config, out_dir=out)
+    return out

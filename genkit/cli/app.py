@@ -32,7 +32,7 @@ class GenkitGroup(TyperGroup):
 def build_app() -> typer.Typer:
     """A fresh application with the built-in commands and every plugin's ``register_commands``."""
     from genkit.cli import (classifier_cmd, data_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd, sample_cmd,
-                            sweep_cmd, train_cmd)
+                            serve_cmd, sweep_cmd, train_cmd)
     from genkit.cli.component_flags import CONTEXT_SETTINGS, ComponentCommand
     from genkit.errors import PluginError
     from genkit.plugins import load_plugins, pm
@@ -41,6 +41,7 @@ def build_app() -> typer.Typer:
                       help="Attribute-conditioned generative image models, built from plugins.")
     app.command("train", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(train_cmd.train)
     app.command("sample")(sample_cmd.sample)
+    app.command("serve")(serve_cmd.serve)
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(data_cmd.app, name="data")
     app.command("evaluate")(evaluate_cmd.evaluate)

@@ -16,7 +16,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape  # a message may hold brackets ("genkit-cvae[serve]", "[A,B]")
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
 def cache_progress(description: str) -> tuple[Progress, Any]:

@@ -14,7 +14,12 @@ def sample(
     run: Path = typer.Option(..., "--run", "-r", help="Run folder written by `genkit train`."),
     attrs: str = typer.Option("", "--attrs", "-a", help='Attributes on, comma-separated; "-Name" for explicitly off.'),
     n: int = typer.Option(16, "--n", help="How many images."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the latent codes."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the latent codes (and of the attributes --rest data draws)."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t",
+                                      help="Scale of the prior noise, > 0 (below 1 nearer the mode)."),
+    rest: str = typer.Option("data", "--rest",
+                             help="Attributes not in --attrs: data (from a training vector that agrees with "
+                                  "--attrs) or off."),
     nrow: int = typer.Option(8, "--nrow", help="Images per row of the grid."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN/samples.png)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -30,6 +35,7 @@ def sample(
 
     With --vary or --interpolate the grid compares conditions at fixed latent codes (Figure 5).
     """
+    from genkit import sampling
     from genkit.errors import UsageError
     from genkit.images import save_grid
     from genkit.runs import load_run
@@ -43,51 +49,36 @@ def sample(
         raise UsageError("--vary and --interpolate make different grids; use one of them")
     if pair and steps < 2:
         raise UsageError(f"--steps {steps} must be at least 2 (the two ends)")
+    try:
+        sampling.check_temperature(temperature)
+    except UsageError:
+        raise UsageError(f"--temperature {temperature} must be a positive finite number, for example 1.0 "
+                         "(below 1 nearer the mode, above 1 more varied)") from None
+    if rest not in sampling.REST_MODES:
+        raise UsageError(f"--rest {rest!r} is not known; choose data (unlisted attributes from the training data) "
+                         "or off (unlisted attributes off, as in the paper's figures)")
     loaded = load_run(run, device=device)
-    base = loaded.conditioner.encode(attrs)  # checks the names before anything is written
+    loaded.condition(attrs)  # checks the names before anything is written
+    for spec in pair or ():
+        loaded.condition(spec)
     target = out if out is not None else loaded.directory / "samples.png"
     if target.suffix.lower() != ".png":
         raise UsageError(f"--out {target} must end in .png")
     if vary:
-        images = vary_grid(loaded, base, vary, n, seed)
-        save_grid(images, target, nrow=n)
+        result = sampling.vary(loaded, attrs, vary, n, seed, temperature, rest)
+        save_grid(result.images, target, nrow=n)
         what = f"{len(vary)} attribute(s) off and on over [{attrs or 'no attributes'}], {n} latent codes"
     elif pair:
-        images = interpolation_grid(loaded, pair, n, steps, seed)
-        save_grid(images, target, nrow=steps)
+        result = sampling.interpolate(loaded, pair, n, steps, seed, temperature, rest)
+        save_grid(result.images, target, nrow=steps)
         what = f"{n} rows from [{pair[0]}] to [{pair[1]}] in {steps} steps"
     else:
-        save_grid(loaded.sample(attrs, n=n, seed=seed), target, nrow=nrow)
+        result = sampling.generate(loaded, attrs, n=n, seed=seed, temperature=temperature, rest=rest)
+        save_grid(result.images, target, nrow=nrow)
         what = f"{n} samples with [{attrs or 'no attributes'}]"
-    console.err.print(f"wrote {what} to {target}", highlight=False, markup=False)
+    if result.note:
+        console.err.print(f"warning: {result.note}", highlight=False, markup=False)
+    unlisted = "unlisted attributes from the training data" if rest == "data" and not result.note else \
+        "unlisted attributes off"
+    console.err.print(f"wrote {what} ({unlisted}) to {target}", highlight=False, markup=False)
     console.out.print(str(target), highlight=False)
-
-
-def vary_grid(run, base, names: list[str], n: int, seed: int):
-    """Per attribute two rows, off then on over ``base``, the same ``n`` latent codes in every row."""
-    import torch
-
-    conditions = []
-    for name in names:
-        switch = run.conditioner.encode(name.strip().lstrip("+"))
-        conditions += [base * (1 - switch), torch.maximum(base, switch)]
-    z = run.latents(n, seed)
-    run.model.eval()
-    with torch.no_grad():
-        rows = [run.model.sample(run.condition(c, n), z=z).float().cpu() for c in conditions]
-    return torch.cat(rows)
-
-
-def interpolation_grid(run, pair: tuple[str, str], n: int, steps: int, seed: int):
-    """``n`` rows (latent codes) × ``steps`` columns, the condition moving linearly from one set to the other."""
-    import torch
-
-    start, end = (run.conditioner.encode(spec) for spec in pair)
-    weights = torch.linspace(0, 1, steps)
-    conditions = torch.stack([(1 - t) * start + t * end for t in weights])       # (steps, A)
-    z = run.latents(n, seed)
-    run.model.eval()
-    with torch.no_grad():
-        rows = [run.model.sample(conditions.to(run.device), z=z[i:i + 1].expand(steps, -1)).float().cpu()
-                for i in range(n)]
-    return torch.cat(rows)

@@ -1,0 +1,505 @@
+"""The sampler page of ``genkit serve``: tick attributes, move the seed, see the images change.
+
+The page's logic lives in plain functions and one :class:`RunPage` per run, testable without a
+browser: the controls become an ``--attrs`` spec (:meth:`RunPage.spec`), the spec becomes images
+through :mod:`genkit.sampling` (the same code as ``Run.sample`` and ``genkit sample``), and every
+view shows the ``genkit sample`` command line that draws the same grid. :func:`build_page` lays
+it out with Gradio (the optional extra ``serve``) and :func:`serve` runs it offline: no analytics,
+no fonts or scripts from a CDN, no share tunnel; images travel inside the page as data URLs, and
+Gradio's file, upload and proxy routes are closed, so no request reads or writes a file.
+
+Which ``group::value`` families hold one value per image is the dataset's declaration
+(``config.data.exclusive_groups``); the page never guesses it from the names.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import random
+import shlex
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from genkit import sampling
+from genkit.errors import GenkitError, UsageError
+
+MAX_N = 64
+ANY = "any"
+FLAG_CHOICES = ["any", "on", "off"]
+#: Gradio routes that read, write or fetch files or expose developer tools; the page needs none of them.
+CLOSED_ROUTES = ("/file=", "/file/", "/upload", "/proxy=", "/stream/", "/run-history", "/vibe", "/dev/",
+                 "/monitoring", "/process_recording", "/profiling", "/custom_component", "/login", "/logout")
+INSTALL_HINT = 'genkit serve needs Gradio: pip install "genkit-cvae[serve]"'
+
+
+# --- controls -> spec -----------------------------------------------------------------------
+
+@dataclass
+class Controls:
+    """The page's attribute controls for one run, in the order the page lays them out."""
+
+    exclusive: dict[str, list[str]] = field(default_factory=dict)  # group -> its names: one choice or "any"
+    families: dict[str, list[str]] = field(default_factory=dict)   # group -> its names: a multi-select
+    flags: list[str] = field(default_factory=list)                 # independent names: on / off / any
+
+    def count(self) -> int:
+        return len(self.exclusive) + len(self.families) + len(self.flags)
+
+
+def attribute_controls(names: Sequence[str], exclusive_groups: Sequence[str]) -> Controls:
+    """Exclusive groups as one choice each, other ``group::value`` families as multi-selects, the rest flags."""
+    controls = Controls()
+    declared = set(exclusive_groups)
+    for name in names:
+        group = name.split("::", 1)[0] if "::" in name else None
+        if group is None:
+            controls.flags.append(name)
+        elif group in declared:
+            controls.exclusive.setdefault(group, []).append(name)
+        else:
+            controls.families.setdefault(group, []).append(name)
+    return controls
+
+
+def spec_from_values(controls: Controls, values: Sequence[Any]) -> str:
+    """The ``--attrs`` spec of the controls' values (in :class:`Controls` order): "any" names nothing."""
+    values = list(values)
+    if len(values) != controls.count():
+        raise UsageError(f"the page sent {len(values)} attribute values for {controls.count()} controls; reload it")
+    items: list[str] = []
+    position = 0
+    for group, names in controls.exclusive.items():
+        value = values[position]
+        position += 1
+        if value in (None, "", ANY):
+            continue
+        if value not in names:
+            raise UsageError(f"{value!r} is not a value of {group!r}; choose one of the list or any")
+        items.append(value)
+    for group, names in controls.families.items():
+        chosen = values[position] or []
+        position += 1
+        for value in chosen:
+            if value not in names:
+                raise UsageError(f"{value!r} is not a value of {group!r}; choose from the list")
+            items.append(value)
+    for name in controls.flags:
+        value = values[position] or ANY
+        position += 1
+        if value == "on":
+            items.append(name)
+        elif value == "off":
+            items.append(f"-{name}")
+        elif value != ANY:
+            raise UsageError(f"{name}: {value!r} is not on, off or any")
+    return ",".join(items)
+
+
+def matches(query: str, group: str, names: Sequence[str]) -> bool:
+    """Whether a control is shown for the search text: the group's or one of its values' names contains it."""
+    query = query.strip().lower()
+    return not query or query in group.lower() or any(query in n.lower() for n in names)
+
+
+# --- requests -------------------------------------------------------------------------------
+
+def check_request(n: Any, seed: Any, temperature: Any, rest: str) -> tuple[int, int, float, str]:
+    """The page's own bounds: n in 1-64, an integer seed, a positive finite temperature, rest data or off."""
+    try:
+        n_value = int(n)
+    except (TypeError, ValueError):
+        raise UsageError(f"number of samples {n!r} must be a whole number from 1 to {MAX_N}") from None
+    if n_value != n or not 1 <= n_value <= MAX_N:
+        raise UsageError(f"number of samples {n} is outside 1-{MAX_N}; choose 1 to {MAX_N}")
+    try:
+        seed_value = int(seed)
+    except (TypeError, ValueError):
+        raise UsageError(f"seed {seed!r} must be a whole number") from None
+    if seed_value != seed or seed_value < 0:
+        raise UsageError(f"seed {seed} must be a whole number, 0 or more")
+    return n_value, seed_value, sampling.check_temperature(temperature), sampling.check_rest(rest)
+
+
+def command_line(run_dir: str | Path, attrs: str, n: int, seed: int, temperature: float, rest: str,
+                 vary: str | None = None, interpolate: tuple[str, str] | None = None, steps: int = 8) -> str:
+    """The ``genkit sample`` invocation that draws the same grid."""
+    parts = ["genkit", "sample", "--run", str(run_dir)]
+    if interpolate is None:
+        parts += ["--attrs", attrs] if attrs else []
+    if vary is not None:
+        parts += ["--vary", vary]
+    if interpolate is not None:
+        parts += ["--interpolate", interpolate[0], interpolate[1], "--steps", str(steps)]
+    parts += ["--n", str(n), "--seed", str(seed), "--temperature", f"{temperature:g}", "--rest", rest]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def grid_png(images, nrow: int) -> bytes:
+    """A batch of images in [0, 1] as one PNG grid, pixel for pixel what ``genkit sample`` writes.
+
+    The layout and rounding are torchvision's ``make_grid`` + ``save_image`` (2-pixel white
+    padding; a single image unpadded), done in numpy on one thread: torch's parallel kernels
+    stall for tens of milliseconds on small tensors when other processes hold the cores.
+    """
+    from PIL import Image
+
+    import numpy as np
+
+    array = images.detach().float().cpu().numpy()
+    count, channels, height, width = array.shape
+    if count == 1:
+        grid = array[0]
+    else:
+        pad = 2
+        columns = min(nrow, count)
+        rows = -(-count // columns)
+        grid = np.ones((channels, rows * (height + pad) + pad, columns * (width + pad) + pad), dtype=np.float32)
+        for i in range(count):
+            y, x = divmod(i, columns)
+            top, left = y * (height + pad) + pad, x * (width + pad) + pad
+            grid[:, top:top + height, left:left + width] = array[i]
+    pixels = np.clip(np.clip(grid, 0, 1) * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_html(png: bytes, filename: str, alt: str) -> str:
+    """The grid inside the page as a data URL, with a link that downloads it as a PNG."""
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    # the link takes the image's own URL when clicked, so the page carries the PNG once
+    return (f'<div class="genkit-grid"><img src="{url}" alt="{html.escape(alt)}" '
+            'style="width:100%;max-width:720px;image-rendering:pixelated"/>'
+            f'<p><a href="#" download="{html.escape(filename)}" '
+            """onclick="this.href = this.closest('.genkit-grid').querySelector('img').src">Download PNG</a></p></div>""")
+
+
+def sets_html(attribute_sets: Sequence[Sequence[str]], columns: int) -> str:
+    """Which attribute set each sample was drawn with, numbered in grid order (row by row)."""
+    lines = []
+    for i, names in enumerate(attribute_sets):
+        row, col = divmod(i, columns)
+        lines.append(f"<li>row {row + 1}, col {col + 1}: {html.escape(', '.join(names) or '(none on)')}</li>")
+    return ('<details class="genkit-sets"><summary>attribute set of each sample</summary><ol>'
+            + "".join(lines) + "</ol></details>")
+
+
+@dataclass
+class View:
+    """What a view hands back to the page: the image HTML, the sets, a note and the command line."""
+
+    html: str
+    sets: str
+    note: str
+    command: str
+
+
+class RunPage:
+    """One run's controls and views."""
+
+    def __init__(self, run, label: str):
+        self.run = run
+        self.label = label
+        self.controls = attribute_controls(run.attribute_names, run.exclusive_groups)
+
+    def spec(self, values: Sequence[Any]) -> str:
+        return spec_from_values(self.controls, values)
+
+    def describe(self) -> str:
+        config = self.run.config
+
+        def options(spec) -> str:
+            shown = ", ".join(f"{k}={v}" for k, v in spec.options.items())
+            return f" ({shown})" if shown else ""
+
+        data = config.data
+        return (f"**{html.escape(self.label)}** — dataset `{data.name}` ({len(data.attribute_names)} attributes, "
+                f"{data.image_size[0]}×{data.image_size[1]}), model `{config.model.name}`{options(config.model)}, "
+                f"loss `{config.loss.name}`{options(config.loss)}")
+
+    def grid(self, attrs: str, n: Any, seed: Any, temperature: Any, rest: str) -> View:
+        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
+        self.run.condition(attrs)
+        result = sampling.generate(self.run, attrs, n=n, seed=seed, temperature=temperature, rest=rest)
+        nrow = min(8, n)
+        return View(image_html(grid_png(result.images, nrow), "genkit-grid.png", f"{n} samples of [{attrs}]"),
+                    sets_html(result.attribute_sets, nrow), result.note or "",
+                    command_line(self.run.directory, attrs, n, seed, temperature, rest))
+
+    def vary(self, attrs: str, name: str, n: Any, seed: Any, temperature: Any, rest: str) -> View:
+        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
+        if name not in self.run.attribute_names:
+            raise UsageError(f"attribute {name!r} is not in this run; choose one from the list")
+        self.run.condition(attrs)
+        result = sampling.vary(self.run, attrs, [name], n, seed, temperature, rest)
+        return View(image_html(grid_png(result.images, n), "genkit-vary.png", f"{name} off and on over [{attrs}]"),
+                    sets_html(result.attribute_sets, n), result.note or "",
+                    command_line(self.run.directory, attrs, n, seed, temperature, rest, vary=name))
+
+    def interpolate(self, start: str, end: str, n: Any, steps: Any, seed: Any, temperature: Any, rest: str) -> View:
+        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
+        try:
+            steps = int(steps)
+        except (TypeError, ValueError):
+            steps = 0
+        if not 2 <= steps <= 16:
+            raise UsageError("steps must be a whole number from 2 to 16")
+        n = min(n, 16)
+        for spec in (start, end):
+            self.run.condition(spec)
+        result = sampling.interpolate(self.run, (start, end), n, steps, seed, temperature, rest)
+        return View(image_html(grid_png(result.images, steps), "genkit-interpolate.png", f"[{start}] to [{end}]"),
+                    sets_html(result.attribute_sets, steps), result.note or "",
+                    command_line(self.run.directory, "", n, seed, temperature, rest, interpolate=(start, end),
+                                 steps=steps))
+
+
+def page_labels(directories: Sequence[Path]) -> list[str]:
+    """Each run's folder name, or its full path where two names collide."""
+    names = [d.name for d in directories]
+    return [d.name if names.count(d.name) == 1 else str(d) for d in directories]
+
+
+# --- the Gradio page ------------------------------------------------------------------------
+
+def _offline_environment() -> None:
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("GRADIO_SERVER_NAME", "127.0.0.1")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def import_gradio():
+    """Gradio, with analytics off; a one-line install hint when the extra is missing."""
+    _offline_environment()
+    try:
+        import gradio
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+    return gradio
+
+
+def offline_theme(gr):
+    """Gradio's default look with the system fonts instead of Google's (nothing fetched from a CDN)."""
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "Consolas", "monospace"])
+
+
+def _status(message: str) -> str:
+    return f"⚠️ {html.escape(message)}" if message else ""
+
+
+def build_page(pages: Sequence[RunPage]):
+    """The Gradio Blocks: a run picker, and per run its controls and three views."""
+    gr = import_gradio()
+    with gr.Blocks(title="genkit sampler", analytics_enabled=False) as demo:
+        gr.Markdown("## genkit sampler")
+        picker = gr.Dropdown([p.label for p in pages], value=pages[0].label, label="run",
+                             visible=len(pages) > 1, elem_id="run-picker")
+        panels = []
+        for index, page in enumerate(pages):
+            with gr.Column(visible=index == 0) as panel:
+                _build_panel(gr, demo, page, index)
+            panels.append(panel)
+        if len(pages) > 1:
+            picker.change(lambda label: [gr.update(visible=p.label == label) for p in pages], picker, panels)
+    return demo
+
+
+def _short_choices(names: Sequence[str]) -> list[tuple[str, str]]:
+    """``("circle", "shape::circle")``: the value shown under its group's label, the full name sent."""
+    return [(name.split("::", 1)[1], name) for name in names]
+
+
+def _build_panel(gr, demo, page: RunPage, index: int) -> None:
+    controls = page.controls
+    gr.Markdown(page.describe(), elem_id=f"describe-{index}")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            search = gr.Textbox(label="filter attributes", placeholder="type part of a name", elem_id=f"search-{index}")
+            inputs, keys = [], []
+            for group, names in controls.exclusive.items():
+                inputs.append(gr.Dropdown([(ANY, ANY), *_short_choices(names)], value=ANY, label=f"{group} (one)", elem_id=f"x-{index}-{group}"))
+                keys.append((group, names))
+            for group, names in controls.families.items():
+                inputs.append(gr.Dropdown(_short_choices(names), value=[], multiselect=True, label=f"{group} (any number)",
+                                          elem_id=f"f-{index}-{group}"))
+                keys.append((group, names))
+            for name in controls.flags:
+                inputs.append(gr.Radio(FLAG_CHOICES, value=ANY, label=name, elem_id=f"a-{index}-{name}"))
+                keys.append((name, [name]))
+        with gr.Column(scale=2):
+            with gr.Row():
+                seed = gr.Number(0, label="seed", precision=0, elem_id=f"seed-{index}")
+                randomize = gr.Button("randomize", elem_id=f"randomize-{index}")
+                n = gr.Slider(1, MAX_N, value=16, step=1, label="samples", elem_id=f"n-{index}")
+                temperature = gr.Number(1.0, label="temperature", elem_id=f"temperature-{index}")
+                rest = gr.Radio(list(sampling.REST_MODES), value="data", label="unlisted attributes",
+                                elem_id=f"rest-{index}")
+            status = gr.Markdown("", elem_id=f"status-{index}")
+            note = gr.Markdown("", elem_id=f"note-{index}")
+            with gr.Tab("grid"):
+                grid_image = gr.HTML("", elem_id=f"grid-{index}")
+                grid_sets = gr.HTML("")
+                grid_command = gr.Textbox(label="the same grid from the command line", elem_id=f"command-{index}",
+                                          interactive=False)
+            with gr.Tab("vary one attribute"):
+                vary_name = gr.Dropdown(page.run.attribute_names, value=page.run.attribute_names[0],
+                                        label="attribute (off above, on below, same latent codes)",
+                                        elem_id=f"vary-name-{index}")
+                vary_button = gr.Button("vary", elem_id=f"vary-{index}")
+                vary_image = gr.HTML("", elem_id=f"vary-image-{index}")
+                vary_sets = gr.HTML("")
+                vary_command = gr.Textbox(label="the same grid from the command line", interactive=False,
+                                          elem_id=f"vary-command-{index}")
+            with gr.Tab("interpolate"):
+                with gr.Row():
+                    start = gr.Textbox(label="from (A,B,-C)", elem_id=f"from-{index}")
+                    end = gr.Textbox(label="to (A,B,-C)", elem_id=f"to-{index}")
+                    steps = gr.Slider(2, 16, value=8, step=1, label="steps")
+                lerp_button = gr.Button("interpolate", elem_id=f"interpolate-{index}")
+                lerp_image = gr.HTML("", elem_id=f"interpolate-image-{index}")
+                lerp_sets = gr.HTML("")
+                lerp_command = gr.Textbox(label="the same grid from the command line", interactive=False)
+
+    settings = [n, seed, temperature, rest]
+
+    def guarded(view_fn, outputs_count: int):
+        def run(*args):
+            try:
+                view = view_fn(*args)
+            except GenkitError as exc:
+                return [_status(str(exc)), gr.update()] + [gr.update()] * outputs_count
+            except Exception as exc:  # a bug must not take the server down; show it and keep serving
+                return [_status(f"internal error ({type(exc).__name__}: {exc})"), gr.update()] + \
+                    [gr.update()] * outputs_count
+            return ["", view.note and _status(view.note), view.html, view.sets, view.command]
+        return run
+
+    def grid_fn(*args):
+        values, (n_value, seed_value, t_value, rest_value) = args[:len(inputs)], args[len(inputs):]
+        return page.grid(page.spec(values), n_value, seed_value, t_value, rest_value)
+
+    def vary_fn(*args):
+        values, rest_args = args[:len(inputs)], args[len(inputs):]
+        name, n_value, seed_value, t_value, rest_value = rest_args
+        return page.vary(page.spec(values), name, n_value, seed_value, t_value, rest_value)
+
+    def lerp_fn(a, b, steps_value, n_value, seed_value, t_value, rest_value):
+        return page.interpolate(a, b, n_value, steps_value, seed_value, t_value, rest_value)
+
+    grid_outputs = [status, note, grid_image, grid_sets, grid_command]
+    gr.on([c.change for c in [*inputs, *settings]], guarded(grid_fn, 3), [*inputs, *settings], grid_outputs,
+          trigger_mode="always_last")
+    demo.load(guarded(grid_fn, 3), [*inputs, *settings], grid_outputs)
+    vary_button.click(guarded(vary_fn, 3), [*inputs, vary_name, *settings],
+                      [status, note, vary_image, vary_sets, vary_command])
+    lerp_button.click(guarded(lerp_fn, 3), [start, end, steps, *settings],
+                      [status, note, lerp_image, lerp_sets, lerp_command])
+    randomize.click(lambda: random.randrange(2**31), None, seed)
+
+    def filter_fn(query: str):
+        return [gr.update(visible=matches(query or "", key, names)) for key, names in keys]
+
+    search.change(filter_fn, search, inputs)
+
+
+def demo_for(directories: Sequence[str | Path], device: str = "auto"):
+    """The page for these run folders as a Gradio Blocks, e.g. for a Hugging Face Space's ``app.py``.
+
+    Launch it with ``demo.launch(**LAUNCH_OPTIONS)`` (system fonts, no footer links, no SSR).
+    """
+    from genkit.runs import load_run
+
+    directories = [Path(d) for d in directories]
+    runs = [load_run(d, device=device) for d in directories]
+    return build_page([RunPage(r, label) for r, label in zip(runs, page_labels(directories))])
+
+
+def launch_options() -> dict[str, Any]:
+    """``Blocks.launch`` keywords for the offline look: system fonts, no footer links, no SSR, no share link."""
+    gr = import_gradio()
+    return {"theme": offline_theme(gr), "footer_links": [], "ssr_mode": False, "share": False}
+
+
+# --- the server -----------------------------------------------------------------------------
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken (or a host that cannot be bound) before anything starts."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is outside 1-65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host!r} cannot be resolved ({exc.strerror}); use 127.0.0.1 or an address "
+                         "of this machine") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UsageError(f"port {port} on {host} is not free ({exc.strerror}); pass --port with a free port, "
+                             "or stop the server using it") from None
+
+
+def build_app(pages: Sequence[RunPage]):
+    """The ASGI app: the Gradio page with its file, upload and proxy routes closed."""
+    gr = import_gradio()
+    import fastapi
+    from fastapi.responses import PlainTextResponse
+
+    app = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def close_file_routes(request, call_next):
+        path = request.url.path
+        if any(part in path for part in CLOSED_ROUTES):
+            return PlainTextResponse("not served: the genkit sampler reads and writes no files", status_code=403)
+        return await call_next(request)
+
+    demo = build_page(pages)
+    return gr.mount_gradio_app(app, demo, path="", footer_links=[], allowed_paths=[], ssr_mode=False,
+                               show_error=False, max_file_size=1, pwa=False, mcp_server=False,
+                               theme=offline_theme(gr), enable_monitoring=False)
+
+
+def serve(pages: Sequence[RunPage], host: str = "127.0.0.1", port: int = 7860, on_ready=None,
+          threads: int = 1) -> None:
+    """Serve the page until Ctrl-C (which returns normally).
+
+    Each request runs with ``threads`` intra-op threads (default 1): a page's request is small
+    (at most 64 images), Gradio runs concurrent requests in their own threads, and torch's
+    multi-threaded kernels stall on small tensors when other processes hold the cores (a
+    16-image 64x64 grid measured 46 ms on one thread against 266 ms on two on a loaded 2-core
+    machine; see benchmarks/serve.py).
+    """
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(threads)
+
+    with tempfile.TemporaryDirectory(prefix="genkit-serve-") as scratch:
+        os.environ["GRADIO_TEMP_DIR"] = scratch  # gradio's own scratch space, private and removed on exit
+        app = build_app(pages)
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        if on_ready is not None:
+            original = server.startup
+
+            async def startup(*args, **kwargs):
+                await original(*args, **kwargs)
+                if server.started:
+                    on_ready()
+            server.startup = startup
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass
