@@ -3,8 +3,9 @@
 On the CPU the wait is the host's time inside the batch iterator. On CUDA the host runs ahead of
 the GPU, so host time says little; instead a pair of CUDA events brackets each fetch on the
 current stream, and the GPU time between them is what the GPU spent gathering or copying the
-batch plus any time it sat idle because the host had not yet queued it. Reading the events
-needs no extra synchronisation: the loop reads them only after its logging sync.
+batch plus any time it sat idle because the host had not yet queued it. :meth:`DataWaitClock.take`
+waits for the last timed fetch, which the loop's logging sync has already passed, so reading the
+events costs no extra synchronisation.
 """
 
 from __future__ import annotations
