@@ -1,8 +1,8 @@
 """Shared by the data-pipeline benchmarks: real-format folders with photo-like JPEGs, the machine.
 
-The folders come from the test fixtures (exact CelebA / CUB annotation formats); their images
-are then replaced by photo-like JPEGs of the real sizes and file sizes (CelebA 178x218, about
-11 KB; CUB 500x375, about 35 KB), so decoding costs what it costs on the real data.
+The folders are written in the exact CelebA / CUB annotation formats (benchmarks/_real_formats.py)
+with photo-like JPEGs of the real sizes and file sizes (CelebA 178x218, about 11 KB; CUB about
+500x375, about 35 KB, some grayscale), so decoding costs what it costs on the real data.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine as base_machine, table  # noqa: E402,F401  (table: re-exported)
-from fixtures_real_formats import write_celeba, write_cub  # noqa: E402
+from _real_formats import write_celeba, write_cub  # noqa: E402
 
 
 def photo(width: int, height: int, rng: np.random.Generator, gray: bool = False) -> Image.Image:
@@ -35,22 +35,20 @@ def photo(width: int, height: int, rng: np.random.Generator, gray: bool = False)
 def celeba_like(root: Path, count: int, seed: int = 0) -> Path:
     """A CelebA folder (official layout) with ``count`` 178x218 photo-like JPEGs; returns --root."""
     n_valid = n_test = max(1, count // 10)
-    fixture = write_celeba(root, counts=(count - n_valid - n_test, n_valid, n_test), size=(8, 8), seed=seed)
-    rng = np.random.default_rng(seed)
-    for name in fixture.files:
-        photo(178, 218, rng).save(fixture.image_dir / name, quality=90)
-    return fixture.root
+    folder = write_celeba(root, (count - n_valid - n_test, n_valid, n_test), lambda k, rng: photo(178, 218, rng),
+                          seed=seed)
+    return folder.root
 
 
 def cub_like(root: Path, count: int, seed: int = 0) -> Path:
-    """A CUB-200-2011 folder with ``count`` photo-like JPEGs of about 500x375 (some grayscale)."""
+    """A CUB-200-2011 folder with ``count`` photo-like JPEGs of about 500x375 (every fifth grayscale)."""
     per_class = 20
-    fixture = write_cub(root, n_classes=max(1, count // per_class), per_class=per_class, seed=seed)
-    rng = np.random.default_rng(seed)
-    for k, rel in enumerate(fixture.paths):
+
+    def image(k: int, rng: np.random.Generator) -> Image.Image:
         width, height = int(rng.integers(440, 501)), int(rng.integers(330, 376))
-        photo(width, height, rng, gray=(k + 1) in fixture.gray).save(fixture.base / "images" / rel, quality=85)
-    return fixture.root
+        return photo(width, height, rng, gray=(k + 1) % 5 == 2)
+
+    return write_cub(root, max(1, count // per_class), per_class, image, seed=seed).root
 
 
 def machine() -> str:

@@ -23,10 +23,13 @@ class World:
     rank: int = 0
     local_rank: int = 0
     size: int = 1
+    #: started by torchrun: join its process group even as its only process, so that
+    #: ``torchrun --nproc_per_node 1`` runs the same DDP path (NCCL/gloo, all-reduce) as N processes.
+    launched: bool = False
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        return self.size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -35,7 +38,8 @@ class World:
 
 def world_from_env() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), size)
+    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), size,
+                 launched="TORCHELASTIC_RUN_ID" in os.environ)
 
 
 def init(world: World, device: torch.device) -> torch.device:

@@ -35,8 +35,9 @@ from genkit.images import plot_curves, save_grid
 from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, METRICS_FILE, ROWS_FILE, SAMPLES_DIR, STEPS_FILE,
                                WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
 from genkit.runs import Run
-from genkit.weights import save_weights
 from genkit.sampling import AttributeTable
+from genkit.timing import DataWaitClock
+from genkit.weights import save_weights
 from genkit_datasets.cache import Progress
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -175,6 +176,7 @@ class Trainer:
         self.placement = choose_placement(spec.data_in, self.train_set, self.device)
         self.batches = Batches(self.train_set, spec.batch_size // self.world.size, spec.seed, self.device,
                                self.placement, rank=self.world.rank, world_size=self.world.size, workers=spec.workers)
+        self.data_wait = DataWaitClock(self.device)  # reported per logged window as data_wait_s
 
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
         self.sums: dict[str, float] = {}
@@ -255,7 +257,7 @@ class Trainer:
         first_bad = torch.tensor(-1, device=self.device)
         step_counter = torch.tensor(self.step, device=self.device)
         started = time.perf_counter()
-        for images_u8, cond in self.batches.epoch(epoch, skip=self.batch_in_epoch):
+        for images_u8, cond in self.data_wait.timed(self.batches.epoch(epoch, skip=self.batch_in_epoch)):
             images = images_u8.float().div_(255)
             if self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -320,6 +322,7 @@ class Trainer:
         self.seen += window_n
         metrics = {k: float(v) / window_n for k, v in window.items()}
         metrics["images_per_s"] = window_n * self.world.size / max(time.perf_counter() - started, 1e-9)
+        metrics["data_wait_s"] = self.data_wait.take()
         self.steps_log.append({"step": self.step, "epoch_float": epoch - 1 + self.batch_in_epoch / steps_per_epoch,
                                **metrics})
         _notify(self.observer, "on_step", epoch, self.batch_in_epoch, metrics)

@@ -25,3 +25,15 @@ def test_torchrun_with_two_gloo_processes_writes_one_run(tmp_path):
     assert epochs[-1]["step"] == 16
     assert (run / "model.safetensors").is_file() and (run / "samples" / "epoch_002.png").is_file()
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_one_process_under_torchrun_takes_the_distributed_path(monkeypatch):
+    from genkit.distributed import world_from_env
+
+    for name, value in (("WORLD_SIZE", "1"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert not world_from_env().distributed  # a plain process with stray variables: no process group
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # what torchrun sets for its workers
+    world = world_from_env()
+    assert world.distributed and world.size == 1 and world.is_main
