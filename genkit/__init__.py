@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from genkit.errors import GenkitError, GenkitRuntimeError, PluginError, UsageError  # noqa: E402
+from genkit.errors import GenkitError, GenkitRuntimeError, PluginError, UsageError, shown  # noqa: E402
 from genkit.hookspecs import hookimpl, hookspec  # noqa: E402
 # Everything else loads on first use (PEP 562): ``import genkit`` stays cheap for the CLI, and
 # genkit_datasets can import genkit.errors without pulling in the whole core first.
@@ -71,6 +71,7 @@ __all__ = [
     "register_plugin",
     "registry",
     "resume",
+    "shown",
     "train",
     "unregister_plugin",
 ]

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from genkit.components import build_components
 from genkit.config import RunConfig
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 from genkit.files import atomic_path
 
 CONFIG_FILE = "config.json"
@@ -52,11 +52,11 @@ def resolve_device(device: str) -> torch.device:
     try:
         chosen = torch.device(device)
     except RuntimeError:
-        raise UsageError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N") from None
+        raise UsageError(f"device {shown(device)} is not valid; use auto, cpu, cuda or cuda:N") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu or auto")
+        raise UsageError(f"device {shown(device)} asked for, but no CUDA GPU is available; use --device cpu or auto")
     if chosen.type not in ("cpu", "cuda"):
-        raise UsageError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+        raise UsageError(f"device {shown(device)} is not supported; use auto, cpu, cuda or cuda:N")
     return chosen
 
 
@@ -98,7 +98,10 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     if not directory.is_dir():
         raise UsageError(f"run folder {directory} does not exist; pass the folder `genkit train` wrote (see --out)")
     config = RunConfig.load(directory / CONFIG_FILE)
-    conditioner, model, loss = build_components(config)
+    try:
+        conditioner, model, loss = build_components(config)  # options and memory are checked first
+    except UsageError as exc:
+        raise UsageError(f"{directory / CONFIG_FILE}: {exc}") from None
     load_weights(model, directory / WEIGHTS_FILE)
     chosen = resolve_device(device)
     model.to(chosen).eval()

@@ -31,8 +31,10 @@ def sample(
     With --vary or --interpolate the grid compares conditions at fixed latent codes (Figure 5).
     """
     from genkit.errors import UsageError
+    from genkit.files import check_output_file
     from genkit.images import save_grid
     from genkit.runs import load_run
+    from genkit.sampling import check_grid, write_sample_grid
 
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")
@@ -43,24 +45,36 @@ def sample(
         raise UsageError("--vary and --interpolate make different grids; use one of them")
     if pair and steps < 2:
         raise UsageError(f"--steps {steps} must be at least 2 (the two ends)")
+    if out is not None:
+        if out.suffix.lower() != ".png":
+            raise UsageError(f"--out {out} must end in .png")
+        check_output_file(out)
     loaded = load_run(run, device=device)
     base = loaded.conditioner.encode(attrs)  # checks the names before anything is written
     target = out if out is not None else loaded.directory / "samples.png"
-    if target.suffix.lower() != ".png":
-        raise UsageError(f"--out {target} must end in .png")
+    shape = tuple(loaded.config.image_shape)
+    # float images, their float grid and the PNG's bytes: about 9 bytes a value for these two grids
     if vary:
+        check_grid(2 * len(vary) * n, n, shape, asked=f"--n {n} with {len(vary)} --vary ({2 * len(vary) * n} images)", bytes_per_value=9)
         images = vary_grid(loaded, base, vary, n, seed)
         save_grid(images, target, nrow=n)
-        what = f"{len(vary)} attribute(s) off and on over [{attrs or 'no attributes'}], {n} latent codes"
+        what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} latent codes"
     elif pair:
+        check_grid(n * steps, steps, shape, asked=f"--n {n} with --steps {steps} ({n * steps} images)", bytes_per_value=9)
         images = interpolation_grid(loaded, pair, n, steps, seed)
         save_grid(images, target, nrow=steps)
-        what = f"{n} rows from [{pair[0]}] to [{pair[1]}] in {steps} steps"
+        what = f"{n} rows from [{_short(pair[0])}] to [{_short(pair[1])}] in {steps} steps"
     else:
-        save_grid(loaded.sample(attrs, n=n, seed=seed), target, nrow=nrow)
-        what = f"{n} samples with [{attrs or 'no attributes'}]"
+        write_sample_grid(loaded, base, n, seed, nrow, target)
+        what = f"{n} samples with [{_short(attrs)}]"
     console.err.print(f"wrote {what} to {target}", highlight=False, markup=False)
     console.out.print(str(target), highlight=False)
+
+
+def _short(attrs: str) -> str:
+    from genkit.errors import shown
+
+    return shown(attrs, quote=False) if attrs else "no attributes"
 
 
 def vary_grid(run, base, names: list[str], n: int, seed: int):
