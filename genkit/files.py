@@ -102,6 +102,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             if path.exists():
                 os.replace(path, aside)
             os.replace(tmp, path)
+    except WriteError as exc:  # a file inside failed: name the folder the user knows, not the temporary
+        if aside.exists() and not path.exists():
+            os.replace(aside, path)
+        raise WriteError(path, exc.reason, exc.errno) from exc
     except BaseException:
         if aside.exists() and not path.exists():
             os.replace(aside, path)
