@@ -227,14 +227,18 @@ class _GuardedFile(io.RawIOBase):
 
     HDF5 cannot recover from a failed write (see the module docstring). Here the first error,
     an ``OSError`` or an exception a signal handler raised (Ctrl-C), is kept in :attr:`error`;
-    later writes are dropped while HDF5 is told they worked, so it closes cleanly. The builder
-    checks :attr:`error` after every batch and after closing, and raises it.
+    from then on writes go to memory instead of the disk (HDF5 is told they worked, and reads
+    see them), so HDF5 stays consistent and closes cleanly. The builder checks :attr:`error`
+    after every batch and after closing, raises it, and deletes the file. Only what HDF5 holds
+    at that moment (its chunk and metadata caches) is ever kept in memory.
     """
 
     def __init__(self, path: Path):
         super().__init__()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         self._pos = 0
+        self._size = 0
+        self._dropped: list[tuple[int, bytes]] = []  # (offset, data) written after the error, in order
         self.error: BaseException | None = None
 
     def readable(self) -> bool:
@@ -255,19 +259,31 @@ class _GuardedFile(io.RawIOBase):
         elif whence == io.SEEK_CUR:
             self._pos += offset
         else:
-            self._pos = os.fstat(self._fd).st_size + offset
+            self._pos = self._size + offset
         return self._pos
 
     def readinto(self, buffer) -> int:
-        try:
-            n = os.preadv(self._fd, [buffer], self._pos)
-        except BaseException as exc:  # noqa: BLE001 - HDF5 must not see it; the builder raises it
-            self.error = self.error or exc
-            n = 0
-        if n < len(buffer):
-            memoryview(buffer)[n:] = b"\0" * (len(buffer) - n)
-        self._pos += len(buffer)
-        return len(buffer)
+        view = memoryview(buffer).cast("B")
+        wanted = len(view)
+        n = 0
+        if self.error is None:
+            try:
+                n = os.preadv(self._fd, [view], self._pos)
+            except BaseException as exc:  # noqa: BLE001 - HDF5 must not see it; the builder raises it
+                self.error = exc
+                n = 0
+        else:
+            try:
+                n = os.preadv(self._fd, [view], self._pos)
+            except OSError:
+                n = 0
+        view[n:] = bytes(wanted - n)
+        for offset, data in self._dropped:  # what HDF5 wrote after the error, as it expects to read it
+            start, stop = max(offset, self._pos), min(offset + len(data), self._pos + wanted)
+            if start < stop:
+                view[start - self._pos:stop - self._pos] = data[start - offset:stop - offset]
+        self._pos += wanted
+        return wanted
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
@@ -278,7 +294,10 @@ class _GuardedFile(io.RawIOBase):
                     done += os.pwrite(self._fd, view[done:], self._pos + done)
             except BaseException as exc:  # noqa: BLE001 - an OSError, or KeyboardInterrupt from a signal
                 self.error = exc
+        if self.error is not None:
+            self._dropped.append((self._pos, bytes(view)))
         self._pos += len(view)
+        self._size = max(self._size, self._pos)
         return len(view)
 
     def truncate(self, size: int | None = None) -> int:
@@ -288,6 +307,7 @@ class _GuardedFile(io.RawIOBase):
                 os.ftruncate(self._fd, size)
             except BaseException as exc:  # noqa: BLE001
                 self.error = exc
+        self._size = size
         return size
 
     def flush(self) -> None:
@@ -296,6 +316,7 @@ class _GuardedFile(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             os.close(self._fd)
+        self._dropped.clear()
         super().close()
 
     def raise_error(self) -> None:

@@ -251,7 +251,8 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_the_last_checkpoint_sur
 
 
 DISK_FULL_BUILD = """
-import errno, os, sys
+import errno, faulthandler, os, sys
+faulthandler.dump_traceback_later(60, exit=True)  # a hang shows where it is
 import genkit_datasets.cache as cache
 cache._check_disk_space = lambda path, needed: None  # let the build start, then the disk fills
 real, written = os.pwrite, [0]

@@ -51,6 +51,9 @@ def sweep(
     from genkit.evaluation import check_settings
     from genkit.sweep import parse_betas, plan_sweep, prepare_sweep, run_sweep
 
+    from genkit.files import check_output_dir
+
+    check_output_dir(out)  # a file, under a file, read-only: refused before any training
     betas = parse_betas(beta)
     options = component_options(model_opt, loss_opt, cond_opt, data_opt, latent_dim=latent_dim, prior=prior,
                                 conditioning=conditioning)
