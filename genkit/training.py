@@ -257,8 +257,8 @@ class Trainer:
         grid_cond, grid_z = self._grid_inputs()
         steps_per_epoch = len(self.batches)
         self.model.train()
-        if latest_checkpoint(self.out) is None:
-            self._checkpoint()  # step 0: a diverging or failing run always has a finite state to resume from
+        if self.step == 0:  # a checkpoint before the first step: a diverging run always has a finite state
+            self._checkpoint()  # (decided from the step, not the folder, so every DDP replica agrees)
         with _stop_on_signals() as stop:
             while self.epoch <= spec.epochs:
                 self._train_epoch(steps_per_epoch, stop)
@@ -449,11 +449,14 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
     except UsageError as exc:
         raise UsageError(f"{config_path}: {exc}") from None
     trainer = Trainer(config, run_dir, observer, cache_dir, data_progress, resume=True)
-    if changes:
-        record_resume(trainer, changes)
     if trainer.epoch > config.train.epochs:
         distributed.shutdown(trainer.world)
         return None
+    if changes:
+        try:
+            record_resume(trainer, changes)
+        except WriteError as exc:
+            raise trainer._write_failed(exc) from None
     return trainer.run()
 
 
