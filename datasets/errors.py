@@ -8,6 +8,23 @@ catches an error raised by a dataset reader.
 
 from __future__ import annotations
 
+#: longest value echoed back in a message; longer ones are cut, saying how long they were
+SHOWN_CHARS = 60
+
+
+def shown(value: object, limit: int = SHOWN_CHARS, quote: bool = True) -> str:
+    """A value for a message: ``repr`` of text (plain ``str`` of anything else, or with
+    ``quote=False``), cut to ``limit`` characters.
+
+    A megabyte of ``--attrs`` must not come back whole: ``'aaaa…' (1048576 characters)``.
+    """
+    quote = quote and isinstance(value, str)
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text) if quote else text
+    cut = text[:limit] + "…"
+    return f"{cut!r} ({len(text)} characters)" if quote else f"{cut} ({len(text)} characters)"
+
 
 class GenkitError(Exception):
     """Base class of every error genkit reports to users."""

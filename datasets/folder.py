@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from genkit_datasets.annotations import fingerprint
-from genkit_datasets.errors import UsageError
+from genkit_datasets.errors import UsageError, shown
 from genkit_datasets.image_files import ImageFileReader
 from genkit_datasets.source import SourceIndex
 
@@ -72,8 +72,9 @@ def folder_index(root: Path, csv_name: str = CSV_NAME, valid_fraction: float = 0
             raise UsageError(f"{csv_path}, line {line}: {len(row)} values, but the header has {len(header)} columns")
         name = row[0].strip()
         where = f"{csv_path}, line {line}"
-        if not name or os.path.isabs(name):
-            raise UsageError(f"{where}: file name {name!r} must be a path relative to {root}")
+        if not name or os.path.isabs(name) or _escapes(name):
+            raise UsageError(f"{where}: file name {shown(name)} must be a path inside {root}, relative to it "
+                             "(no leading / and no .. that leaves the folder); fix the path or remove the row")
         if name in first_line:
             raise UsageError(
                 f"{where}: image {name!r} is listed again (first on line {first_line[name]}); keep one row")
@@ -121,6 +122,12 @@ def folder_index(root: Path, csv_name: str = CSV_NAME, valid_fraction: float = 0
         fingerprint=fingerprint("folder:v1", [csv_path], signature, options),
         keys=[str(root / f) for f in files],
     )
+
+
+def _escapes(name: str) -> bool:
+    """True when ``name`` leads out of the folder (``../x.png``, ``a/../../x.png``), read as written."""
+    parts = os.path.normpath(name.replace("\\", "/")).split("/")
+    return bool(parts) and parts[0] == ".."
 
 
 def _parse_header(csv_path: Path, header: list[str]) -> tuple[list[tuple[int, str]], int | None]:

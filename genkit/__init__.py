@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from genkit.errors import GenkitError, GenkitRuntimeError, PluginError, UsageError  # noqa: E402
+from genkit.errors import GenkitError, GenkitRuntimeError, PluginError, UsageError, shown  # noqa: E402
 from genkit.hookspecs import hookimpl, hookspec  # noqa: E402
 # Everything else loads on first use (PEP 562). This no longer dodges an import cycle (genkit_datasets
 # imports nothing of genkit); it stays because it keeps start-up cheap. Measured on the 2-core dev
@@ -76,6 +76,7 @@ __all__ = [
     "register_plugin",
     "registry",
     "resume",
+    "shown",
     "train",
     "unregister_plugin",
 ]

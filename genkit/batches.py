@@ -3,32 +3,42 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Iterator
 
 import torch
 from torch.utils.data import DistributedSampler
 
 from genkit.errors import UsageError
+from genkit.memory import available_bytes, format_bytes
 from genkit_datasets.torch_dataset import CachedImageDataset
 
+#: share of free GPU memory (CUDA) and of available RAM a training split may take
+GPU_SHARE = 0.3
+RAM_SHARE = 0.4
 
-def choose_placement(requested: str, dataset: CachedImageDataset, device: torch.device) -> str:
-    """``gpu`` or ``ram`` when the split fits comfortably, else ``disk`` (streamed from the cache)."""
+
+def choose_placement(requested: str, dataset: CachedImageDataset, device: torch.device) -> tuple[str, str]:
+    """``(placement, why)``: ``gpu`` or ``ram`` when the split fits comfortably, else ``disk``.
+
+    RAM is judged by the memory the kernel reports as available (reclaimable page cache
+    included, see :mod:`genkit.memory`), so a cache just built and still in the page cache does
+    not push training onto the disk. ``why`` is the start line's explanation, e.g.
+    ``ram (2.0 GB of 23 GB available)``.
+    """
+    nbytes = len(dataset) * math.prod(dataset.image_shape)
     if requested != "auto":
         if requested == "gpu" and device.type != "cuda":
             raise UsageError("--data-in gpu needs a CUDA device; use --data-in ram or auto")
-        return requested
-    nbytes = len(dataset) * math.prod(dataset.image_shape)
+        return requested, f"{requested} (--data-in {requested}, {format_bytes(nbytes)})"
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        if nbytes < 0.3 * free:
-            return "gpu"
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        available = 4 << 30
-    return "ram" if nbytes < 0.4 * available else "disk"
+        if nbytes < GPU_SHARE * free:
+            return "gpu", f"gpu ({format_bytes(nbytes)} of {format_bytes(free)} free GPU memory)"
+    available = available_bytes()
+    if nbytes < RAM_SHARE * available:
+        return "ram", f"ram ({format_bytes(nbytes)} of {format_bytes(available)} available)"
+    return "disk", (f"disk ({format_bytes(nbytes)} is more than {RAM_SHARE:.0%} of the {format_bytes(available)} "
+                    "of memory available; streamed from the cache)")
 
 
 class Batches:

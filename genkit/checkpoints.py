@@ -11,6 +11,7 @@ interrupted save leaves the previous checkpoint in force.
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from genkit.errors import UsageError
-from genkit.files import write_text_atomic
+from genkit.files import atomic_dir, atomic_path, reporting_write_errors, write_text_atomic
 from genkit.run_folder import WEIGHTS_FILE
 from genkit.weights import load_weights, save_weights
 
@@ -30,32 +31,39 @@ KEEP = 2
 
 
 def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict[str, Any]) -> Path:
-    """Write checkpoint ``tag`` and point ``latest`` at it; older ones beyond the last two go."""
+    """Write checkpoint ``tag`` and point ``latest`` at it; older ones beyond the last two go.
+
+    A failure while writing (a full disk) is a :class:`genkit.files.WriteError`; the half-written
+    folder is removed and ``latest`` still names the previous, complete checkpoint.
+    """
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
+    with reporting_write_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
     final = root / tag
-    partial = root / f".{tag}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    save_weights(model, partial / WEIGHTS_FILE)
-    torch.save(state, partial / STATE_FILE)
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
+    with atomic_dir(final) as partial:
+        save_weights(model, partial / WEIGHTS_FILE)
+        with atomic_path(partial / STATE_FILE) as tmp:
+            torch.save(state, tmp)
     write_text_atomic(root / LATEST, tag + "\n")
     complete = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for old in complete[:-KEEP]:
         if old.name != tag:
             shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.glob(".*.partial-*"):  # from a process killed while saving
+        shutil.rmtree(leftover, ignore_errors=True)
     return final
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / CHECKPOINTS / LATEST
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if path.is_dir() else None
+    """The checkpoint ``latest`` names; if that folder is gone (deleted as damaged), the newest one left."""
+    root = Path(run_dir) / CHECKPOINTS
+    pointer = root / LATEST
+    if pointer.is_file():
+        path = root / pointer.read_text().strip()
+        if path.name and not path.name.startswith(".") and path.is_dir():
+            return path
+    complete = sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+    return complete[-1] if complete else None
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.device | str = "cpu") -> dict[str, Any]:
@@ -63,13 +71,30 @@ def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.devi
 
     A truncated or corrupt file is a :class:`UsageError` naming it.
     """
-    load_weights(model, path / WEIGHTS_FILE)
+    try:
+        load_weights(model, path / WEIGHTS_FILE)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; delete {path} to resume from the checkpoint before it") from None
     state_file = path / STATE_FILE
     try:
         return torch.load(state_file, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise UsageError(f"{state_file} is missing; the checkpoint is incomplete") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{state_file} is truncated or corrupt ({reason}); "
-                         "delete the checkpoint folder to resume from the one before") from None
+        raise UsageError(f"{state_file} is missing; the checkpoint is incomplete: delete {path} to resume from "
+                         "the one before") from None
+    except pickle.UnpicklingError:
+        # Never repeat torch's hint to load with weights_only=False: the safe loader stays on.
+        raise UsageError(f"{state_file} holds something other than tensors and plain values, so genkit will not "
+                         f"load it (it was not written by genkit, or was altered); delete {path} to resume from the "
+                         "one before") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise UsageError(f"{state_file} is truncated or corrupt ({_first_sentence(exc)}); "
+                         f"delete {path} to resume from the one before") from None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The cause in a few words, without any of torch's advice about loading unsafely."""
+    text = " ".join(str(exc).split())
+    first = re.split(r"(?<=[.:;])\s", text, maxsplit=1)[0].rstrip(".:;") if text else type(exc).__name__
+    if "weights_only" in first or len(first) > 120:
+        return type(exc).__name__
+    return first

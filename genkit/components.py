@@ -1,13 +1,27 @@
-"""Build the conditioner, model and loss a config describes, through the registries."""
+"""Build the conditioner, model and loss a config describes, through the registries.
+
+Before a model is allocated, it is built once on PyTorch's ``meta`` device (shapes, no memory)
+to count what it will need; a model that cannot fit in the memory available is refused with one
+line (see :mod:`genkit.memory`), instead of the process dying while allocating it.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
+
+import torch
 
 from genkit.config import ComponentSpec, RunConfig
 from genkit.errors import UsageError
+from genkit.memory import require_memory
 from genkit.plugins import registry
+from genkit.registries import SINGULAR
+
+#: bytes per parameter: the weights alone (sampling), and weights + gradients + Adam's two moments (training)
+INFERENCE_BYTES_PER_PARAMETER = 4
+TRAINING_BYTES_PER_PARAMETER = 16
 
 
 #: what each kind's factory gets by position, before the user's options
@@ -34,11 +48,89 @@ def json_options(options: dict[str, Any], owner: str) -> dict[str, Any]:
         raise UsageError(f"{owner!r} has options that cannot be stored in config.json: {options}") from None
 
 
-def build_components(config: RunConfig) -> tuple[Any, Any, Any]:
-    """``(conditioner, model, loss)`` for ``config``; the model is freshly initialised."""
-    conditioner = registry("conditioners").get(config.conditioner.name).create(
-        list(config.data.attribute_names), **config.conditioner.options)
-    model = registry("models").get(config.model.name).create(
-        config.image_shape, conditioner, **config.model.options)
-    loss = registry("losses").get(config.loss.name).create(**config.loss.options)
+def build_components(config: RunConfig, bytes_per_parameter: int = INFERENCE_BYTES_PER_PARAMETER
+                     ) -> tuple[Any, Any, Any]:
+    """``(conditioner, model, loss)`` for ``config``; the model is freshly initialised.
+
+    Options are checked first (an unknown one, or one of the wrong type, is a :class:`UsageError`
+    naming the component), then the model's size is checked against the memory available.
+    """
+    check_options(config)
+    model_fits(config, bytes_per_parameter=bytes_per_parameter)
+    return _create(config)
+
+
+def check_options(config: RunConfig) -> None:
+    """Every component's options are ones its factory accepts, each of the right type."""
+    for kind, spec in (("conditioners", config.conditioner), ("models", config.model), ("losses", config.loss)):
+        registry(kind).get(spec.name).resolve_options(spec.options, skip=POSITIONAL_ARGS[kind])
+
+
+def _create(config: RunConfig) -> tuple[Any, Any, Any]:
+    conditioner = _make("conditioners", config.conditioner, list(config.data.attribute_names))
+    model = _make("models", config.model, config.image_shape, conditioner)
+    loss = _make("losses", config.loss)
     return conditioner, model, loss
+
+
+def _make(kind: str, spec: ComponentSpec, *args: Any) -> Any:
+    component = registry(kind).get(spec.name)
+    try:
+        return component.create(*args, **spec.options)
+    except UsageError:
+        raise
+    except (TypeError, ValueError) as exc:  # a value the factory cannot take, e.g. a list of the wrong length
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UsageError(f"{SINGULAR[kind]} {spec.name!r} cannot be built from its options "
+                         f"{json.dumps(spec.options)[:200]} ({reason})") from None
+
+
+def model_fits(config: RunConfig, bytes_per_parameter: int, batch_size: int = 0) -> int | None:
+    """Refuse a model (and a training batch of ``batch_size``) that cannot fit in memory; returns the
+    bytes estimated, or None when the model cannot be sized without building it.
+
+    The model is built on the ``meta`` device; with ``batch_size`` one image is also passed
+    through it there, and every module's output counts twice per image (kept for the backward
+    pass, and its gradient).
+    """
+    try:
+        with torch.device("meta"):
+            _, model, _ = _create(config)
+            parameters = sum(p.numel() * p.element_size() for p in model.parameters())
+            parameters += sum(b.numel() * b.element_size() for b in model.buffers())
+            per_image = _activation_bytes(model, config) if batch_size else 0
+    except UsageError:
+        raise
+    except Exception:  # a factory that cannot run on the meta device: it is built for real, unchecked
+        return None
+    needed = parameters // 4 * bytes_per_parameter + batch_size * per_image
+    height, width = config.data.image_size
+    what = (f"the {config.model.name!r} model at image size {height}x{width} "
+            f"({parameters // 4:,} parameters{f', batch {batch_size}' if batch_size else ''})")
+    require_memory(needed, what, "choose a smaller --image-size" + (" or --batch-size" if batch_size else "") +
+                   " (or a smaller model)")
+    return needed
+
+
+def _activation_bytes(model: torch.nn.Module, config: RunConfig) -> int:
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                total += 2 * tensor.numel() * tensor.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        images = torch.zeros(1, *config.image_shape)
+        condition = torch.zeros(1, len(config.data.attribute_names))
+        model(images, condition)
+    except Exception:
+        return 2 * 4 * math.prod(config.image_shape)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+

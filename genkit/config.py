@@ -9,11 +9,11 @@ does not silently change an old run.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 
 CONFIG_FORMAT = 1
 
@@ -70,18 +70,23 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        """The config ``raw`` describes; a :class:`UsageError` for one written by a newer genkit."""
+        """Rebuild a config from its JSON form; a wrong type or a newer ``format`` is a :class:`UsageError`."""
+        if not isinstance(raw, dict):
+            raise UsageError(f"the config is a JSON {type(raw).__name__}, not an object")
         check_format(raw, "this config")
-        data = dict(raw["data"])
-        data["image_size"] = tuple(data.get("image_size", (64, 64)))
+        version = raw.get("format", CONFIG_FORMAT)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise UsageError(f"format {shown(version)} is not a whole number")
+        data = _checked(DataSpec, raw.get("data"), "data")
+        data["image_size"] = _image_size(data.get("image_size", (64, 64)))
         return cls(
             data=DataSpec(**data),
-            conditioner=ComponentSpec(**raw["conditioner"]),
-            model=ComponentSpec(**raw["model"]),
-            loss=ComponentSpec(**raw["loss"]),
-            train=TrainSpec(**raw.get("train", {})),
-            genkit_version=raw.get("genkit_version", ""),
-            format=raw.get("format", CONFIG_FORMAT),
+            conditioner=ComponentSpec(**_checked(ComponentSpec, raw.get("conditioner"), "conditioner")),
+            model=ComponentSpec(**_checked(ComponentSpec, raw.get("model"), "model")),
+            loss=ComponentSpec(**_checked(ComponentSpec, raw.get("loss"), "loss")),
+            train=TrainSpec(**_checked(TrainSpec, raw.get("train", {}), "train")),
+            genkit_version=str(raw.get("genkit_version", "")),
+            format=version,
         )
 
     @classmethod
@@ -93,14 +98,19 @@ class RunConfig:
         path = Path(path)
         try:
             raw = json.loads(path.read_text())
-            check_format(raw, str(path))
-            return cls.from_dict(raw)
         except FileNotFoundError:
             raise UsageError(f"{path} does not exist; is this a genkit run folder?") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(f"{path} is not a valid genkit config ({type(exc).__name__}: {exc})") from None
         except OSError as exc:
             raise UsageError(f"{path} cannot be read ({exc.strerror or exc}); check that it is a readable file") from None
+        check_format(raw, str(path))
+        try:
+            return cls.from_dict(raw)
+        except UsageError as exc:
+            raise UsageError(f"{path} is not a config this genkit can use: {exc}") from None
+        except (KeyError, TypeError) as exc:
+            raise UsageError(f"{path} is not a valid genkit config ({type(exc).__name__}: {exc})") from None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -116,3 +126,55 @@ def check_format(raw: Any, where: str) -> None:
     if isinstance(found, int) and not isinstance(found, bool) and found > CONFIG_FORMAT:
         raise UsageError(f"{where} was written by a newer genkit (format {found}); upgrade genkit "
                          f"(pip install --upgrade genkit-cvae) to read it")
+
+
+#: the JSON types a field's default value allows (an int where a float is expected is fine)
+_ALLOWED = {bool: (bool,), int: (int,), float: (int, float), str: (str,), dict: (dict,), list: (list,),
+            tuple: (list, tuple)}
+
+
+#: settings whose default is None (or required): the type a value must have, and an example
+_OPTIONAL = {"root": ((str,), "/data/celeba"), "limit": ((int,), 1000), "cache_fingerprint": ((str,), "ab12")}
+
+
+def _checked(spec: type, raw: Any, section: str) -> dict[str, Any]:
+    """``raw`` as keyword arguments of dataclass ``spec``: known keys only, each of its default's type."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"section {section!r} is {'missing' if raw is None else 'not a JSON object'}")
+    known = {f.name: f for f in fields(spec)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise UsageError(f"section {section!r} has no setting {shown(unknown[0])}; its settings are: "
+                         f"{', '.join(known)}")
+    for name, f in known.items():
+        if name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise UsageError(f"section {section!r} lacks {name!r}")
+            continue
+        value = raw[name]
+        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING
+                                                              else None)
+        if default is None:
+            if value is None and name in _OPTIONAL:
+                continue
+            allowed, default = _OPTIONAL.get(name, ((str,), "a-name"))
+        else:
+            allowed = _ALLOWED.get(type(default), (type(default),))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise UsageError(f"{section}.{name} is {shown(json.dumps(value), quote=False)} ({_json_type(value)}), "
+                             f"but it must be {_json_type(default)}, like {json.dumps(default)}")
+    return dict(raw)
+
+
+def _image_size(value: Any) -> tuple[int, int]:
+    from genkit_datasets.preprocess import parse_image_size
+
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise UsageError(f"data.image_size is {shown(json.dumps(value), quote=False)}; it must be [height, width], like [64, 64]")
+    return parse_image_size(value)
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "true/false", int: "a whole number", float: "a number", str: "text", dict: "an object",
+            list: "a list", tuple: "a list"}.get(type(value), type(value).__name__)

@@ -8,7 +8,7 @@ from typing import Any
 
 from genkit.errors import UsageError
 from genkit.plugins import registry
-from genkit_datasets.cache import CacheInfo, Progress, cache_path, prepare_cache
+from genkit_datasets.cache import CacheInfo, Progress, UnreadableImage, cache_path, prepare_cache
 from genkit_datasets.preprocess import parse_image_size
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -66,9 +66,31 @@ def prepare_dataset(name: str, root: str | Path | None = None, image_size: Any =
     root_path = resolve_root(name, source, root)
     index = source.scan(root_path)
     path = dataset_cache_path(name, size, resolved, root_path, cache_dir)
-    info = prepare_cache(name, index, path, size, resolved, workers=workers, progress=progress,
-                         skip_bad=skip_bad)
+    try:
+        info = prepare_cache(name, index, path, size, resolved, workers=workers, progress=progress,
+                             skip_bad=skip_bad)
+    except UnreadableImage as exc:
+        command = prepare_command(name, root_path, size, options or {}, cache_dir)
+        raise UsageError(f"cannot read image {exc.key} ({exc.reason}); fix or remove it, or leave unreadable images "
+                         f"out: `{command} --skip-bad`") from None
     return info, resolved
+
+
+def prepare_command(name: str, root: Path | None, size: tuple[int, int], options: dict[str, Any],
+                    cache_dir: str | Path | None) -> str:
+    """The ``genkit data prepare`` line that builds this very cache (for advice in messages)."""
+    import json
+    import shlex
+
+    parts = ["genkit", "data", "prepare", "--data", name]
+    if root is not None:
+        parts += ["--root", str(Path(root).resolve())]
+    parts += ["--image-size", f"{size[0]}x{size[1]}" if size[0] != size[1] else str(size[0])]
+    for key, value in options.items():
+        parts += ["--data-opt", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if cache_dir is not None:
+        parts += ["--cache-dir", str(cache_dir)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def load_dataset(name: str, root: str | Path | None = None, split: str = "train", image_size: Any = None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,9 @@ def resolve_device(device: str) -> torch.device:
     try:
         chosen = torch.device(device)
     except RuntimeError:
-        raise UsageError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N") from None
+        raise UsageError(f"device {shown(device)} is not valid; use auto, cpu, cuda or cuda:N") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu or auto")
+        raise UsageError(f"device {shown(device)} asked for, but no CUDA GPU is available; use --device cpu or auto")
     if chosen.type not in ("cpu", "cuda"):
-        raise UsageError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+        raise UsageError(f"device {shown(device)} is not supported; use auto, cpu, cuda or cuda:N")
     return chosen

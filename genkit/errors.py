@@ -8,9 +8,9 @@ unchanged, so one ``except genkit.UsageError`` catches errors from either packag
 
 from __future__ import annotations
 
-from genkit_datasets.errors import GenkitError, GenkitRuntimeError, UsageError
+from genkit_datasets.errors import GenkitError, GenkitRuntimeError, UsageError, shown
 
-__all__ = ["GenkitError", "GenkitRuntimeError", "PluginError", "UsageError"]
+__all__ = ["GenkitError", "GenkitRuntimeError", "PluginError", "UsageError", "shown"]
 
 
 class PluginError(GenkitError):

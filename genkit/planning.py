@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from genkit import __version__
-from genkit.components import POSITIONAL_ARGS, build_components, json_options, resolve
+from genkit.components import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, json_options,
+                               model_fits, resolve)
 from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
 from genkit.data import open_source, resolve_root
 from genkit.distributed import resolve_device
@@ -37,11 +38,48 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
     if unknown:
         raise UsageError(f"unknown training setting {unknown[0]!r}; settings are: {', '.join(sorted(known))}")
     spec = TrainSpec(**{k: v for k, v in train.items() if v is not None})
+    check_training_settings(spec)
+    if limit is not None:
+        _positive("--limit", limit)
+
+    source, data_resolved = open_source(data, **(data_options or {}))
+    size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
+    cond_spec = resolve("conditioners", ComponentSpec(conditioner, conditioner_options or {}))
+    model_spec = resolve("models", ComponentSpec(model, model_options or {}))
+    loss_spec = resolve("losses", ComponentSpec(loss, loss_options or {}))
+    index = source.scan(resolve_root(data, source, root))
+    config = RunConfig(
+        data=DataSpec(name=data, options=json_options(data_resolved, data), root=absolute_root(root), image_size=size,
+                      limit=limit, attribute_names=list(index.attribute_names), cache_fingerprint=index.fingerprint,
+                      exclusive_groups=list(index.exclusive_groups)),
+        conditioner=cond_spec, model=model_spec, loss=loss_spec,
+        train=spec,
+        genkit_version=__version__,
+    )
+    check_training_fits(config)
+    return config
+
+
+def absolute_root(root: str | Path | None) -> str | None:
+    """The data folder as an absolute path, so a run resumes from any working directory."""
+    return str(Path(root).expanduser().resolve()) if root else None
+
+
+def check_training_fits(config: RunConfig) -> None:
+    """The model's own checks (image size, widths) and its memory, on the meta device: nothing allocated.
+
+    A model that cannot be built on the meta device is built once for real, as a dry run.
+    """
+    check_options(config)
+    if model_fits(config, TRAINING_BYTES_PER_PARAMETER, batch_size=config.train.batch_size) is None:
+        build_components(config)
+
+
+def check_training_settings(spec: TrainSpec) -> None:
+    """Every training setting in range; a :class:`UsageError` naming the first that is not."""
     _positive("--epochs", spec.epochs)
     _positive("--batch-size", spec.batch_size)
     _positive("--log-every", spec.log_every)
-    if limit is not None:
-        _positive("--limit", limit)
     if spec.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every {spec.checkpoint_every} must be 0 (only at epoch ends) or positive")
     if not (spec.lr > 0 and math.isfinite(spec.lr)):
@@ -53,23 +91,6 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
     if spec.workers < 0:
         raise UsageError(f"--workers {spec.workers} must be 0 or more")
     resolve_device(spec.device)
-
-    source, data_resolved = open_source(data, **(data_options or {}))
-    size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
-    cond_spec = resolve("conditioners", ComponentSpec(conditioner, conditioner_options or {}))
-    model_spec = resolve("models", ComponentSpec(model, model_options or {}))
-    loss_spec = resolve("losses", ComponentSpec(loss, loss_options or {}))
-    index = source.scan(resolve_root(data, source, root))
-    config = RunConfig(
-        data=DataSpec(name=data, options=json_options(data_resolved, data), root=str(root) if root else None,
-                      image_size=size, limit=limit, attribute_names=list(index.attribute_names),
-                      cache_fingerprint=index.fingerprint, exclusive_groups=list(index.exclusive_groups)),
-        conditioner=cond_spec, model=model_spec, loss=loss_spec,
-        train=spec,
-        genkit_version=__version__,
-    )
-    build_components(config)  # a dry build: the model's own checks (image size, widths) run now
-    return config
 
 
 def _positive(what: str, value: int) -> None:

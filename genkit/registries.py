@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from genkit.errors import PluginError, UsageError
+from genkit.errors import PluginError, UsageError, shown
 
 KINDS = ("datasets", "conditioners", "models", "losses", "classifiers")
 SINGULAR = {"datasets": "dataset", "conditioners": "conditioner", "models": "model", "losses": "loss",
@@ -75,8 +75,10 @@ class Component:
         if unknown:
             allowed = ", ".join(sorted(defaults)) or "none"
             raise UsageError(
-                f"{SINGULAR[self.kind]} {self.name!r} has no option {unknown[0]!r}; its options are: {allowed}"
+                f"{SINGULAR[self.kind]} {self.name!r} has no option {shown(unknown[0])}; its options are: {allowed}"
             )
+        for key, value in given.items():
+            _check_type(self, key, value, defaults.get(key, ...))
         resolved = {k: v for k, v in defaults.items() if v is not ...}
         resolved.update(given)
         return resolved
@@ -119,8 +121,8 @@ class Registry:
         singular = SINGULAR[self.kind]
         names = sorted(self._items)
         if not names:
-            return f"unknown {singular} {name!r}: no {self.kind} are installed"
-        message = f"unknown {singular} {name!r}; available: {', '.join(names)}"
+            return f"unknown {singular} {shown(name)}: no {self.kind} are installed"
+        message = f"unknown {singular} {shown(name)}; available: {', '.join(names)}"
         close = difflib.get_close_matches(name, names, n=1)
         if close:
             message += f" (did you mean {close[0]!r}?)"
@@ -184,6 +186,32 @@ def option_docs(factory: Callable[..., Any]) -> dict[str, str]:
         elif current is not None:
             docs[current] += " " + stripped
     return docs
+
+
+#: the types a value may have when the factory's default has the key's type
+_COMPATIBLE = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list, tuple),
+               tuple: (list, tuple), dict: (dict,)}
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "a list",
+               tuple: "a list", dict: "an object"}
+
+
+def _check_type(component: Component, key: str, value: Any, default: Any) -> None:
+    """An option whose default is a bool, number, text or list must be given as one (JSON types)."""
+    allowed = _COMPATIBLE.get(type(default))
+    if allowed is None:  # no default, None, or a type genkit does not judge
+        return
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} is {shown(value)}, but it must be "
+                         f"{_TYPE_NAMES[type(default)]}, like {key}={_example(default)}")
+
+
+def _example(default: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(list(default) if isinstance(default, tuple) else default)
+    except (TypeError, ValueError):
+        return str(default)
 
 
 def _first_line(obj: Any) -> str:

@@ -22,6 +22,8 @@ ROWS_FILE = "rows.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 #: the distinct training attribute vectors and their counts, for sampling with ``rest="data"``
 TRAIN_ATTRIBUTES_FILE = "train_attributes.safetensors"
+#: one line per resume that changed a setting: the step, the time, what changed from what
+RESUMES_FILE = "resumes.jsonl"
 
 #: keys of a step or epoch record that are bookkeeping, not loss terms
 NOT_TERMS = frozenset({"step", "epoch", "epoch_float", "images_per_s", "seconds", "data_wait_s"})

@@ -82,7 +82,10 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     if not directory.is_dir():
         raise UsageError(f"run folder {directory} does not exist; pass the folder `genkit train` wrote (see --out)")
     config = RunConfig.load(directory / CONFIG_FILE)
-    conditioner, model, loss = build_components(config)
+    try:
+        conditioner, model, loss = build_components(config)  # options and memory are checked first
+    except UsageError as exc:
+        raise UsageError(f"{directory / CONFIG_FILE}: {exc}") from None
     load_weights(model, directory / WEIGHTS_FILE)
     chosen = resolve_device(device)
     model.to(chosen).eval()

@@ -33,10 +33,9 @@ import numpy as np
 import torch
 
 from genkit.errors import UsageError
-from genkit.run_folder import TRAIN_ATTRIBUTES_FILE
 
 REST_MODES = ("data", "off")
-ATTRIBUTES_FILE = TRAIN_ATTRIBUTES_FILE
+ATTRIBUTES_FILE = "train_attributes.safetensors"
 
 
 # --- parsing --------------------------------------------------------------------------------

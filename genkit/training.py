@@ -6,8 +6,11 @@ synchronises only every ``log_every`` steps. It is seeded and, on the CPU, deter
 stopped at a checkpoint and resumed ends with the same weights as one that never stopped.
 
 SIGINT and SIGTERM are caught: the loop finishes the current step, writes a checkpoint and
-raises :class:`TrainingInterrupted` (exit code 130 or 143). A non-finite loss stops the run
-without overwriting the last good checkpoint.
+raises :class:`TrainingInterrupted` (exit code 130 or 143). A new run writes a checkpoint before
+its first step, so there is always one to resume from: a non-finite loss stops the run without
+overwriting the last finite checkpoint, and the message names it and the ``--resume`` line
+that continues from it with a lower learning rate. A write that fails (a full disk) stops the
+run with the last complete checkpoint intact.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
@@ -27,13 +31,14 @@ from genkit import distributed
 from genkit.batches import Batches, choose_placement
 from genkit.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from genkit.components import build_components
-from genkit.config import RunConfig
+from genkit.config import RunConfig, TrainSpec
 from genkit.data import prepare_dataset
 from genkit.errors import GenkitError, GenkitRuntimeError, UsageError
-from genkit.files import write_text_atomic
+from genkit.files import WriteError, check_output_dir, reporting_write_errors, write_text_atomic
 from genkit.images import plot_curves, save_grid
-from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, METRICS_FILE, ROWS_FILE, SAMPLES_DIR, STEPS_FILE,
-                               WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
+from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, METRICS_FILE, RESUMES_FILE, ROWS_FILE, SAMPLES_DIR,
+                               STEPS_FILE, WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
+from genkit.planning import absolute_root, check_training_fits, check_training_settings
 from genkit.runs import Run
 from genkit.sampling import AttributeTable
 from genkit.timing import DataWaitClock
@@ -43,6 +48,8 @@ from genkit_datasets.torch_dataset import CachedImageDataset
 
 GRID_ROWS = 8
 GRID_COLS = 8
+#: the settings ``resume`` may change: none of them changes what the checkpoint means
+RESUMABLE_SETTINGS = ("epochs", "lr", "root", "workers", "data_in", "device")
 
 
 class TrainingInterrupted(GenkitError):
@@ -130,6 +137,9 @@ class Trainer:
     def __init__(self, config: RunConfig, out_dir: Path | None, observer: Observer | None = None,
                  cache_dir: str | Path | None = None, data_progress: Progress | None = None, resume: bool = False):
         self.observer = observer
+        self.out = Path(out_dir) if out_dir is not None else default_run_dir(config.model.name, config.data.name)
+        if not resume and distributed.world_from_env().is_main:
+            check_output_dir(self.out)  # a file, a path under a file, a read-only disk: refused before any work
         self.world = distributed.world_from_env()
         self.device = distributed.init(self.world, distributed.resolve_device(config.train.device))
         spec = config.train
@@ -145,6 +155,8 @@ class Trainer:
         if self.world.local_rank != 0:
             info, _ = prepare_dataset(config.data.name, root=config.data.root, image_size=config.data.image_size,
                                       cache_dir=cache_dir, options=config.data.options)
+        if info.rebuilt_because:
+            _notify(observer, "on_message", f"the cache {info.path} was rebuilt: {info.rebuilt_because}")
         if resume and config.data.cache_fingerprint not in (None, info.fingerprint):
             _notify(observer, "on_message", "warning: the dataset changed since this run started (new fingerprint)")
         self.train_set = CachedImageDataset(info.path, "train", limit=config.data.limit)
@@ -155,7 +167,6 @@ class Trainer:
                              f"{len(config.data.attribute_names)} this run was planned with; start a new run")
         self.config = config
 
-        self.out = Path(out_dir) if out_dir is not None else default_run_dir(config.model.name, config.data.name)
         if not resume and (self.out / CONFIG_FILE).exists():
             raise UsageError(f"{self.out} already holds a run; choose another --out, or continue it with --resume")
         torch.manual_seed(spec.seed)
@@ -173,7 +184,7 @@ class Trainer:
         self._compile_untested = spec.compile
         if spec.compile:
             self.step_model = _compile(self.step_model, observer)
-        self.placement = choose_placement(spec.data_in, self.train_set, self.device)
+        self.placement, self.placement_reason = choose_placement(spec.data_in, self.train_set, self.device)
         self.batches = Batches(self.train_set, spec.batch_size // self.world.size, spec.seed, self.device,
                                self.placement, rank=self.world.rank, world_size=self.world.size, workers=spec.workers)
         self.data_wait = DataWaitClock(self.device)  # reported per logged window as data_wait_s
@@ -201,11 +212,14 @@ class Trainer:
 
     def _restore(self) -> None:
         checkpoint = latest_checkpoint(self.out)
-        if checkpoint is None:
-            raise UsageError(f"{self.out} has no checkpoint to resume from; start a new run instead")
+        if checkpoint is None:  # stopped before its first checkpoint was complete: start it again
+            _notify(self.observer, "on_message", f"{self.out} has no checkpoint yet; starting it from step 0")
+            return
         state = load_checkpoint(checkpoint, self.model, map_location="cpu")
         self.model.to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # --lr on resume: the config's rate, not the saved one
+            group["lr"] = self.config.train.lr
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -219,27 +233,39 @@ class Trainer:
                 f"resuming {self.out} at epoch {self.epoch}, step {self.step} (from {checkpoint.name})")
 
     def _checkpoint(self) -> None:
+        """The run folder's weights and logs, then the checkpoint: written last, it is the commit point,
+        so a failure anywhere before it leaves the previous checkpoint in force and the resume redoes the rest."""
         if self.world.is_main:
-            save_checkpoint(self.out, f"step-{self.step:09d}", self.model, self._state())
             save_weights(self.model, self.out / WEIGHTS_FILE)
             write_text_atomic(self.out / STEPS_FILE, "".join(json.dumps(s) + "\n" for s in self.steps_log))
+            save_checkpoint(self.out, f"step-{self.step:09d}", self.model, self._state())
         distributed.barrier(self.world)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> Run:
+        try:
+            return self._run()
+        except WriteError as exc:
+            raise self._write_failed(exc) from None
+
+    def _run(self) -> Run:
         spec = self.config.train
         main = self.world.is_main
         if main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            with reporting_write_errors(self.out):
+                self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / CONFIG_FILE, self.config.to_json())
             AttributeTable.from_rows(self.config.data.attribute_names, self.train_set.attributes).save(self.out)
             _notify(self.observer, "on_message",
                     f"training {self.config.model.name} on {self.config.data.name}: {len(self.train_set)} images "
-                    f"{self.config.data.image_size[0]}x{self.config.data.image_size[1]}, data in {self.placement}, "
-                    f"device {self.device}" + (f", {self.world.size} processes" if self.world.distributed else ""))
+                    f"{self.config.data.image_size[0]}x{self.config.data.image_size[1]}, data in "
+                    f"{self.placement_reason}, device {self.device}"
+                    + (f", {self.world.size} processes" if self.world.distributed else ""))
         grid_cond, grid_z = self._grid_inputs()
         steps_per_epoch = len(self.batches)
         self.model.train()
+        if self.step == 0:  # a checkpoint before the first step: a diverging run always has a finite state
+            self._checkpoint()  # (decided from the step, not the folder, so every DDP replica agrees)
         with _stop_on_signals() as stop:
             while self.epoch <= spec.epochs:
                 self._train_epoch(steps_per_epoch, stop)
@@ -291,6 +317,7 @@ class Trainer:
                 self._checkpoint()
                 raise TrainingInterrupted(stop_signal, self.out)
             if spec.checkpoint_every and self.step % spec.checkpoint_every == 0 and not last:
+                self._raise_if_diverged(first_bad, epoch)  # never checkpoint weights a non-finite step touched
                 self._checkpoint()
         self._epoch_seconds = time.perf_counter() - started
 
@@ -311,12 +338,31 @@ class Trainer:
         finally:
             self._compile_untested = False
 
-    def _log_window(self, window, window_n, first_bad, started, epoch, steps_per_epoch) -> None:
+    def _raise_if_diverged(self, first_bad: torch.Tensor, epoch: int) -> None:
+        """A non-finite loss ends the run, naming the last finite checkpoint and how to continue from it."""
         bad_step = int(first_bad.item())
-        if bad_step >= 0:
-            raise GenkitRuntimeError(
-                f"the loss became non-finite at step {bad_step} (epoch {epoch}); the last good checkpoint is in "
-                f"{self.out / 'checkpoints'}. Try a lower --lr (now {self.config.train.lr}) and start again")
+        if bad_step < 0:
+            return
+        lr = self.config.train.lr
+        gentler = min(lr / 10, TrainSpec().lr)  # a tenth, and never above the default rate
+        checkpoint = latest_checkpoint(self.out)
+        kept = f"the last finite checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written"
+        raise GenkitRuntimeError(
+            f"the loss became non-finite at step {bad_step} (epoch {epoch}); {kept}. Resume from it with a lower "
+            f"--lr (now {lr:g}): `genkit train --resume {self.out} --lr {gentler:g}`")
+
+    def _write_failed(self, exc: WriteError) -> WriteError:
+        """A failed write (a full disk): say what is still safe and how to continue once there is room."""
+        checkpoint = latest_checkpoint(self.out) if self.out.is_dir() else None
+        if checkpoint is not None:
+            then = (f"the last complete checkpoint, {checkpoint}, is intact: free some space, then "
+                    f"`genkit train --resume {self.out}`")
+        else:
+            then = f"no checkpoint was written: free some space, then `genkit train --resume {self.out}`"
+        return WriteError(exc.path, f"{exc.reason}; {then}", exc.errno)
+
+    def _log_window(self, window, window_n, first_bad, started, epoch, steps_per_epoch) -> None:
+        self._raise_if_diverged(first_bad, epoch)
         for key, value in window.items():
             self.sums[key] = self.sums.get(key, 0.0) + float(value)
         self.seen += window_n
@@ -347,10 +393,10 @@ class Trainer:
         self.epochs_log.append(record)
         self.epoch += 1
         self.batch_in_epoch, self.sums, self.seen = 0, {}, 0
-        self._checkpoint()
         if self.world.is_main:
             write_text_atomic(self.out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.epochs_log))
             plot_curves(self.epochs_log, self.steps_log, self.out / LOSS_CURVE_FILE)
+        self._checkpoint()
         _notify(self.observer, "on_epoch_end", record["epoch"], record)
 
     def _grid_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,24 +431,70 @@ def train(config: RunConfig, out_dir: str | Path | None = None, observer: Observ
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | None = None,
-           cache_dir: str | Path | None = None, data_progress: Progress | None = None) -> Run | None:
-    """Continue the run in ``run_dir`` from its latest checkpoint, optionally to more ``epochs``.
+           cache_dir: str | Path | None = None, data_progress: Progress | None = None, *,
+           lr: float | None = None, root: str | Path | None = None, workers: int | None = None,
+           data_in: str | None = None, device: str | None = None) -> Run | None:
+    """Continue the run in ``run_dir`` from its latest checkpoint.
 
-    Returns None when the run has already finished its epochs (nothing to do).
+    The settings that do not change what the checkpoint means may be changed: ``epochs`` (train
+    further), ``lr`` (continue a diverged run more gently), ``root`` (the data moved), ``workers``,
+    ``data_in`` and ``device``. The new values go into the run's ``config.json`` and each resume is
+    logged in ``resumes.jsonl`` (step, time, what changed from what). Returns None when the run
+    has already finished its epochs (nothing to do).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} does not exist; pass the folder `genkit train` wrote")
-    config = RunConfig.load(run_dir / CONFIG_FILE)
-    if epochs is not None:
-        if epochs < 1:
-            raise UsageError(f"--epochs {epochs} must be a positive integer")
-        config = replace(config, train=replace(config.train, epochs=epochs))
+    config_path = run_dir / CONFIG_FILE
+    config = RunConfig.load(config_path)
+    wanted = {"epochs": epochs, "lr": lr, "root": absolute_root(root), "workers": workers, "data_in": data_in,
+              "device": device}
+    changes = resume_changes(config, {k: v for k, v in wanted.items() if v is not None})
+    config = apply_changes(config, changes)
+    try:
+        check_training_fits(config)
+    except UsageError as exc:
+        raise UsageError(f"{config_path}: {exc}") from None
     trainer = Trainer(config, run_dir, observer, cache_dir, data_progress, resume=True)
     if trainer.epoch > config.train.epochs:
         distributed.shutdown(trainer.world)
         return None
+    if changes:
+        try:
+            record_resume(trainer, changes)
+        except WriteError as exc:
+            raise trainer._write_failed(exc) from None
     return trainer.run()
+
+
+def resume_changes(config: RunConfig, wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{setting: (old, new)}`` for the settings ``wanted`` changes; each new value is checked first."""
+    unknown = sorted(set(wanted) - set(RESUMABLE_SETTINGS))
+    if unknown:
+        raise UsageError(f"{unknown[0]!r} cannot be changed when resuming; what can: {', '.join(RESUMABLE_SETTINGS)}")
+    current = {**asdict(config.train), "root": config.data.root}
+    changes = {k: (current[k], v) for k, v in wanted.items() if current[k] != v}
+    check_training_settings(replace(config.train, **{k: v for k, (_, v) in changes.items() if k != "root"}))
+    return changes
+
+
+def apply_changes(config: RunConfig, changes: dict[str, tuple[Any, Any]]) -> RunConfig:
+    train = {k: new for k, (_, new) in changes.items() if k != "root"}
+    data = config.data if "root" not in changes else replace(config.data, root=changes["root"][1])
+    return replace(config, data=data, train=replace(config.train, **train))
+
+
+def record_resume(trainer: "Trainer", changes: dict[str, tuple[Any, Any]]) -> None:
+    """One line in ``resumes.jsonl`` and one message: the step resumed at and each changed setting."""
+    described = ", ".join(f"{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in changes.items())
+    _notify(trainer.observer, "on_message", f"changed on resume: {described}")
+    if not trainer.world.is_main:
+        return
+    record = {"step": trainer.step, "epoch": trainer.epoch, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}}
+    path = trainer.out / RESUMES_FILE
+    lines = path.read_text() if path.is_file() else ""
+    write_text_atomic(path, lines + json.dumps(record) + "\n")
 
 
 def _compile(model, observer):

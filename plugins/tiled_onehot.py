@@ -112,17 +112,17 @@ class TiledOneHot(nn.Module):
             if name not in self._position:
                 raise genkit.UsageError(self._unknown(name))
             if seen.get(name, on) != on:
-                raise genkit.UsageError(f"attribute {name!r} is asked for both on and off; list it once")
+                raise genkit.UsageError(f"attribute {genkit.shown(name)} is asked for both on and off; list it once")
             seen[name] = on
             vector[self._position[name]] = 1.0 if on else 0.0
         return vector
 
     def _unknown(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.attribute_names, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name[:200], self.attribute_names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
         if len(self.attribute_names) <= 40:
-            return f"unknown attribute {name!r}; {hint}valid attributes: {', '.join(self.attribute_names)}"
-        return f"unknown attribute {name!r}; {hint}list the valid ones with `genkit data info`"
+            return f"unknown attribute {genkit.shown(name)}; {hint}valid attributes: {', '.join(self.attribute_names)}"
+        return f"unknown attribute {genkit.shown(name)}; {hint}list the valid ones with `genkit data info`"
 
     def input_layer(self, image_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                     padding: int = 0) -> nn.Module:

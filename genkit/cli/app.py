@@ -1,12 +1,20 @@
 """The ``genkit`` command line: train, sample, plugins, data; plugins may add commands.
 
 Every :class:`genkit.GenkitError` raised by a command becomes one line on stderr and its exit
-code (2 for bad input, 1 for runtime failures); Ctrl-C exits 130.
+code (2 for bad input, 1 for runtime failures); an ``OSError`` or ``MemoryError`` that escaped
+is a runtime failure too (1). Ctrl-C exits 130 and SIGTERM 143, after the work in progress has
+cleaned up after itself. No traceback is shown; set ``GENKIT_DEBUG=1`` to see one.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import traceback
+from contextlib import contextmanager
+from typing import Iterator
 
 import typer
 from typer.core import TyperGroup
@@ -15,18 +23,59 @@ from genkit.cli import console
 from genkit.errors import GenkitError
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same cleanup runs; exit 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def debugging() -> bool:
+    return os.environ.get("GENKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds like Ctrl-C (``finally`` blocks remove partial files)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SignalInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class GenkitGroup(TyperGroup):
     """Turns genkit's errors into one-line messages and exit codes instead of tracebacks."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():
+                return super().invoke(ctx)
         except GenkitError as exc:
-            console.error(str(exc))
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            console.error("interrupted")
-            ctx.exit(130)
+            _fail(ctx, str(exc), exc.exit_code)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            _fail(ctx, f"interrupted by {signal.Signals(signum).name}; unfinished files were removed", 128 + signum)
+        except MemoryError:
+            _fail(ctx, "out of memory; ask for less (a smaller --batch-size, --image-size or --n)", 1)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(ctx, f"{exc.strerror or exc}{where}", 1)
+
+
+def _fail(ctx, message: str, code: int) -> None:
+    if debugging():
+        traceback.print_exc()
+    console.error(message)
+    ctx.exit(code)
 
 
 def build_app() -> typer.Typer:
@@ -75,5 +124,7 @@ def main() -> None:
     try:
         app()
     except GenkitError as exc:  # raised outside a command, e.g. while parsing
+        if debugging():
+            traceback.print_exc()
         console.error(str(exc))
         sys.exit(exc.exit_code)

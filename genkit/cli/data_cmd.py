@@ -88,6 +88,9 @@ def prepare(
     finally:
         progress.stop()
     verb = "built" if cache.built else "reused"
+    if cache.rebuilt_because:
+        console.err.print(f"the cache was rebuilt: {cache.rebuilt_because}", highlight=False, markup=False)
+        verb = "rebuilt"
     splits = ", ".join(f"{k} {v}" for k, v in sorted(cache.split_sizes.items()))
     console.err.print(
         f"{verb} {cache.path}: {cache.count} images {cache.image_size[0]}x{cache.image_size[1]}, "

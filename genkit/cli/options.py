@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from genkit.config import TrainSpec
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 from genkit.recipe import DEFAULT_RECIPE
 
 _D = TrainSpec()
@@ -73,7 +73,7 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise UsageError(f"{flag} {pair!r} is not KEY=VALUE; for example {flag} latent_dim=16")
+            raise UsageError(f"{flag} {shown(pair)} is not KEY=VALUE; for example {flag} latent_dim=16")
         try:
             options[key] = json.loads(raw)
         except json.JSONDecodeError:

@@ -33,6 +33,10 @@ def reconstruct(
     target = out if out is not None else run / "reconstructions.png"
     if target.suffix.lower() != ".png":
         raise UsageError(f"--out {target} must end in .png")
+    if out is not None:
+        from genkit.files import check_output_file
+
+        check_output_file(out)
     loaded = load_run(run, device=device)
     info = open_run_data(loaded, cache_dir=cache_dir)
     dataset = CachedImageDataset(info.path, split, limit=n)

@@ -36,7 +36,9 @@ def sample(
     With --vary or --interpolate the grid compares conditions at fixed latent codes (Figure 5).
     """
     from genkit import sampling
-    from genkit.errors import UsageError
+    from genkit.errors import UsageError, shown
+    from genkit.files import check_output_file
+    from genkit.grids import check_grid, write_grid
     from genkit.images import save_grid
     from genkit.runs import load_run
 
@@ -52,33 +54,49 @@ def sample(
     try:
         sampling.check_temperature(temperature)
     except UsageError:
-        raise UsageError(f"--temperature {temperature} must be a positive finite number, for example 1.0 "
+        raise UsageError(f"--temperature {shown(temperature)} must be a positive finite number, for example 1.0 "
                          "(below 1 nearer the mode, above 1 more varied)") from None
     if rest not in sampling.REST_MODES:
-        raise UsageError(f"--rest {rest!r} is not known; choose data (unlisted attributes from the training data) "
-                         "or off (unlisted attributes off, as in the paper's figures)")
+        raise UsageError(f"--rest {shown(rest)} is not known; choose data (unlisted attributes from the training "
+                         "data) or off (unlisted attributes off, as in the paper's figures)")
+    if out is not None:
+        if out.suffix.lower() != ".png":
+            raise UsageError(f"--out {out} must end in .png")
+        check_output_file(out)
     loaded = load_run(run, device=device)
     loaded.condition(attrs)  # checks the names before anything is written
     for spec in pair or ():
         loaded.condition(spec)
     target = out if out is not None else loaded.directory / "samples.png"
-    if target.suffix.lower() != ".png":
-        raise UsageError(f"--out {target} must end in .png")
+    shape = tuple(loaded.config.image_shape)
+    # float images, their float grid and the PNG's bytes: about 9 bytes a value for these two grids
     if vary:
+        check_grid(2 * len(vary) * n, n, shape, asked=f"--n {n} with {len(vary)} --vary ({2 * len(vary) * n} images)",
+                   bytes_per_value=9)
         result = sampling.vary(loaded, attrs, vary, n, seed, temperature, rest)
         save_grid(result.images, target, nrow=n)
-        what = f"{len(vary)} attribute(s) off and on over [{attrs or 'no attributes'}], {n} latent codes"
+        what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} latent codes"
     elif pair:
+        check_grid(n * steps, steps, shape, asked=f"--n {n} with --steps {steps} ({n * steps} images)",
+                   bytes_per_value=9)
         result = sampling.interpolate(loaded, pair, n, steps, seed, temperature, rest)
         save_grid(result.images, target, nrow=steps)
-        what = f"{n} rows from [{pair[0]}] to [{pair[1]}] in {steps} steps"
-    else:
-        result = sampling.generate(loaded, attrs, n=n, seed=seed, temperature=temperature, rest=rest)
-        save_grid(result.images, target, nrow=nrow)
-        what = f"{n} samples with [{attrs or 'no attributes'}]"
+        what = f"{n} rows from [{_short(pair[0])}] to [{_short(pair[1])}] in {steps} steps"
+    else:  # streamed: the grid is bounded first, then decoded a batch at a time
+        check_grid(n, nrow, shape, extra_per_image=4 * (loaded.model.latent_dim + loaded.conditioner.dim))
+        z = sampling.noise(loaded, n, seed, temperature)
+        result = sampling.conditions(loaded, attrs, n, seed, rest)
+        write_grid(loaded, result.condition, z, nrow, target)
+        what = f"{n} samples with [{_short(attrs)}]"
     if result.note:
         console.err.print(f"warning: {result.note}", highlight=False, markup=False)
     unlisted = "unlisted attributes from the training data" if rest == "data" and not result.note else \
         "unlisted attributes off"
     console.err.print(f"wrote {what} ({unlisted}) to {target}", highlight=False, markup=False)
     console.out.print(str(target), highlight=False)
+
+
+def _short(attrs: str) -> str:
+    from genkit.errors import shown
+
+    return shown(attrs, quote=False) if attrs else "no attributes"

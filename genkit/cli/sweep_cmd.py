@@ -55,6 +55,9 @@ def sweep(
     from genkit.evaluation import check_settings
     from genkit.sweep import parse_vary, plan_sweep, prepare_sweep, run_sweep, varied_from_flags
 
+    from genkit.files import check_output_dir
+
+    check_output_dir(out)  # a file, under a file, read-only: refused before any training
     components = {"data": data, "conditioner": conditioner, "model": model, "loss": loss}
     chosen = {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss}
     flag_varied, fixed = varied_from_flags(given_flags(ctx, chosen, as_text=True), components)

@@ -16,6 +16,10 @@ from genkit.config import TrainSpec
 _D = TrainSpec()
 
 
+#: options ``--resume`` takes: the settings safe to change, and where caches live
+RESUME_OPTIONS = ("resume", "epochs", "lr", "root", "workers", "data_in", "device", "cache_dir", "nproc")
+
+
 def train(
     ctx: typer.Context,
     model: str = T.MODEL,
@@ -37,7 +41,7 @@ def train(
     workers: int = T.WORKERS,
     log_every: int = T.LOG_EVERY,
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Also checkpoint every N steps (0: at epoch ends only)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (other options but --epochs are ignored)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder; only --epochs, --lr, --root, --workers, --data-in, --device and --cache-dir may be given with it."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Launch N processes (DDP) through torch.distributed's launcher."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<model>-<data>-<time>)."),
     model_opt: Optional[list[str]] = T.MODEL_OPT,
@@ -64,10 +68,18 @@ def train(
             kind, values = next(iter(flags.items()))
             raise UsageError(f"--resume continues {resume} with the components' options it was trained with; "
                              f"{', '.join(values)} cannot change (start a new run with --out)")
+        given = _given_options(ctx)
+        refused = [name for name in given if name not in RESUME_OPTIONS]
+        if refused:
+            allowed = ", ".join(_flag(ctx, n) for n in RESUME_OPTIONS if n not in ("resume", "nproc"))
+            raise UsageError(f"{_flag(ctx, refused[0])} cannot be given with --resume: the run keeps the settings in "
+                             f"{resume / 'config.json'}; with --resume you may give {allowed}")
+        changes = {name: ctx.params[name] for name in ("lr", "root", "workers", "data_in", "device") if name in given}
         progress, callback = console.cache_progress("checking cache")
         try:
             with console.training_display() as display:
-                run = resume_run(resume, epochs=epochs, observer=display, cache_dir=cache_dir, data_progress=callback)
+                run = resume_run(resume, epochs=epochs, observer=display, cache_dir=cache_dir, data_progress=callback,
+                                 **changes)
         finally:
             progress.stop()
         if run is None:
@@ -89,6 +101,20 @@ def train(
     finally:
         progress.stop()
     _report(run)
+
+
+def _given_options(ctx: typer.Context) -> list[str]:
+    """The parameters set on the command line (or by environment), not left at their defaults."""
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return [name for name, source in sources.items()
+            if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")]
+
+
+def _flag(ctx: typer.Context, name: str) -> str:
+    for param in ctx.command.params:
+        if param.name == name:
+            return max(param.opts, key=len)
+    return "--" + name.replace("_", "-")
 
 
 def _report(run) -> None:

@@ -1,0 +1,96 @@
+"""Sample grids of any size that fits: bounded before allocating, decoded in batches.
+
+``genkit sample --n N`` decodes its N images a batch at a time straight into the uint8 grid it
+writes, so memory holds the grid (one byte per pixel and channel) and one batch, never N float
+images. A grid that cannot fit in the memory available is refused before anything is drawn,
+with the largest ``--n`` that fits in the message. What is drawn (conditions, latent codes) is
+:mod:`genkit.sampling`'s; this module only bounds and paints.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genkit.errors import UsageError
+from genkit.files import atomic_path
+from genkit.memory import ALLOCATION_SHARE, available_bytes, format_bytes, items_that_fit
+
+#: images decoded at once while filling a grid
+SAMPLE_BATCH = 256
+#: the padding between grid cells, as torchvision's make_grid (white)
+PADDING = 2
+#: PNG (and Pillow) cannot hold an image wider or taller than this
+MAX_GRID_SIDE = 2**31 - 1
+
+
+def grid_shape(count: int, nrow: int, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``(height, width, channels)`` of the grid torchvision's ``make_grid`` draws for ``count`` images."""
+    channels, height, width = image_shape
+    if count == 1:
+        return height, width, channels
+    cols = min(nrow, count)
+    rows = math.ceil(count / cols)
+    return rows * (height + PADDING) + PADDING, cols * (width + PADDING) + PADDING, channels
+
+
+def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: str | None = None,
+               bytes_per_value: float = 1.0, extra_per_image: int = 0) -> None:
+    """Refuse a grid of ``count`` images that cannot fit in memory (or in a PNG), naming the largest that can.
+
+    ``bytes_per_value`` is what the grid costs per pixel and channel while it is made (1 for the
+    streamed uint8 grid; more where float images are kept); ``extra_per_image`` adds per-image
+    costs such as the latent codes. ``asked`` names the request in the message (``--n N``).
+    """
+    asked = asked or f"--n {count}"
+    height, width, channels = grid_shape(count, nrow, image_shape)
+    if max(height, width) > MAX_GRID_SIDE:
+        raise UsageError(f"{asked} makes a grid {height}x{width} pixels, more than a PNG can hold "
+                         f"({MAX_GRID_SIDE} a side); ask for fewer images or a larger --nrow")
+    needed = height * width * channels * bytes_per_value + count * extra_per_image
+    available = available_bytes()
+    if needed <= ALLOCATION_SHARE * available:
+        return
+    _, h, w = image_shape
+    per_image = (h + PADDING) * (w + PADDING) * channels * bytes_per_value + extra_per_image
+    fits = items_that_fit(int(per_image), available=available)
+    raise UsageError(f"{asked} would make a grid of {format_bytes(needed)} ({count} images of {h}x{w}), more "
+                     f"than the {format_bytes(ALLOCATION_SHARE * available)} genkit allows itself "
+                     f"({ALLOCATION_SHARE:.0%} of the {format_bytes(available)} of memory available); ask for at most "
+                     f"{fits} images per grid")
+
+
+@torch.no_grad()
+def write_grid(run, condition: torch.Tensor, z: torch.Tensor, nrow: int, path: str | Path,
+               batch_size: int = SAMPLE_BATCH) -> Path:
+    """The samples of ``condition`` (n, dim) at noise ``z`` (n, latent) as a PNG grid at ``path``.
+
+    The same pixels as ``save_grid(run.model.sample(condition, z), nrow)``, decoded a batch at a
+    time; call :func:`check_grid` first, before drawing ``condition`` and ``z``.
+    """
+    n = len(z)
+    shape = tuple(run.config.image_shape)
+    channels, height, width = shape
+    grid_h, grid_w, _ = grid_shape(n, nrow, shape)
+    canvas = np.full((grid_h, grid_w, channels), 255, dtype=np.uint8)
+    cols = min(nrow, n)
+    run.model.eval()
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        images = run.model.sample(condition[start:stop].to(run.device), z=z[start:stop].to(run.device)).float().cpu()
+        pixels = images.clamp(0, 1).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for k, image in enumerate(pixels, start=start):
+            if n == 1:
+                canvas[:] = image
+                break
+            top = (k // cols) * (height + PADDING) + PADDING
+            left = (k % cols) * (width + PADDING) + PADDING
+            canvas[top:top + height, left:left + width] = image
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas.squeeze(-1) if channels == 1 else canvas).save(tmp, format="png")
+    return path
