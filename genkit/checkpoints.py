@@ -1,6 +1,7 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
-A checkpoint is a folder ``checkpoints/<tag>/`` holding ``model.safetensors`` (the weights) and
+A checkpoint is a folder ``checkpoints/<tag>/`` holding ``model.safetensors`` (the weights),
+``loss.safetensors`` (the loss's own state, only for a loss that is a module with state) and
 ``state.pt`` (optimizer state, RNG states, epoch, step and the epoch's partial sums: tensors and
 plain Python values only, read back with ``torch.load(weights_only=True)``, so loading never
 unpickles code). Each checkpoint is written into a temporary folder and renamed into place;
@@ -20,7 +21,7 @@ import torch
 
 from genkit.errors import UsageError
 from genkit.files import write_text_atomic
-from genkit.runs import load_weights, save_weights
+from genkit.runs import LOSS_WEIGHTS_FILE, load_weights, loss_has_state, save_weights
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -28,7 +29,7 @@ STATE_FILE = "state.pt"
 KEEP = 2
 
 
-def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict[str, Any]) -> Path:
+def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict[str, Any], loss: Any = None) -> Path:
     """Write checkpoint ``tag`` and point ``latest`` at it; older ones beyond the last two go."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -37,6 +38,8 @@ def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     save_weights(model, partial / "model.safetensors")
+    if loss_has_state(loss):
+        save_weights(loss, partial / LOSS_WEIGHTS_FILE)
     torch.save(state, partial / STATE_FILE)
     if final.exists():
         shutil.rmtree(final)
@@ -57,12 +60,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load weights into ``model`` and return the saved training state.
+def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.device | str = "cpu",
+                    loss: Any = None) -> dict[str, Any]:
+    """Load weights into ``model`` (and the loss's state into ``loss``) and return the saved training state.
 
     A truncated or corrupt file is a :class:`UsageError` naming it.
     """
     load_weights(model, path / "model.safetensors")
+    if loss_has_state(loss):
+        load_weights(loss, path / LOSS_WEIGHTS_FILE, what="loss")
     state_file = path / STATE_FILE
     try:
         return torch.load(state_file, map_location=map_location, weights_only=True)

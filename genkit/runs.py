@@ -1,7 +1,8 @@
 """Run folders: saving weights safely, and loading a trained run back for sampling.
 
 A run folder holds ``config.json``, ``model.safetensors``, ``metrics.jsonl`` (one line per
-epoch), ``steps.jsonl`` (logged steps), ``samples/epoch_NNN.png`` and ``loss_curve.png``.
+epoch), ``steps.jsonl`` (logged steps), ``samples/epoch_NNN.png`` and ``loss_curve.png``, and
+``loss.safetensors`` when the loss is a ``torch.nn.Module`` with state (a learned decoder σ, say).
 Weights are safetensors: loading a run never unpickles code.
 """
 
@@ -21,6 +22,17 @@ from genkit.files import atomic_path
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+LOSS_WEIGHTS_FILE = "loss.safetensors"
+
+
+def loss_has_state(loss: Any) -> bool:
+    """True when the loss is a ``torch.nn.Module`` with parameters or buffers to save and restore."""
+    return isinstance(loss, torch.nn.Module) and len(loss.state_dict()) > 0
+
+
+def loss_parameters(loss: Any) -> list[torch.nn.Parameter]:
+    """The loss's trainable parameters (none unless it is a ``torch.nn.Module`` that owns some)."""
+    return [p for p in loss.parameters() if p.requires_grad] if isinstance(loss, torch.nn.Module) else []
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
@@ -30,7 +42,7 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
         save_file(state, str(tmp), metadata={"format": "pt"})
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model") -> None:
     path = Path(path)
     try:
         state = load_file(str(path))
@@ -42,7 +54,7 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise UsageError(f"{path} does not fit the model in config.json: {first[-1].strip() if first else exc}") from None
+        raise UsageError(f"{path} does not fit the {what} in config.json: {first[-1].strip() if first else exc}") from None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -93,13 +105,18 @@ class Run:
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:
-    """Rebuild a run from its folder: ``config.json`` names the components, safetensors holds the weights."""
+    """Rebuild a run from its folder: ``config.json`` names the components, safetensors holds the weights
+    (the model's, and the loss's own state when it has some)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UsageError(f"run folder {directory} does not exist; pass the folder `genkit train` wrote (see --out)")
     config = RunConfig.load(directory / CONFIG_FILE)
     conditioner, model, loss = build_components(config)
     load_weights(model, directory / WEIGHTS_FILE)
+    if loss_has_state(loss):
+        load_weights(loss, directory / LOSS_WEIGHTS_FILE, what="loss")
     chosen = resolve_device(device)
     model.to(chosen).eval()
+    if isinstance(loss, torch.nn.Module):
+        loss.to(chosen)
     return Run(directory, config, model, conditioner, loss, chosen)

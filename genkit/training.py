@@ -33,7 +33,8 @@ from genkit.errors import GenkitError, GenkitRuntimeError, UsageError
 from genkit.files import write_text_atomic
 from genkit.images import plot_curves, save_grid
 from genkit.planning import default_run_dir
-from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, Run, resolve_device, save_weights
+from genkit.runs import (CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE, Run, loss_has_state, loss_parameters,
+                         resolve_device, save_weights)
 from genkit_datasets.cache import Progress
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -56,7 +57,7 @@ class Observer(Protocol):
     def on_message(self, text: str) -> None: ...
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
     def on_step(self, epoch: int, step: int, metrics: dict[str, float] | None) -> None: ...
-    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None: ...  # record["warnings"]: the loss's
 
 
 def _notify(observer, method: str, *args) -> None:
@@ -157,8 +158,13 @@ class Trainer:
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
+        # A loss may be a torch.nn.Module owning parameters (a learned decoder σ): it lives on the
+        # device, trains with the model's weights and is saved and restored with them.
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn.to(self.device)
+        self.loss_params = loss_parameters(self.loss_fn)
         self.precision = _effective_precision(spec.precision, self.device, observer)
-        self.optimizer = make_optimizer(self.model, spec.lr)
+        self.optimizer = make_optimizer(self.model, spec.lr, extra=self.loss_params)
         self.step_model = self.model
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -197,8 +203,10 @@ class Trainer:
         checkpoint = latest_checkpoint(self.out)
         if checkpoint is None:
             raise UsageError(f"{self.out} has no checkpoint to resume from; start a new run instead")
-        state = load_checkpoint(checkpoint, self.model, map_location="cpu")
+        state = load_checkpoint(checkpoint, self.model, map_location="cpu", loss=self.loss_fn)
         self.model.to(self.device)
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn.to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
@@ -214,8 +222,10 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         if self.world.is_main:
-            save_checkpoint(self.out, f"step-{self.step:09d}", self.model, self._state())
+            save_checkpoint(self.out, f"step-{self.step:09d}", self.model, self._state(), loss=self.loss_fn)
             save_weights(self.model, self.out / WEIGHTS_FILE)
+            if loss_has_state(self.loss_fn):
+                save_weights(self.loss_fn, self.out / LOSS_WEIGHTS_FILE)
             write_text_atomic(self.out / "steps.jsonl", "".join(json.dumps(s) + "\n" for s in self.steps_log))
         distributed.barrier(self.world)
 
@@ -257,6 +267,11 @@ class Trainer:
             result = self._forward_loss(images, cond)
             self.optimizer.zero_grad(set_to_none=True)
             result.total.backward()
+            if self.world.distributed and self.loss_params:  # DDP averages the model's gradients, not the loss's
+                for p in self.loss_params:
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad.div_(self.world.size)
             self.optimizer.step()
             self.step += 1
             self.batch_in_epoch += 1
@@ -329,6 +344,10 @@ class Trainer:
         record.update({f"train_{k}": v / seen for k, v in zip(sorted(self.sums), totals)})
         record["images_per_s"] = seen / max(self._epoch_seconds, 1e-9)
         record["seconds"] = round(self._epoch_seconds, 3)
+        # A loss may report problems of the epoch (a learned σ at its clip floor): shown in the epoch line.
+        warnings = list(getattr(self.loss_fn, "warnings", lambda: [])() or [])
+        if warnings:
+            record["warnings"] = warnings
         if self.world.is_main:
             record.update({f"val_{k}": v for k, v in evaluate_loss(self.model, self.loss_fn, self.valid_set, self.device,
                                                                    spec.batch_size, self.precision).items()})
@@ -365,10 +384,11 @@ class Trainer:
         return cond, z
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, lr: float, extra: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
     """Adam, as in the paper, with the fused kernel (one pass over all parameters): on small
-    models at small batches the per-tensor Adam loop is a large share of the step on a CPU."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    models at small batches the per-tensor Adam loop is a large share of the step on a CPU.
+    ``extra`` are parameters outside the model trained with it (a loss's own, e.g. a learned σ)."""
+    return torch.optim.Adam([*model.parameters(), *extra], lr=lr, fused=True)
 
 
 def train(config: RunConfig, out_dir: str | Path | None = None, observer: Observer | None = None,
