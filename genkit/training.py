@@ -52,12 +52,16 @@ class TrainingInterrupted(GenkitError):
 
 
 class Observer(Protocol):
-    """What the training loop reports; the CLI draws it with rich. Every method is optional."""
+    """What the training loop reports; the CLI draws it with rich. Every method is optional.
+
+    ``on_epoch_end``'s record holds the epoch's metrics and, when the loss reported any through
+    its optional ``warnings()``, a list of messages under ``"warnings"`` to show with them.
+    """
 
     def on_message(self, text: str) -> None: ...
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
     def on_step(self, epoch: int, step: int, metrics: dict[str, float] | None) -> None: ...
-    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None: ...  # record["warnings"]: the loss's
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None: ...
 
 
 def _notify(observer, method: str, *args) -> None:
