@@ -1,8 +1,8 @@
 """Recipes compared on ``shapes``: the table, the side-by-side sample figure, and temperature.
 
     python benchmarks/recipes.py table LABEL=RUN ...                  # from each RUN/evaluation_test.json
-    python benchmarks/recipes.py figure --out docs/images/recipes.png LABEL=RUN ...
-    python benchmarks/recipes.py temperature RUN [--t 0.5,0.7,0.85,1] [--fitted]  # sample metrics at temperature T
+    python benchmarks/recipes.py figure --out docs/images/recipes.png LABEL=RUN[@T] ...  # @T: temperature
+    python benchmarks/recipes.py temperature RUN [--t 0.5,0.7,0.85,1] [--fitted global|per-vector]  # at temperature T
     python benchmarks/recipes.py ceiling RUN                          # diversity of reconstructions
 
 ``table`` prints the markdown table of docs/evaluation.md from the JSON `genkit evaluate --json`
@@ -11,10 +11,13 @@ per recipe with the same eight latent codes ε (seed 1, as the grids'). ``temper
 prior noise ε by T (z = μ_p(x) + T·σ_p(x)·ε for the learned prior) and reports the sample metrics
 of `genkit evaluate` (attribute accuracy, the weakest attribute, diversity ratio, fd) on the test
 split; the likelihood bounds do not depend on T. ``--fitted`` samples instead from a density fitted
-ex post to the training codes (Ghosh et al. 2020; Pythae's Gaussian sampler): a full-covariance
-Gaussian N(m, C) over the standardised codes r = (μ_q − μ_p(x)) / σ_p(x) of the training images
-(C = cov(r) + mean(σ_q² / σ_p²)), drawn as z = μ_p(x) + σ_p(x)·(m + T·Lε) with LLᵀ = C. It needs the
-cvae's ``prior_params`` and ``decode``. ``ceiling`` measures `genkit evaluate`'s diversity on the
+ex post to the training codes (Ghosh et al. 2020; Pythae's Gaussian sampler), over the
+standardised codes r = (μ_q − μ_p(x)) / σ_p(x) of the training images: ``global``, one
+full-covariance Gaussian N(m, C) (C = cov(r) + mean(σ_q² / σ_p²)), drawn as
+z = μ_p(x) + σ_p(x)·(m + T·Lε) with LLᵀ = C; ``per-vector``, one diagonal Gaussian per attribute
+vector of the training split (mean of r, variance var(r) + mean(σ_q² / σ_p²) over the images with
+that vector; the global one for a vector the training split lacks). It needs the cvae's
+``encode``, ``prior_params`` and ``decode``. ``ceiling`` measures `genkit evaluate`'s diversity on the
 run's reconstructions of the real images it compares against (the same 32 vectors × 8 images):
 the diversity a sampler would reach if every sample were as good as a reconstruction, so what
 the decoder can express at all.
@@ -42,7 +45,7 @@ CODES = 8
 def _pairs(items: list[str]) -> list[tuple[str, Path]]:
     out = []
     for item in items:
-        label, sep, path = item.partition("=")
+        label, sep, path = item.rpartition("=")
         if not sep:
             sys.exit(f"expected LABEL=RUN, got {item!r}")
         out.append((label, Path(path)))
@@ -60,7 +63,11 @@ def table(pairs: list[tuple[str, Path]]) -> None:
 
 
 def figure(pairs: list[tuple[str, Path]], out: Path) -> None:
-    runs = [(label, genkit.load_run(path, device="cpu")) for label, path in pairs]
+    runs = []
+    for label, path in pairs:
+        run_dir, _, t = str(path).partition("@")
+        runs.append((label, genkit.load_run(run_dir, device="cpu"), float(t or 1)))
+    pairs = [(label, Path(str(path).partition("@")[0])) for label, path in pairs]
     names = runs[0][1].attribute_names
     first = runs[0][1]
     rows_spec = json.loads((pairs[0][1] / "samples" / "rows.json").read_text())[:GRID_SETS]
@@ -68,9 +75,9 @@ def figure(pairs: list[tuple[str, Path]], out: Path) -> None:
     eps = torch.randn(CODES, first.model.latent_dim, generator=torch.Generator().manual_seed(first.config.train.seed + 1))
     rows, labels = [], []
     for cond in conds:
-        for label, run in runs:
+        for label, run, t in runs:
             with torch.no_grad():
-                rows.append(run.model.eval().sample(cond.reshape(1, -1).expand(CODES, -1), z=eps).float())
+                rows.append(run.model.eval().sample(cond.reshape(1, -1).expand(CODES, -1), z=t * eps).float())
             labels.append(f"{label}\n{short_label(cond, names)}")
     labelled_grid(rows, labels, None, out)
     try:  # a 256-colour palette keeps the PNG small
@@ -93,15 +100,21 @@ class _Tempered(torch.nn.Module):
     def sample(self, condition, z=None, generator=None):
         if self.fitted is None:
             return self.inner.sample(condition, z=z * self.temperature)
-        mean, chol = self.fitted
         prior_mu, prior_logvar = self.inner.prior_params(condition)
-        r = mean.to(z) + self.temperature * z @ chol.to(z).T
+        if isinstance(self.fitted, dict):  # per attribute vector: (mean, std), "*" for unseen vectors
+            stats = [self.fitted.get(tuple(v), self.fitted["*"]) for v in condition.tolist()]
+            mean, std = torch.stack([m for m, _ in stats]).to(z), torch.stack([s for _, s in stats]).to(z)
+            r = mean + self.temperature * std * z
+        else:
+            mean, chol = self.fitted
+            r = mean.to(z) + self.temperature * z @ chol.to(z).T
         return self.inner.decode(prior_mu + torch.exp(0.5 * prior_logvar) * r, condition)
 
 
 @torch.no_grad()
-def fit_codes(run, info, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and Cholesky factor of the standardised training codes (see the module docstring)."""
+def fit_codes(run, info, per_vector: bool = False, batch_size: int = 256):
+    """Mean and Cholesky factor of the standardised training codes, or per attribute vector a
+    mean and standard deviation (see the module docstring)."""
     train = CachedImageDataset(info.path, "train", in_memory=True)
     residuals, variances = [], []
     for start in range(0, len(train), batch_size):
@@ -111,19 +124,26 @@ def fit_codes(run, info, batch_size: int = 256) -> tuple[torch.Tensor, torch.Ten
         prior_mu, prior_logvar = run.model.prior_params(cond)
         residuals.append(((mu - prior_mu) * torch.exp(-0.5 * prior_logvar)).double().cpu())
         variances.append(torch.exp(logvar - prior_logvar).double().cpu())
-    r = torch.cat(residuals)
-    cov = torch.cov(r.T) + torch.diag(torch.cat(variances).mean(0))
+    r, v = torch.cat(residuals), torch.cat(variances)
+    if per_vector:
+        table = {"*": (r.mean(0).float(), (r.var(0) + v.mean(0)).sqrt().float())}
+        for key in {tuple(a) for a in train.attributes.tolist()}:
+            rows = (train.attributes == torch.tensor(key)).all(dim=1)
+            if int(rows.sum()) >= 2:
+                table[key] = (r[rows].mean(0).float(), (r[rows].var(0) + v[rows].mean(0)).sqrt().float())
+        return table
+    cov = torch.cov(r.T) + torch.diag(v.mean(0))
     return r.mean(0).float(), torch.linalg.cholesky(cov).float()
 
 
-def temperature(run_dir: Path, temperatures: list[float], seed: int = 0, fitted: bool = False) -> None:
+def temperature(run_dir: Path, temperatures: list[float], seed: int = 0, fitted: str | None = None) -> None:
     run = genkit.load_run(run_dir)
     info = open_run_data(run)
-    density = fit_codes(run, info) if fitted else None
+    density = fit_codes(run, info, per_vector=fitted == "per-vector") if fitted else None
     dataset = CachedImageDataset(info.path, "test", in_memory=True)
     classifier, _, _ = get_classifier(info, device=run.device)
     names = list(info.attribute_names)
-    print(f"{run_dir} ({'fitted density' if fitted else 'prior'}): T | attr. acc. / classifier | weakest | "
+    print(f"{run_dir} ({f'fitted density, {fitted}' if fitted else 'prior'}): T | attr. acc. / classifier | weakest | "
           f"diversity ratio | fd (floor)")
     for t in temperatures:
         tempered = genkit.Run(run.directory, run.config, _Tempered(run.model, t, density), run.conditioner, run.loss, run.device)
@@ -164,7 +184,7 @@ def main() -> None:
     p = sub.add_parser("temperature")
     p.add_argument("run", type=Path)
     p.add_argument("--t", default="0.5,0.7,0.85,1")
-    p.add_argument("--fitted", action="store_true")
+    p.add_argument("--fitted", choices=("global", "per-vector"), default=None)
     p = sub.add_parser("ceiling")
     p.add_argument("run", type=Path)
     args = parser.parse_args()
