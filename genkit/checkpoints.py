@@ -1,6 +1,7 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
-A checkpoint is a folder ``checkpoints/<tag>/`` holding ``model.safetensors`` (the weights) and
+A checkpoint is a folder ``checkpoints/<tag>/`` holding ``model.safetensors`` (the weights),
+``loss.safetensors`` (the loss's own state, only for a loss that is a module with state) and
 ``state.pt`` (optimizer state, RNG states, epoch, step and the epoch's partial sums: tensors and
 plain Python values only, read back with ``torch.load(weights_only=True)``, so loading never
 unpickles code). Each checkpoint is written into a temporary folder and renamed into place;
@@ -21,8 +22,8 @@ import torch
 
 from genkit.errors import UsageError
 from genkit.files import atomic_dir, atomic_path, reporting_write_errors, write_text_atomic
-from genkit.run_folder import WEIGHTS_FILE
-from genkit.weights import load_weights, save_weights
+from genkit.run_folder import LOSS_WEIGHTS_FILE, WEIGHTS_FILE
+from genkit.weights import load_weights, loss_has_state, save_weights
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -30,10 +31,11 @@ STATE_FILE = "state.pt"
 KEEP = 2
 
 
-def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict[str, Any]) -> Path:
+def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict[str, Any],
+                    loss: Any = None) -> Path:
     """Write checkpoint ``tag`` and point ``latest`` at it; older ones beyond the last two go.
 
-    A failure while writing (a full disk) is a :class:`genkit.files.WriteError`; the half-written
+    ``loss`` is saved too when it has state of its own (``loss.safetensors``). A failure while writing (a full disk) is a :class:`genkit.files.WriteError`; the half-written
     folder is removed and ``latest`` still names the previous, complete checkpoint.
     """
     root = Path(run_dir) / CHECKPOINTS
@@ -42,6 +44,8 @@ def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict
     final = root / tag
     with atomic_dir(final) as partial:
         save_weights(model, partial / WEIGHTS_FILE)
+        if loss_has_state(loss):
+            save_weights(loss, partial / LOSS_WEIGHTS_FILE)
         with atomic_path(partial / STATE_FILE) as tmp:
             torch.save(state, tmp)
     write_text_atomic(root / LATEST, tag + "\n")
@@ -66,13 +70,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load weights into ``model`` and return the saved training state.
+def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.device | str = "cpu",
+                    loss: Any = None) -> dict[str, Any]:
+    """Load weights into ``model`` (and the loss's state into ``loss``) and return the saved training state.
 
     A truncated or corrupt file is a :class:`UsageError` naming it.
     """
     try:
         load_weights(model, path / WEIGHTS_FILE)
+        if loss_has_state(loss):
+            load_weights(loss, path / LOSS_WEIGHTS_FILE, what="loss")
     except UsageError as exc:
         raise UsageError(f"{exc}; delete {path} to resume from the checkpoint before it") from None
     state_file = path / STATE_FILE

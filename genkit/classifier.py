@@ -219,6 +219,23 @@ def predict(classifier: torch.nn.Module, images: torch.Tensor, device: torch.dev
     return torch.cat(out)
 
 
+@torch.no_grad()
+def features_of(classifier: torch.nn.Module, images: torch.Tensor, device: torch.device | None = None,
+                batch_size: int = 256) -> torch.Tensor | None:
+    """The classifier's ``features(images)`` (N, F) on the CPU, in float64 (uint8 or [0, 1] images), or None
+    when the classifier has no ``features`` method (then ``genkit evaluate`` reports no fd)."""
+    features = getattr(classifier, "features", None)
+    if not callable(features):
+        return None
+    device = device or next(classifier.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device)
+        batch = batch.float().div_(255) if batch.dtype == torch.uint8 else batch.float()
+        out.append(features(batch).flatten(1).double().cpu())
+    return torch.cat(out)
+
+
 def attribute_accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-attribute accuracy (A,): how often the predicted presence equals the target's."""
     return (predictions.bool() == (targets > 0.5)).float().mean(dim=0)

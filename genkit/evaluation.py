@@ -20,8 +20,17 @@ nats per image (higher is better); they are comparable between runs evaluated wi
 * ``attribute_accuracy``: one image is generated for each evaluation image's attribute vector and
   the attribute classifier scores it; the fraction of attributes it finds as asked, per attribute
   and averaged. ``classifier_accuracy`` is the classifier on the real evaluation images: the ceiling.
+* ``min_attribute_accuracy``: the accuracy of the weakest attribute (``weakest_attribute``).
 * ``diversity``: the mean pairwise root-mean-square pixel distance between samples drawn for the
-  same attribute vector; ``data_diversity`` is the same figure for real images sharing a vector.
+  same attribute vector; ``data_diversity`` is the same figure for real images sharing a vector;
+  ``diversity_ratio`` = diversity / data_diversity (1 for a model as varied as the data).
+* ``fd``: the Fréchet distance between the classifier's ``features(images)`` (its penultimate
+  layer) of the generated images scored for attribute accuracy and of the real evaluation images
+  with the same attribute vectors. ``fd_floor``: the same between the real evaluation images and
+  as many real images of another split (train, or valid when evaluating on train), each with the
+  evaluation image's attribute vector where that split has one: what a perfect model would reach
+  at this sample size. Genkit's own distance on its own classifier, not the Inception FID.
+  None when the classifier has no ``features`` method.
 
 Sampling uses ``model.sample(condition, z)`` with z ~ N(0, I), which a model maps through its
 prior; scoring q's draws needs the decoder itself: ``model.sample(condition, z)`` for a model with
@@ -37,10 +46,11 @@ from typing import Any, Callable
 
 import torch
 
-from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, get_classifier, predict
+from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, features_of, get_classifier, predict
 from genkit.data import prepare_dataset
 from genkit.errors import GenkitRuntimeError, UsageError
 from genkit.gaussian import gaussian_kl
+from genkit.frechet import frechet_distance
 from genkit.runs import Run
 from genkit_datasets.cache import CacheInfo
 from genkit_datasets.torch_dataset import CachedImageDataset
@@ -205,9 +215,11 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
     with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         sums, cll_ge_elbo = _likelihood(run, dataset, samples, sigma, seed, batch_size, progress)
-        per_attribute, real_per_attribute = _attribute_accuracies(run, dataset, classifier, seed + 1, batch_size,
-                                                                  progress)
+        per_attribute, real_per_attribute, generated_features = _attribute_accuracies(
+            run, dataset, classifier, seed + 1, batch_size, progress)
         diversity, data_diversity = _diversities(run, dataset, seed + 2)
+        fd, fd_floor, reference_split = _frechet_distances(info, dataset, classifier, generated_features, run.device,
+                                                           seed + 3)
 
     n = len(dataset)
     pixels = math.prod(dataset.image_shape)
@@ -233,11 +245,17 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         "cll_ge_elbo_fraction": cll_ge_elbo / n,
         "attribute_accuracy": float(per_attribute.mean()),
         "per_attribute_accuracy": {a: float(v) for a, v in zip(names, per_attribute)},
+        "min_attribute_accuracy": float(per_attribute.min()),
+        "weakest_attribute": names[int(per_attribute.argmin())],
         "classifier_accuracy": float(real_per_attribute.mean()),
         "per_attribute_classifier_accuracy": {a: float(v) for a, v in zip(names, real_per_attribute)},
         "relative_attribute_accuracy": float(per_attribute.mean() / real_per_attribute.mean().clamp_min(1e-9)),
         "diversity": diversity,
         "data_diversity": data_diversity,
+        "diversity_ratio": diversity / data_diversity if data_diversity else None,
+        "fd": fd,
+        "fd_floor": fd_floor,
+        "fd_reference_split": reference_split,
         "classifier": {"name": record.name, "trained_now": trained_now, "valid_accuracy": record.accuracy,
                        "fingerprint": record.fingerprint},
     }
@@ -263,19 +281,57 @@ def _likelihood(run: Run, dataset: CachedImageDataset, samples: int, sigma: floa
 
 
 def _attribute_accuracies(run: Run, dataset: CachedImageDataset, classifier, seed: int, batch_size: int,
-                          progress: EvalProgress | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-attribute accuracy of one sample per evaluation vector, and of the real images."""
+                          progress: EvalProgress | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-attribute accuracy of one sample per evaluation vector, and of the real images; the
+    samples' classifier features (None without ``features``)."""
     generator = torch.Generator().manual_seed(seed)
     attributes, n = dataset.attributes, len(dataset)
-    predictions = []
+    predictions, features = [], []
     for start in range(0, n, batch_size):
         cond = attributes[start:start + batch_size].to(run.device)
         z = torch.randn(len(cond), run.model.latent_dim, generator=generator).to(run.device)
-        predictions.append(predict(classifier, run.model.sample(cond, z=z).float().clamp(0, 1), run.device))
+        images = run.model.sample(cond, z=z).float().clamp(0, 1)
+        predictions.append(predict(classifier, images, run.device))
+        features.append(features_of(classifier, images, run.device))
         if progress:
             progress("samples", min(n, start + batch_size), n)
     real = predict(classifier, dataset.images_uint8(), run.device)
-    return attribute_accuracy(torch.cat(predictions), attributes), attribute_accuracy(real, attributes)
+    generated = None if any(f is None for f in features) else torch.cat(features)
+    return attribute_accuracy(torch.cat(predictions), attributes), attribute_accuracy(real, attributes), generated
+
+
+def _frechet_distances(info: CacheInfo, dataset: CachedImageDataset, classifier, generated: torch.Tensor | None,
+                       device: torch.device, seed: int) -> tuple[float | None, float | None, str | None]:
+    """``(fd, fd_floor, reference split)``: samples against the real evaluation images, and another
+    split's real images (matched by attribute vector where possible) against them."""
+    if generated is None or len(dataset) < 2:
+        return None, None, None
+    real = features_of(classifier, dataset.images_uint8(), device)
+    fd = frechet_distance(generated, real)
+    others = [s for s in ("train", "valid", "test") if s != dataset.split and info.split_sizes.get(s)]
+    if not others:
+        return fd, None, None
+    reference = CachedImageDataset(info.path, others[0])
+    rows = _matching_rows(reference.attributes, dataset.attributes, torch.Generator().manual_seed(seed))
+    order = torch.argsort(rows)  # read in index order (fast slices), then put back
+    images = torch.empty(len(rows), *dataset.image_shape, dtype=torch.uint8)
+    for start in range(0, len(rows), 1024):
+        part = order[start:start + 1024]
+        images[part] = reference.read_uint8(rows[part].tolist())[0]
+    return fd, frechet_distance(features_of(classifier, images, device), real), others[0]
+
+
+def _matching_rows(pool: torch.Tensor, wanted: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """For each row of ``wanted``, a random row of ``pool`` with the same attribute vector (any row if none)."""
+    by_vector: dict[tuple, list[int]] = {}
+    for i, vector in enumerate(pool.tolist()):
+        by_vector.setdefault(tuple(vector), []).append(i)
+    picks = torch.randint(0, 2 ** 62, (len(wanted),), generator=generator).tolist()
+    rows = []
+    for vector, pick in zip(wanted.tolist(), picks):
+        candidates = by_vector.get(tuple(vector))
+        rows.append(candidates[pick % len(candidates)] if candidates else pick % len(pool))
+    return torch.tensor(rows, dtype=torch.long)
 
 
 def _diversities(run: Run, dataset: CachedImageDataset, seed: int) -> tuple[float, float | None]:

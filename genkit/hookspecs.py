@@ -90,6 +90,14 @@ def register_losses(register):
     ``loss(output: ModelOutput, images: Tensor) -> LossResult`` whose ``total`` is minimised
     and whose ``terms`` (a ``dict[str, Tensor]`` of scalars, for example ``mse`` and ``kl``)
     are logged separately.
+
+    A loss may be a ``torch.nn.Module`` that owns parameters (a learned decoder σ, say): genkit
+    moves it to the training device, trains its parameters with the model's in one optimizer
+    (averaging their gradients over DDP processes), and, when its ``state_dict()`` is not empty,
+    saves it as ``loss.safetensors`` in the run folder and in every checkpoint, restores it on
+    ``--resume`` and in ``genkit.load_run``. It may also define ``warnings() -> list[str]``:
+    called once at the end of every training epoch, its messages go into the epoch's record
+    (``"warnings"`` in metrics.jsonl) and are printed in the epoch line.
     """
 
 
@@ -103,7 +111,9 @@ def register_classifiers(register):
     returns a ``torch.nn.Module`` whose ``forward(images)`` takes images in [0, 1] of shape
     ``(B, *image_shape)`` and returns one logit per attribute, ``(B, len(attribute_names))``;
     a logit above 0 means the attribute is present. genkit trains it on the real training split
-    and caches it beside the dataset's cache.
+    and caches it beside the dataset's cache. Optionally ``features(images)`` returns its
+    penultimate layer, ``(B, F)``; ``genkit evaluate`` computes its Fréchet distances ``fd`` and
+    ``fd_floor`` on those features (and reports none without them).
     """
 
 

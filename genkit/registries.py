@@ -195,14 +195,41 @@ _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", 
                tuple: "a list", dict: "an object"}
 
 
+_ANNOTATED = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": tuple, "dict": dict}
+
+
+def _declared_types(component: Component, key: str, default: Any) -> tuple[type, ...] | None:
+    """The JSON types an option may take: those its annotation names (``str | float``), else its default's.
+
+    None when genkit does not judge it (no default, a None default, ``Any``, an unknown type).
+    """
+    try:
+        annotation = inspect.signature(component.factory).parameters[key].annotation
+    except (KeyError, TypeError, ValueError):
+        annotation = inspect.Parameter.empty
+    if annotation is not inspect.Parameter.empty:
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None) or str(annotation)
+        while re.search(r"\[[^\[\]]*\]", text):  # list[int] -> list: a generic's arguments say nothing here
+            text = re.sub(r"\[[^\[\]]*\]", "", text)
+        names = [n.strip().split(".")[-1] for n in re.split(r"[|,]", text.replace("Optional", "").replace("Union", ""))]
+        names = [n for n in names if n and n != "None"]
+        if not names or any(n.lower() not in _ANNOTATED for n in names):
+            return None  # Any, a class of the plugin's own, ...: the factory judges it
+        return tuple(_ANNOTATED[n.lower()] for n in names)
+    kind = type(default)
+    return (kind,) if kind in _COMPATIBLE else None
+
+
 def _check_type(component: Component, key: str, value: Any, default: Any) -> None:
-    """An option whose default is a bool, number, text or list must be given as one (JSON types)."""
-    allowed = _COMPATIBLE.get(type(default))
-    if allowed is None:  # no default, None, or a type genkit does not judge
+    """An option must be given as the JSON type its annotation or default says (a bool, number, text, list)."""
+    declared = _declared_types(component, key, default)
+    if declared is None:
         return
-    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+    allowed = tuple({t for d in declared for t in _COMPATIBLE.get(d, (d,))})
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in declared):
+        wanted = " or ".join(dict.fromkeys(_TYPE_NAMES.get(d, d.__name__) for d in declared))
         raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} is {shown(value)}, but it must be "
-                         f"{_TYPE_NAMES[type(default)]}, like {key}={_example(default)}")
+                         f"{wanted}, like {key}={_example(default)}")
 
 
 def _example(default: Any) -> str:

@@ -4,7 +4,7 @@ A run folder holds ``config.json`` (everything needed to rebuild the run), ``mod
 (weights), ``metrics.jsonl`` (one record per epoch), ``steps.jsonl`` (one record per logged
 step), ``samples/epoch_NNN.png`` with ``samples/rows.json``, ``loss_curve.png``,
 ``train_attributes.safetensors`` (the training attribute vectors, for sampling with
-``rest="data"``), ``checkpoints/`` and, once evaluated, ``evaluation_<split>.json``.
+``rest="data"``), ``loss.safetensors`` (the loss's own state, when it has some), ``checkpoints/`` and, once evaluated, ``evaluation_<split>.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+#: the loss's own state (a learned decoder σ), only for a loss that is a module with state
+LOSS_WEIGHTS_FILE = "loss.safetensors"
 METRICS_FILE = "metrics.jsonl"
 STEPS_FILE = "steps.jsonl"
 SAMPLES_DIR = "samples"

@@ -2,7 +2,7 @@
 
 The folder's layout is :mod:`genkit.run_folder`'s; weights are safetensors, so loading a run
 never unpickles code. ``train_attributes.safetensors`` (the training attribute vectors) serves
-``rest="data"``.
+``rest="data"``; ``loss.safetensors`` holds the loss's own state when it has some (a learned σ).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from genkit.components import build_components
 from genkit.config import RunConfig
 from genkit.distributed import resolve_device
 from genkit.errors import UsageError
-from genkit.run_folder import CONFIG_FILE, WEIGHTS_FILE
+from genkit.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
 from genkit.sampling import Samples, generate, noise, parse_attrs, warn_note
-from genkit.weights import load_weights
+from genkit.weights import load_weights, loss_has_state
 
 
 class Run:
@@ -77,7 +77,8 @@ class Run:
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:
-    """Rebuild a run from its folder: ``config.json`` names the components, safetensors holds the weights."""
+    """Rebuild a run from its folder: ``config.json`` names the components, safetensors holds the weights
+    (the model's, and the loss's own state when it has some)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UsageError(f"run folder {directory} does not exist; pass the folder `genkit train` wrote (see --out)")
@@ -87,6 +88,10 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     except UsageError as exc:
         raise UsageError(f"{directory / CONFIG_FILE}: {exc}") from None
     load_weights(model, directory / WEIGHTS_FILE)
+    if loss_has_state(loss):
+        load_weights(loss, directory / LOSS_WEIGHTS_FILE, what="loss")
     chosen = resolve_device(device)
     model.to(chosen).eval()
+    if isinstance(loss, torch.nn.Module):
+        loss.to(chosen)
     return Run(directory, config, model, conditioner, loss, chosen)

@@ -37,12 +37,12 @@ from genkit.errors import GenkitError, GenkitRuntimeError, UsageError
 from genkit.files import WriteError, check_output_dir, reporting_write_errors, write_text_atomic
 from genkit.images import plot_curves, save_grid
 from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, METRICS_FILE, RESUMES_FILE, ROWS_FILE, SAMPLES_DIR,
-                               STEPS_FILE, WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
+                               STEPS_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
 from genkit.planning import absolute_root, check_training_fits, check_training_settings
 from genkit.runs import Run
 from genkit.sampling import AttributeTable
 from genkit.timing import DataWaitClock
-from genkit.weights import save_weights
+from genkit.weights import loss_has_state, loss_parameters, save_weights
 from genkit_datasets.cache import Progress
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -62,7 +62,11 @@ class TrainingInterrupted(GenkitError):
 
 
 class Observer(Protocol):
-    """What the training loop reports; the CLI draws it with rich. Every method is optional."""
+    """What the training loop reports; the CLI draws it with rich. Every method is optional.
+
+    ``on_epoch_end``'s record holds the epoch's metrics and, when the loss reported any through
+    its optional ``warnings()``, a list of messages under ``"warnings"`` to show with them.
+    """
 
     def on_message(self, text: str) -> None: ...
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
@@ -174,8 +178,13 @@ class Trainer:
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
+        # A loss may be a torch.nn.Module owning parameters (a learned decoder σ): it lives on the
+        # device, trains with the model's weights and is saved and restored with them.
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn.to(self.device)
+        self.loss_params = loss_parameters(self.loss_fn)
         self.precision = _effective_precision(spec.precision, self.device, observer)
-        self.optimizer = make_optimizer(self.model, spec.lr)
+        self.optimizer = make_optimizer(self.model, spec.lr, extra=self.loss_params)
         self.step_model = self.model
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -215,8 +224,10 @@ class Trainer:
         if checkpoint is None:  # stopped before its first checkpoint was complete: start it again
             _notify(self.observer, "on_message", f"{self.out} has no checkpoint yet; starting it from step 0")
             return
-        state = load_checkpoint(checkpoint, self.model, map_location="cpu")
+        state = load_checkpoint(checkpoint, self.model, map_location="cpu", loss=self.loss_fn)
         self.model.to(self.device)
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn.to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # --lr on resume: the config's rate, not the saved one
             group["lr"] = self.config.train.lr
@@ -237,8 +248,10 @@ class Trainer:
         so a failure anywhere before it leaves the previous checkpoint in force and the resume redoes the rest."""
         if self.world.is_main:
             save_weights(self.model, self.out / WEIGHTS_FILE)
+            if loss_has_state(self.loss_fn):
+                save_weights(self.loss_fn, self.out / LOSS_WEIGHTS_FILE)
             write_text_atomic(self.out / STEPS_FILE, "".join(json.dumps(s) + "\n" for s in self.steps_log))
-            save_checkpoint(self.out, f"step-{self.step:09d}", self.model, self._state())
+            save_checkpoint(self.out, f"step-{self.step:09d}", self.model, self._state(), loss=self.loss_fn)
         distributed.barrier(self.world)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -290,6 +303,11 @@ class Trainer:
             result = self._forward_loss(images, cond)
             self.optimizer.zero_grad(set_to_none=True)
             result.total.backward()
+            if self.world.distributed and self.loss_params:  # DDP averages the model's gradients, not the loss's
+                for p in self.loss_params:
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad.div_(self.world.size)
             self.optimizer.step()
             self.step += 1
             self.batch_in_epoch += 1
@@ -383,6 +401,10 @@ class Trainer:
         record.update({f"train_{k}": v / seen for k, v in zip(sorted(self.sums), totals)})
         record["images_per_s"] = seen / max(self._epoch_seconds, 1e-9)
         record["seconds"] = round(self._epoch_seconds, 3)
+        # A loss may report problems of the epoch (a learned σ at its clip floor): shown in the epoch line.
+        warnings = list(getattr(self.loss_fn, "warnings", lambda: [])() or [])
+        if warnings:
+            record["warnings"] = warnings
         if self.world.is_main:
             record.update({f"val_{k}": v for k, v in evaluate_loss(self.model, self.loss_fn, self.valid_set, self.device,
                                                                    spec.batch_size, self.precision).items()})
@@ -418,10 +440,11 @@ class Trainer:
         return cond, z
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, lr: float, extra: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
     """Adam, as in the paper, with the fused kernel (one pass over all parameters): on small
-    models at small batches the per-tensor Adam loop is a large share of the step on a CPU."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    models at small batches the per-tensor Adam loop is a large share of the step on a CPU.
+    ``extra`` are parameters outside the model trained with it (a loss's own, e.g. a learned σ)."""
+    return torch.optim.Adam([*model.parameters(), *extra], lr=lr, fused=True)
 
 
 def train(config: RunConfig, out_dir: str | Path | None = None, observer: Observer | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -19,7 +20,7 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
         save_file(state, str(tmp), metadata={"format": "pt"})
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model") -> None:
     path = Path(path)
     try:
         state = load_file(str(path))
@@ -31,4 +32,14 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise UsageError(f"{path} does not fit the model in config.json: {first[-1].strip() if first else exc}") from None
+        raise UsageError(f"{path} does not fit the {what} in config.json: {first[-1].strip() if first else exc}") from None
+
+
+def loss_has_state(loss: Any) -> bool:
+    """True when the loss is a ``torch.nn.Module`` with parameters or buffers to save and restore."""
+    return isinstance(loss, torch.nn.Module) and len(loss.state_dict()) > 0
+
+
+def loss_parameters(loss: Any) -> list[torch.nn.Parameter]:
+    """The loss's trainable parameters (none unless it is a ``torch.nn.Module`` that owns some)."""
+    return [p for p in loss.parameters() if p.requires_grad] if isinstance(loss, torch.nn.Module) else []

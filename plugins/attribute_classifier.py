@@ -4,6 +4,8 @@ Four 3×3 stride-2 conv → batch norm → ReLU blocks (each halves the size), a
 pool to a 4×4 map (kept, not pooled away, so positional attributes such as ``left`` or ``top``
 stay visible), a hidden linear layer and one logit per attribute. Small enough to train on a
 CPU in a few minutes on ``shapes``; genkit trains it with a binary cross-entropy per attribute.
+``features(images)`` returns the hidden layer after its ReLU, which ``genkit evaluate``'s
+Fréchet distance ``fd`` compares.
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ class SmallCNN(nn.Module):
         self.hidden = nn.Linear(channels[-1] * 16, hidden)
         self.head = nn.Linear(hidden, len(self.attribute_names))
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer (the hidden layer after its ReLU), ``(B, hidden)``: what fd compares."""
+        return F.relu(self.hidden(self.pool(self.blocks(images)).flatten(1)))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        h = self.pool(self.blocks(images)).flatten(1)
-        return self.head(F.relu(self.hidden(h)))
+        return self.head(self.features(images))
 
 
 def build(image_shape: tuple[int, int, int], attribute_names: list[str], channels: list[int] = (16, 32, 64, 64),

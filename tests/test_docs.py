@@ -112,6 +112,12 @@ def test_hook_examples_run_together(hook_examples, tmp_path):
     run = genkit.load_run(tmp_path / "run", device="cpu")
     assert run.attribute_names == ["bright"]
     assert run.sample("bright", n=2).shape == (2, 3, 8, 8)
+    laplace = genkit.plan_run("linear-cvae", "greys", "embedded-bias", "laplace-elbo", image_size=8, epochs=1,
+                              batch_size=16, device="cpu")
+    genkit.train(laplace, out_dir=tmp_path / "laplace", cache_dir=tmp_path / "cache")
+    assert (tmp_path / "laplace" / "loss.safetensors").is_file()  # the loss's own parameter, saved
+    trained = genkit.load_run(tmp_path / "laplace", device="cpu").loss.log_b
+    assert float(trained.detach()) != 0.0 and trained.requires_grad
     judge = genkit.registry("classifiers").get("linear-judge").create((3, 8, 8), ["bright"])
     assert judge(run.sample("bright", n=2)).shape == (2, 1)
     result = CliRunner().invoke(build_app(), ["list-datasets"])

@@ -23,7 +23,8 @@ from genkit_datasets.shapes import shapes_index
 
 DATA = ["--data-opt", "count=160", "--data-opt", "seed=3"]
 KEYS = {"mse", "mse_per_pixel", "kl", "elbo", "cll", "attribute_accuracy", "per_attribute_accuracy",
-        "classifier_accuracy", "diversity"}
+        "classifier_accuracy", "diversity", "diversity_ratio", "fd", "fd_floor", "min_attribute_accuracy",
+        "weakest_attribute"}
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +164,15 @@ def test_evaluate_json_has_every_metric_and_cll_is_at_least_elbo(runner, run, ca
     assert set(metrics["per_attribute_accuracy"]) == set(genkit.load_run(run).attribute_names)
     assert 0 <= metrics["attribute_accuracy"] <= 1 and 0 <= metrics["classifier_accuracy"] <= 1
     assert metrics["diversity"] > 0
+    if metrics["data_diversity"] is None:  # no two test images of this tiny set share a vector
+        assert metrics["diversity_ratio"] is None
+    else:
+        assert metrics["diversity_ratio"] == pytest.approx(metrics["diversity"] / metrics["data_diversity"])
+    per_attribute = metrics["per_attribute_accuracy"]
+    assert metrics["min_attribute_accuracy"] == min(per_attribute.values())
+    assert per_attribute[metrics["weakest_attribute"]] == metrics["min_attribute_accuracy"]
+    assert metrics["fd"] > 0 and metrics["fd_floor"] >= 0 and metrics["fd_reference_split"] == "train"
+    assert metrics["config"]["loss"] == {"name": "beta-elbo", "options": {"beta": 0.75}}
     assert json.loads((run / "evaluation_test.json").read_text()) == metrics
     again = runner.invoke(build_app(), ["evaluate", "--run", str(run), "--json", "--samples", "20",
                                         "--cache-dir", str(cache)])
@@ -170,6 +180,8 @@ def test_evaluate_json_has_every_metric_and_cll_is_at_least_elbo(runner, run, ca
     table = runner.invoke(build_app(), ["evaluate", "--run", str(run), "--samples", "5", "--split", "valid",
                                         "--cache-dir", str(cache)])
     assert table.exit_code == 0 and "attribute accuracy of samples" in table.stdout
+    for row in ("weakest attribute", "diversity ratio", "fd (classifier features", "fd floor (real train"):
+        assert row in table.stdout, row
 
 
 def test_evaluate_without_a_classifier_says_how_to_get_one(runner, run, tmp_path):

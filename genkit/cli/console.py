@@ -84,7 +84,8 @@ class TrainingDisplay:
         parts = [f"epoch {epoch}"]
         parts += [f"{key} {_fmt(value)}" for key, value in record.items() if key.startswith(("train_", "val_"))]
         parts.append(f"{record.get('images_per_s', 0):.0f} img/s")
-        self.progress.console.print("  ".join(parts), highlight=False)
+        parts += [f"warning: {w}" for w in record.get("warnings", ())]  # from the loss's warnings()
+        self.progress.console.print("  ".join(parts), highlight=False, markup=False)
 
 
 def _fmt(value) -> str:

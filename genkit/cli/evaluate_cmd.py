@@ -90,6 +90,7 @@ def metrics_table(result: dict) -> Table:
     """The headline metrics as a rich table."""
     table = Table("metric", "value", title=f"{result['dataset']} {result['split']} ({result['images']} images): "
                                             f"{recipe_line(result.get('config'))}")
+    number = lambda value, spec: "-" if value is None else format(value, spec)  # noqa: E731
     rows = [
         ("mse (per image, summed over pixels)", f"{result['mse']:.2f}"),
         ("mse per pixel", f"{result['mse_per_pixel']:.5f}"),
@@ -98,8 +99,12 @@ def metrics_table(result: dict) -> Table:
         (f"cll (nats, S={result['samples']})", f"{result['cll']:.1f}"),
         ("attribute accuracy of samples", f"{result['attribute_accuracy']:.4f}"),
         ("classifier accuracy on real images", f"{result['classifier_accuracy']:.4f}"),
+        (f"weakest attribute ({result['weakest_attribute']})", f"{result['min_attribute_accuracy']:.4f}"),
         ("diversity (RMS distance)", f"{result['diversity']:.4f}"),
-        ("data diversity (RMS distance)", "-" if result["data_diversity"] is None else f"{result['data_diversity']:.4f}"),
+        ("data diversity (RMS distance)", number(result["data_diversity"], ".4f")),
+        ("diversity ratio (samples / data)", number(result["diversity_ratio"], ".3f")),
+        ("fd (classifier features, samples vs real)", number(result["fd"], ".3f")),
+        (f"fd floor (real {result['fd_reference_split'] or '-'} vs real)", number(result["fd_floor"], ".3f")),
     ]
     for name, value in rows:
         table.add_row(name, value)
