@@ -28,7 +28,7 @@ _LAZY = {
     "registry": "genkit.plugins", "unregister_plugin": "genkit.plugins",
     "load_dataset": "genkit.data", "prepare_dataset": "genkit.data",
     "Run": "genkit.runs", "load_run": "genkit.runs",
-    "plan_run": "genkit.planning", "train": "genkit.training", "resume": "genkit.training",
+    "plan_run": "genkit.planning", "train": "genkit.training", "resume": "genkit.resuming",
 }
 
 

@@ -44,9 +44,11 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
 
     source, data_resolved = open_source(data, **(data_options or {}))
     size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
-    cond_spec = resolve("conditioners", ComponentSpec(conditioner, conditioner_options or {}))
-    model_spec = resolve("models", ComponentSpec(model, model_options or {}))
-    loss_spec = resolve("losses", ComponentSpec(loss, loss_options or {}))
+    cond_spec = resolve("conditioners", ComponentSpec(conditioner, {**DEFAULT_RECIPE.options_for("conditioner", conditioner),
+                                                                    **(conditioner_options or {})}))
+    model_spec = resolve("models", ComponentSpec(model, {**DEFAULT_RECIPE.options_for("model", model),
+                                                         **(model_options or {})}))
+    loss_spec = resolve("losses", ComponentSpec(loss, {**DEFAULT_RECIPE.options_for("loss", loss), **(loss_options or {})}))
     index = source.scan(resolve_root(data, source, root))
     config = RunConfig(
         data=DataSpec(name=data, options=json_options(data_resolved, data), root=absolute_root(root), image_size=size,

@@ -31,7 +31,8 @@ from genkit.planning import plan_run
 from genkit.plugins import registry
 from genkit.run_folder import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, evaluation_file, read_jsonl
 from genkit.runs import Run, load_run
-from genkit.training import resume, train
+from genkit.resuming import resume
+from genkit.training import train
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 #: ``--vary`` prefix -> (registry kind, plan_run keyword for its options, plan_run keyword for its name)

@@ -6,7 +6,8 @@ linear layer on the conditioner's join of z and the condition → reshape to (C�
 transposed conv (stride 2) → ReLU → transposed conv (stride 2) → sigmoid. Kaiming-normal
 weights, zero biases. Any H and W divisible by 4.
 
-Prior (``prior`` option): ``standard`` is the paper's N(0, I). ``learned`` is Sohn et al.'s
+Prior (``prior`` option): ``standard`` is the paper's N(0, I). ``learned`` (the default recipe's
+choice: with a calibrated decoder likelihood, samples from N(0, I) fall into the posterior's holes) is Sohn et al.'s
 conditional prior p(z|x) = N(μ_p(x), σ_p(x)²), a small MLP on the condition x (linear → ReLU →
 linear to μ_p and log σ_p²); its parameters go out in ``ModelOutput.extras["prior_mu"]`` and
 ``["prior_logvar"]``, so ``beta-elbo`` uses KL(q(z|x,y) ‖ p(z|x)) in closed form. The MLP's
@@ -166,7 +167,8 @@ def build(image_shape: tuple[int, int, int], conditioner, latent_dim: int = 32,
     :param latent_dim: size of z.
     :param channels: widths of the two convolution blocks.
     :param kernel_size: odd kernel size of the encoder's convolutions.
-    :param prior: standard N(0, I) (the paper's) or learned p(z|x) (Sohn et al.'s conditional prior).
+    :param prior: standard N(0, I) (the paper's) or learned p(z|x) (Sohn et al.'s conditional
+        prior; genkit's default recipe chooses it).
     """
     return CVAE(tuple(image_shape), conditioner, latent_dim=latent_dim, channels=tuple(channels),
                 kernel_size=kernel_size, prior=prior)

@@ -38,7 +38,10 @@ def test_train_writes_a_complete_run_folder(trained_run):
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["name"] == "cvae"
     assert {"latent_dim": 4, "channels": [32, 64], "kernel_size": 3}.items() <= config["model"]["options"].items()
-    assert config["loss"] == {"name": "beta-elbo", "options": {"beta": 0.75}}
+    # the default recipe: gaussian-elbo with a learned σ and cvae's learned prior
+    assert config["loss"] == {"name": "gaussian-elbo", "options": {"sigma": "learned", "kl_weight": 1.0,
+                                                                  "log_sigma_floor": -6.0, "free_bits": 0.0}}
+    assert config["model"]["options"]["prior"] == "learned"
     assert config["data"]["image_size"] == [16, 16] and config["data"]["limit"] == 96
     assert len(config["data"]["attribute_names"]) == 12
 
@@ -100,8 +103,9 @@ BAD_TRAIN = [
     (["--loss", "elbo"], "unknown loss 'elbo'"),
     (["--image-size", "30"], "image size 30x30 is not divisible by 4"),
     (["--image-size", "big"], "image size 'big' is not valid"),
-    (["--beta", "1.5"], "beta 1.5 is outside [0, 1]"),
-    (["--beta", "-0.1"], "beta -0.1 is outside [0, 1]"),
+    (["--loss", "beta-elbo", "--beta", "1.5"], "beta 1.5 is outside [0, 1]"),
+    (["--loss", "beta-elbo", "--beta", "-0.1"], "beta -0.1 is outside [0, 1]"),
+    (["--decoder-sigma", "0"], "sigma 0 must be a positive number"),
     (["--epochs", "0"], "--epochs 0 must be a positive integer"),
     (["--batch-size", "-4"], "--batch-size -4 must be a positive integer"),
     (["--lr", "0"], "learning rate 0.0 must be a positive number"),

@@ -69,7 +69,7 @@ def _one_line_error(result) -> str:
 def test_help_lists_the_chosen_components_flags_with_their_docstring_help(scaled):
     default = runner.invoke(_app(), ["train", "--help"])
     assert default.exit_code == 0
-    assert "--beta" in default.output and "--scale" not in default.output
+    assert "--decoder-sigma" in default.output and "--scale" not in default.output
     mine = runner.invoke(_app(), ["train", "--loss", "scaled-mse", "--help"])
     text = " ".join(mine.output.split())
     assert "Options of loss scaled-mse" in text and "--scale FLOAT multiplies the squared error, a positive number." \
@@ -101,7 +101,7 @@ def test_flags_win_over_the_option_pairs(scaled, tmp_path):
     (["--loss", "scaled-mse", "--beta", "0.5"],
      "--beta is an option of loss 'beta-elbo', not of the chosen loss 'scaled-mse' (its flags: --scale, --exact); "
      "choose --loss beta-elbo, or set 'scaled-mse''s options with --loss-opt KEY=VALUE"),
-    (["--scale", "2"], "--scale is an option of loss 'scaled-mse', not of the chosen loss 'beta-elbo'"),
+    (["--scale", "2"], "--scale is an option of loss 'scaled-mse', not of the chosen loss 'gaussian-elbo'"),
     (["--loss", "scaled-mse", "--scale", "big"], "--scale 'big' is not a number; multiplies the squared error"),
     (["--loss", "scaled-mse", "--scale", "-1"], "scale -1.0 must be positive"),
     (["--loss", "scaled-mse", "--scale"], "--scale needs a value"),
@@ -115,7 +115,7 @@ def test_misplaced_or_bad_flags_are_one_line_and_write_nothing(scaled, tmp_path,
 
 
 def test_resume_refuses_component_flags(tmp_path):
-    line = _one_line_error(runner.invoke(_app(), ["train", "--resume", str(tmp_path), "--beta", "0.5"]))
+    line = _one_line_error(runner.invoke(_app(), ["train", "--resume", str(tmp_path), "--kl-weight", "0.5"]))
     assert "cannot change" in line
 
 

@@ -120,7 +120,7 @@ def test_train_prior_learned_from_the_cli_and_sample_from_it(tmp_path):
 def test_a_config_written_before_the_prior_option_still_loads_with_the_standard_prior(tmp_path):
     runner = CliRunner()
     out = tmp_path / "old"
-    assert runner.invoke(build_app(), ["train", *TINY, "--out", str(out)]).exit_code == 0
+    assert runner.invoke(build_app(), ["train", *TINY, "--prior", "standard", "--out", str(out)]).exit_code == 0
     config = json.loads((out / "config.json").read_text())
     del config["model"]["options"]["prior"]
     (out / "config.json").write_text(json.dumps(config))

@@ -16,7 +16,7 @@ from genkit.cli.app import build_app
 from genkit.errors import UsageError
 from genkit.sweep import parse_values
 
-TINY = ["--data-opt", "count=160", "--data-opt", "seed=3", "--image-size", "16", "--epochs", "1", "--limit", "64",
+TINY = ["--loss", "beta-elbo", "--prior", "standard", "--data-opt", "count=160", "--data-opt", "seed=3", "--image-size", "16", "--epochs", "1", "--limit", "64",
         "--latent-dim", "4", "--batch-size", "16", "--samples", "4"]
 
 
@@ -94,7 +94,7 @@ def test_a_sweep_folder_holding_other_runs_is_refused(runner, sweep, tmp_path):
 def test_bad_beta_lists_are_one_line_errors_and_write_nothing(runner, tmp_path, betas, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_values(betas, "--beta", 0.75)
-    line = error_line(runner.invoke(build_app(), ["sweep", "--beta", betas, "--out", str(tmp_path / "s")]))
+    line = error_line(runner.invoke(build_app(), ["sweep", "--loss", "beta-elbo", "--beta", betas, "--out", str(tmp_path / "s")]))
     assert message in line
     assert not (tmp_path / "s").exists()
 
@@ -191,7 +191,7 @@ def test_rerunning_a_sweep_reuses_its_runs_on_datasets_scanned_from_disk(runner,
 
     root = _folder(tmp_path / "data") if dataset == "folder" else write_cub(tmp_path / "data", n_classes=2,
                                                                              per_class=10).root
-    args = ["sweep", "--data", dataset, "--root", str(root), "--image-size", "16", "--epochs", "1",
+    args = ["sweep", "--loss", "beta-elbo", "--data", dataset, "--root", str(root), "--image-size", "16", "--epochs", "1",
             "--latent-dim", "4", "--batch-size", "8", "--samples", "2", "--beta", "0.25,0.75",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
     first = runner.invoke(build_app(), args)

@@ -18,6 +18,7 @@ from typer.core import TyperCommand
 
 from genkit.components import POSITIONAL_ARGS
 from genkit.errors import UsageError
+from genkit.recipe import DEFAULT_RECIPE
 from genkit.registries import SINGULAR, Flag
 
 #: command parameter name -> component kind
@@ -70,7 +71,9 @@ class ComponentCommand(TyperCommand):
             if (kind, name) != owner:
                 owner = (kind, name)
                 paragraphs.append(f"Options of {SINGULAR[kind]} {name}:")
-            paragraphs.append(f"  {flag.flag} {_metavar(flag.default)}  {flag.help}{_default(flag)}")
+            default = DEFAULT_RECIPE.options_for(SINGULAR[kind], name).get(flag.option, flag.default)
+            shown_default = "" if default is None else f" (default {json.dumps(default)})"
+            paragraphs.append(f"  {flag.flag} {_metavar(flag.default)}  {flag.help}{shown_default}")
         if paragraphs:
             self.epilog = "\n\n".join(paragraphs)
         return super().parse_args(ctx, args)
@@ -138,10 +141,6 @@ def _metavar(default: Any) -> str:
     if isinstance(default, bool):
         return "/ --no-…"
     return {int: "INTEGER", float: "FLOAT", str: "TEXT"}.get(type(default), "JSON")
-
-
-def _default(flag: Flag) -> str:
-    return "" if flag.default is None else f" (default {json.dumps(flag.default)})"
 
 
 def _unknown(token: str, ctx, chosen: dict[str, str]) -> UsageError:

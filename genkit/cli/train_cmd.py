@@ -57,7 +57,8 @@ def train(
     from genkit import distributed
     from genkit.errors import UsageError
     from genkit.planning import plan_run
-    from genkit.training import resume as resume_run, train as run_training
+    from genkit.resuming import resume as resume_run
+    from genkit.training import train as run_training
 
     if nproc is not None and distributed.world_from_env().size == 1:
         code = distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc"))
