@@ -5,7 +5,7 @@ and ``genkit evaluate`` judges with this classifier. Everything else in ``genkit
 component alike, bundled or third-party, so changing the default means changing this constant
 and nothing else. Check it with::
 
-    grep -rnE "\\"(shapes|tiled-onehot|cvae|beta-elbo|gaussian-elbo|small-cnn)\\"" genkit/
+    grep -rnE "[\\"'](shapes|folder|celeba|cub|tiled-onehot|cvae|beta-elbo|gaussian-elbo|small-cnn)[\\"']" genkit/
 
 which finds this file only.
 

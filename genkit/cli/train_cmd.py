@@ -51,8 +51,8 @@ def train(
 ) -> None:
     """Train a model on a dataset and write a run folder (config, weights, metrics, sample grids).
 
-    The chosen components add their own flags (for the default recipe --latent-dim, --prior,
-    --conditioning, --beta); `genkit train --model NAME --help` lists those of NAME.
+    The chosen components add flags of their own, listed at the end of this help; `genkit train
+    --model NAME --loss NAME --help` lists those of other components.
     """
     from genkit import distributed
     from genkit.errors import UsageError
