@@ -102,7 +102,7 @@ def test_resume_with_a_new_lr_trains_at_that_rate(tiny_run, tmp_path):
         subprocess.run(["cp", "-r", str(base), str(copy)], check=True)
         result = cli("train", "--resume", copy, "--epochs", "2", "--lr", lr, "--data-in", "disk", "--workers", "0")
         assert result.exit_code == 0, result.output
-        assert f"changed on resume: epochs 1 -> 2" in result.stderr
+        assert "changed on resume: epochs 1 -> 2" in result.stderr
         ends.append(weights(copy))
     assert any(not torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
     config = json.loads((tmp_path / "lr-0.0001" / "config.json").read_text())
