@@ -35,7 +35,8 @@ import torch
 import genkit
 from genkit.classifier import get_classifier
 from genkit.evaluation import _attribute_accuracies, _diversities, _frechet_distances, open_run_data
-from genkit.sweep import labelled_grid, short_label
+from genkit.images import labelled_grid
+from genkit.sweep_report import short_label
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 GRID_SETS = 3

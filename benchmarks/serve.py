@@ -35,17 +35,18 @@ from _machine import machine, table  # noqa: E402
 def make_run(directory: Path) -> Path:
     import genkit
     from genkit.components import build_components
-    from genkit.runs import CONFIG_FILE, WEIGHTS_FILE, save_weights
+    from genkit.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
     from genkit.sampling import AttributeTable
+    from genkit.weights import loss_has_state, save_weights
     from genkit_datasets.shapes import ATTRIBUTE_NAMES, sample_attributes
 
     config = genkit.plan_run("cvae", "shapes", image_size=64, device="cpu")
-    config.data.attribute_names = list(ATTRIBUTE_NAMES)
-    config.data.exclusive_groups = ["shape", "color"]
-    _, model, _ = build_components(config)
+    _, model, loss = build_components(config)  # the plan scanned shapes: names and groups are in the config
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(config.to_json())
     save_weights(model, directory / WEIGHTS_FILE)
+    if loss_has_state(loss):
+        save_weights(loss, directory / LOSS_WEIGHTS_FILE)
     AttributeTable.from_rows(ATTRIBUTE_NAMES, sample_attributes(9600, 0)).save(directory)
     return directory
 
