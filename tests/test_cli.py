@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import error_line, run_genkit
+from conftest import error_line, invoke, run_genkit
 from genkit.cli.app import build_app
 
 TINY = ["--data-opt", "count=160", "--data-opt", "seed=3", "--image-size", "16"]
@@ -154,3 +154,10 @@ def test_version_flag_prints_the_version(runner):
     result = runner.invoke(build_app(), ["--version"])
     assert result.exit_code == 0
     assert result.stdout.strip() == f"genkit {genkit.__version__}"
+
+
+def test_a_resume_error_is_its_line_alone_with_no_blank_lines_from_unshown_bars(tmp_path):
+    result = invoke(["train", "--resume", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: run folder {tmp_path / 'missing'} does not exist; pass the folder "
+                             "`genkit train` wrote\n")

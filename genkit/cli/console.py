@@ -21,9 +21,17 @@ def error(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
+class LazyProgress(Progress):
+    """A bar that is shown by its first update; one never shown leaves no blank line when stopped."""
+
+    def stop(self) -> None:
+        if self.live.is_started:
+            super().stop()
+
+
 def cache_progress(description: str) -> tuple[Progress, Any]:
     """A progress bar with ETA and a ``callback(done, total)`` for cache builds."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    progress = LazyProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TaskProgressColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=err, transient=False)
     task = progress.add_task(description, total=None)
@@ -59,16 +67,22 @@ class TrainingDisplay:
         self.task = None
 
     def __enter__(self) -> "TrainingDisplay":
-        self.progress.start()
-        return self
+        return self  # started by the first event, so an error before any prints its line alone
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+    def _start(self) -> None:
+        if not self.progress.live.is_started:
+            self.progress.start()
 
     def on_message(self, text: str) -> None:
+        self._start()
         self.progress.console.print(text, highlight=False, markup=False)
 
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self._start()
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", terms="loss -", ips="-")
