@@ -91,6 +91,7 @@ def write_grid(run, condition: torch.Tensor, z: torch.Tensor, nrow: int, path: s
             left = (k % cols) * (width + PADDING) + PADDING
             canvas[top:top + height, left:left + width] = image
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Image.fromarray(canvas.squeeze(-1) if channels == 1 else canvas).save(tmp, format="png")
     return path

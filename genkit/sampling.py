@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 
 REST_MODES = ("data", "off")
 ATTRIBUTES_FILE = "train_attributes.safetensors"
@@ -70,6 +70,8 @@ def parse_attrs(spec: str | Sequence[str], names: Sequence[str], exclusive_group
             continue
         on = not item.startswith("-")
         name = item.lstrip("+-").strip()
+        if not name:
+            raise UsageError(f"{shown(item)} names no attribute; write NAME to switch one on and -NAME to switch it off")
         if name not in known:
             raise UsageError(f"unknown attribute {name!r}; list the valid ones with `genkit data info`")
         if state.get(name, on) != on:
@@ -317,14 +319,12 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
     With ``rest="data"`` each column's other attributes come from a training vector that has the
     varied attribute on; the upper row switches only that attribute off.
     """
-    z = noise(run, n, seed, temperature)
     names_all = run.attribute_names
     request = parse_attrs(attrs, names_all, run.exclusive_groups)
+    varied = _varied_names(run, names, request)  # every name checked before anything is drawn
+    z = noise(run, n, seed, temperature)
     rows, sets, notes = [], [], []
-    for raw in names:
-        name = raw.strip().lstrip("+")
-        run.conditioner.encode(name)  # an unknown name: the conditioner's message
-        parse_attrs([name], names_all)
+    for name in varied:
         if rest == "off":  # exactly the grid `genkit sample --vary` always drew
             base = run.conditioner.encode(attrs)
             switch = run.conditioner.encode(name)
@@ -342,6 +342,24 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
                  _decode(run, cond.condition, z)]
         sets += off_sets + cond.attribute_sets
     return Samples(torch.cat(rows), sets, notes[0] if notes else None)
+
+
+def _varied_names(run, names: Sequence[str], request: AttributeRequest) -> list[str]:
+    """The attributes ``--vary`` names: one known name each, given once, and on together with
+    ``attrs`` without two values of an exclusive group."""
+    varied: list[str] = []
+    for raw in names:
+        item = str(raw).strip()
+        name = item.lstrip("+").strip()
+        if not name or name.startswith("-") or "," in name:
+            raise UsageError(f"--vary takes one attribute name, not {shown(item)}: it is off in the upper row and on "
+                             "in the lower one, over --attrs")
+        run.conditioner.encode(name)  # an unknown name: the conditioner's message
+        if name in varied:
+            raise UsageError(f"--vary {name!r} is given twice; give each attribute once")
+        check_exclusive(AttributeRequest(on=tuple(dict.fromkeys([*request.on, name])), off=()), run.exclusive_groups)
+        varied.append(name)
+    return varied
 
 
 def interpolate(run, pair: tuple[str, str], n: int, steps: int, seed: int = 0, temperature: float = 1.0,

@@ -122,7 +122,7 @@ class Trainer:
         self._build_components()
         self._plan_batches()
         self.state = LoopState()
-        self._epoch_seconds = 0.0
+        self._epoch_seconds, self._epoch_images = 0.0, 0
         if resume:
             self._restore()
 
@@ -229,7 +229,7 @@ class Trainer:
         steps = len(self.batches)
         notify(self.observer, "on_epoch_start", state.epoch, spec.epochs, steps)
         window = Window(self.device, state.step)
-        started = time.perf_counter()
+        started, seen_before = time.perf_counter(), state.seen
         for images_u8, cond in self.data_wait.timed(self.batches.epoch(state.epoch, skip=state.batch_in_epoch)):
             images = images_u8.float().div_(255)
             if self.device.type == "cuda":
@@ -260,6 +260,7 @@ class Trainer:
                 self._raise_if_diverged(window)
                 self._checkpoint()
         self._epoch_seconds = time.perf_counter() - started
+        self._epoch_images = (state.seen - seen_before) * self.world.size  # this session's part of the epoch
 
     def _forward_loss(self, images: torch.Tensor, cond: torch.Tensor):
         try:
@@ -331,7 +332,7 @@ class Trainer:
         seen = totals[-1]
         record: dict[str, Any] = {"epoch": state.epoch, "step": state.step}
         record.update({f"train_{k}": v / seen for k, v in zip(keys, totals)})
-        record["images_per_s"] = seen / max(self._epoch_seconds, 1e-9)
+        record["images_per_s"] = self._epoch_images / max(self._epoch_seconds, 1e-9)
         record["seconds"] = round(self._epoch_seconds, 3)
         # A loss may report problems of the epoch (a learned σ at its clip floor): shown in the epoch line.
         warnings = list(getattr(self.loss_fn, "warnings", lambda: [])() or [])

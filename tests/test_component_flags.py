@@ -144,3 +144,38 @@ def test_option_help_comes_from_sphinx_or_google_docstrings():
 
     assert option_docs(google) == {"beta": "the weight of the KL term.", "width": "how wide."}
     assert option_docs(build_scaled)["scale"] == "multiplies the squared error, a positive number."
+
+
+class ClashingPlugin:
+    """A loss declaring a core option's flag (--seed) and a flag the cvae has too (--prior)."""
+
+    @genkit.hookimpl
+    def register_losses(self, register):
+        def build_clash(seed: int = 0, prior: str = "x") -> ScaledMSE:
+            """A loss whose flags clash.
+
+            :param seed: clashes with the core --seed.
+            :param prior: clashes with the cvae's --prior.
+            """
+            return ScaledMSE(1.0, False)
+
+        register("clash-loss", build_clash, flags=("seed", "prior"))
+
+
+def test_clashing_flags_leave_the_core_option_alone_and_an_ambiguous_flag_is_refused(tmp_path):
+    plugins.load_plugins()
+    genkit.register_plugin(ClashingPlugin(), name="clash-plugin")
+    try:
+        help_text = " ".join(runner.invoke(_app(), ["train", "--loss", "clash-loss", "--help"]).output.split())
+        assert "clashes with the core --seed" not in help_text  # the core's --seed wins
+        out = tmp_path / "run"
+        result = runner.invoke(_app(), ["train", *TINY, "--loss", "clash-loss", "--seed", "3", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        config = json.loads((out / "config.json").read_text())
+        assert config["train"]["seed"] == 3 and config["loss"]["options"]["seed"] == 0
+        line = _one_line_error(runner.invoke(_app(), ["train", *TINY, "--loss", "clash-loss", "--prior", "learned",
+                                                      "--out", str(tmp_path / "r2")]))
+        assert "--prior is declared by both model 'cvae' and loss 'clash-loss'" in line
+        assert not (tmp_path / "r2").exists()
+    finally:
+        genkit.unregister_plugin("clash-plugin")

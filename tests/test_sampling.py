@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import genkit
 from genkit import sampling
+from conftest import error_line, invoke
 from genkit.cli.app import build_app
 from genkit.config import RunConfig
 from genkit_datasets.source import SourceIndex
@@ -189,3 +190,20 @@ def test_a_bad_rest_mode_is_refused(run, tiny_run):
         run.sample("large", n=1, rest="some")
     result = CliRunner().invoke(build_app(), ["sample", "--run", str(tiny_run), "--rest", "some"])
     _one_line_exit_2(result, "--rest 'some' is not known; choose data", "or off")
+
+
+@pytest.mark.parametrize("vary, message", [
+    (["-large"], "--vary takes one attribute name, not '-large'"),
+    ([""], "--vary takes one attribute name, not ''"),
+    (["large", "large"], "--vary 'large' is given twice"),
+    (["color::red"], "are both values of 'color'"),
+])
+@pytest.mark.parametrize("rest", ["data", "off"])
+def test_bad_vary_names_are_one_line_in_both_rest_modes(tiny_run, tmp_path, vary, message, rest):
+    args = ["sample", "--run", str(tiny_run), "--attrs", "shape::circle,color::blue", "--n", "2", "--rest", rest,
+            "--out", str(tmp_path / "v.png")]
+    for name in vary:
+        args += ["--vary", name]
+    line = error_line(invoke(args))
+    assert message in line
+    assert not (tmp_path / "v.png").exists()

@@ -50,16 +50,26 @@ def chosen_components(command, args: list[str]) -> dict[str, str]:
     return chosen
 
 
-def declared_flags(chosen: dict[str, str]) -> list[tuple[str, str, Flag]]:
-    """``(kind, component, flag)`` for every flag the chosen, installed components declare."""
+def declared_flags(chosen: dict[str, str], taken: frozenset[str] = frozenset()) -> list[tuple[str, str, Flag]]:
+    """``(kind, component, flag)`` for every flag the chosen, installed components declare.
+
+    A flag in ``taken`` (one of the command's own options) is left out: the command's option
+    wins, and the component's option stays settable with ``--model-opt`` etc.
+    """
     from genkit.plugins import registry
 
     found = []
     for kind, name in chosen.items():
         reg = registry(kind)
         if name in reg:
-            found += [(kind, name, flag) for flag in reg.get(name).cli_flags(skip=POSITIONAL_ARGS[kind])]
+            found += [(kind, name, flag) for flag in reg.get(name).cli_flags(skip=POSITIONAL_ARGS[kind])
+                      if flag.flag not in taken]
     return found
+
+
+def command_options(command) -> frozenset[str]:
+    """Every option string of the command itself (``--seed``, ``-m``, ``--no-x`` ...)."""
+    return frozenset(o for p in command.params for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ())))
 
 
 class ComponentCommand(TyperCommand):
@@ -67,7 +77,7 @@ class ComponentCommand(TyperCommand):
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         paragraphs, owner = [], None
-        for kind, name, flag in declared_flags(chosen_components(self, args)):
+        for kind, name, flag in declared_flags(chosen_components(self, args), command_options(self)):
             if (kind, name) != owner:
                 owner = (kind, name)
                 paragraphs.append(f"Options of {SINGULAR[kind]} {name}:")
@@ -87,7 +97,11 @@ def given_flags(ctx, chosen: dict[str, str], as_text: bool = False) -> dict[str,
     argument is a :class:`UsageError` naming the component that has that flag, or the closest
     known option.
     """
-    known = {flag.flag: (kind, flag) for kind, _, flag in declared_flags(chosen)}
+    known: dict[str, tuple[str, Flag]] = {}
+    shared: dict[str, list[str]] = {}  # a flag two chosen components declare: ambiguous, refused when used
+    for kind, name, flag in declared_flags(chosen, command_options(ctx.command)):
+        shared.setdefault(flag.flag, []).append(f"{SINGULAR[kind]} {name!r}")
+        known.setdefault(flag.flag, (kind, flag))
     negated = {"--no-" + f[2:]: f for f, (_, flag) in known.items() if isinstance(flag.default, bool)}
     values: dict[str, dict[str, Any]] = {}
     args = list(ctx.args)
@@ -101,6 +115,9 @@ def given_flags(ctx, chosen: dict[str, str], as_text: bool = False) -> dict[str,
         if name not in known:
             raise _unknown(token, ctx, chosen)
         kind, flag = known[name]
+        if len(shared[name]) > 1:
+            raise UsageError(f"{name} is declared by both {shared[name][0]} and {shared[name][1]}; set each one's "
+                             f"option with its --model-opt/--loss-opt/--conditioner-opt/--data-opt KEY=VALUE instead")
         if sep:
             raw = inline
         elif isinstance(flag.default, bool) and not (args and args[0].lower() in ("true", "false")):
