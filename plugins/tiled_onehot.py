@@ -109,6 +109,9 @@ class TiledOneHot(nn.Module):
                 continue
             on = not item.startswith("-")
             name = item.lstrip("+-").strip()
+            if not name:
+                raise genkit.UsageError(f"{genkit.shown(item)} names no attribute; write NAME to switch one on and "
+                                        "-NAME to switch it off")
             if name not in self._position:
                 raise genkit.UsageError(self._unknown(name))
             if seen.get(name, on) != on:
