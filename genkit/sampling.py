@@ -262,9 +262,8 @@ def conditions(run, attrs: str | Sequence[str], n: int, seed: int = 0, rest: str
         if table is not None:
             vectors = table.draw(request, n, seed)
             if vectors is None:
-                shown = request.spec() or "no attributes"
-                note = (f"no training image has [{_short(shown)}]; the attributes not listed are off for these "
-                        "samples")
+                asked = shown(request.spec(), quote=False) if request.spec() else "no attributes"
+                note = f"no training image has [{asked}]; the attributes not listed are off for these samples"
     if vectors is None and not force_on:  # fall back to exactly what rest="off" gives
         condition = run.conditioner.encode(attrs).to(torch.float32).reshape(1, -1).expand(n, -1)
         return Conditions(condition, [list(request.on)] * n, "off", note)
@@ -274,10 +273,6 @@ def conditions(run, attrs: str | Sequence[str], n: int, seed: int = 0, rest: str
         used = "off"
     condition = _encode_rows(run.conditioner, vectors, names).to(torch.float32)
     return Conditions(condition, [_names_on(v, names) for v in vectors], used, note)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 # --- images ---------------------------------------------------------------------------------

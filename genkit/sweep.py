@@ -116,10 +116,6 @@ def parse_vary(items: list[str], components: dict[str, str]) -> list[Varied]:
         else:
             raise UsageError(f"{given_as}: {kind!r} is not a kind of option; use one of {kinds}")
         varied.append(Varied(kind, option, parse_values(text, given_as, default), given_as))
-    keys = [v.key for v in varied]
-    for key in keys:
-        if keys.count(key) > 1:
-            raise UsageError(f"{key} is varied twice; give all its values in one --vary")
     return varied
 
 
@@ -137,13 +133,11 @@ def option_default(kind: str, name: str, option: str, given_as: str) -> Any:
 def varied_from_flags(flags: dict[str, dict[str, str]], components: dict[str, str]) -> tuple[list[Varied], dict]:
     """Split the components' flags given to ``genkit sweep`` into varied ones (several comma-separated
     values) and fixed ones (one value, or a list-valued option, set for every run)."""
-    from genkit.plugins import registry as reg
-
     singular = {v[0]: k for k, v in VARY_KINDS.items()}
     varied, fixed = [], {}
     for reg_kind, values in flags.items():
         kind = singular[reg_kind]
-        declared = {f.option: f for f in reg(reg_kind).get(components[kind]).cli_flags(POSITIONAL_ARGS[reg_kind])}
+        declared = {f.option: f for f in registry(reg_kind).get(components[kind]).cli_flags(POSITIONAL_ARGS[reg_kind])}
         for option, raw in values.items():
             flag = declared[option]
             if isinstance(flag.default, (list, tuple, dict)):
@@ -205,6 +199,10 @@ def plan_sweep(varied: list[Varied], out: str | Path, **plan_kwargs: Any) -> Swe
         raise UsageError("nothing to vary; give --vary KIND.OPTION=V1,V2 (KIND: data, conditioner, model, loss or "
                          "train; one value makes a sweep of one run) or a component flag with several "
                          "comma-separated values")
+    keys = [v.key for v in varied]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise UsageError(f"{key} is varied twice; give all its values once (in one --vary, or with its flag)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder for the sweep")

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -296,16 +297,22 @@ def test_a_cache_larger_than_the_free_space_is_refused_before_the_build(tmp_path
 
 def test_a_cache_build_on_a_real_full_tmpfs(tmp_path):
     """The same with a real 1 MB tmpfs, where the test may mount one (root on Linux)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "small", "size=1M") as mount:
         script = DISK_FULL_BUILD.replace("os.pwrite = pwrite", "")
         done = subprocess.run([sys.executable, "-c", script, str(mount)], capture_output=True, text=True, timeout=120)
         assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
         assert "no space left on the device" in done.stderr and "Traceback" not in done.stderr
         assert list(mount.iterdir()) == []
+
+
+@contextmanager
+def _tmpfs(mount, options: str):
+    """A small tmpfs at ``mount`` for the test (skipped where the test may not mount one), unmounted after."""
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here")
+    try:
+        yield mount
     finally:
         subprocess.run(["umount", str(mount)])
 
@@ -370,16 +377,10 @@ def test_out_that_is_a_file_or_under_a_file_is_refused_before_any_work(tmp_path)
 
 
 def test_out_on_a_read_only_file_system_is_refused(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M,ro", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a read-only tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "ro", "size=1M,ro") as mount:
         result = cli("train", *TINY, "--out", mount / "run")
         assert result.exit_code == 2
         assert f"--out {mount / 'run'} cannot be written: {mount} is read-only" in one_line(result)
-    finally:
-        subprocess.run(["umount", str(mount)])
 
 
 @pytest.mark.parametrize("edit, words", [

@@ -201,3 +201,10 @@ def test_rerunning_a_sweep_reuses_its_runs_on_datasets_scanned_from_disk(runner,
     second = runner.invoke(build_app(), args)
     assert second.exit_code == 0, second.output
     assert second.stderr.count("reusing the finished run") == 2
+
+
+def test_an_option_varied_twice_is_refused(runner, tmp_path):
+    for extra in (["--beta", "0.5,0.9", "--vary", "loss.beta=0.25"], ["--vary", "loss.beta=0.5", "--vary", "loss.beta=0.9"]):
+        line = error_line(runner.invoke(build_app(), ["sweep", *TINY, *extra, "--out", str(tmp_path / "s")]))
+        assert "loss.beta is varied twice; give all its values once" in line
+    assert not (tmp_path / "s").exists()

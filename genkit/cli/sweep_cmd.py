@@ -62,12 +62,6 @@ def sweep(
     chosen = {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss}
     flag_varied, fixed = varied_from_flags(given_flags(ctx, chosen, as_text=True), components)
     varied = flag_varied + parse_vary(vary or [], components)
-    keys = [v.key for v in varied]
-    for key in keys:
-        if keys.count(key) > 1:
-            from genkit.errors import UsageError
-
-            raise UsageError(f"{key} is varied twice (by its flag and by --vary); give its values once")
     options = component_options(model_opt, loss_opt, cond_opt, data_opt, fixed)
     check_settings(samples, sigma)
     plan = plan_sweep(
