@@ -24,6 +24,8 @@ import genkit
 
 PRIORS = ("standard", "learned")
 PRIOR_HIDDEN = 128
+#: beyond this the decoder sees codes hundreds of prior widths out: saturated images, then NaN
+MAX_TEMPERATURE = 100.0
 
 
 class CVAE(nn.Module):
@@ -113,23 +115,38 @@ class CVAE(nn.Module):
         return genkit.ModelOutput(reconstruction=self.decode(z, condition), mu=mu, logvar=logvar, z=z,
                                   extras=extras)
 
+    @property
+    def noise_shape(self) -> tuple[int]:
+        """One sample's noise is a latent vector: ε ~ N(0, I) of ``latent_dim`` values."""
+        return (self.latent_dim,)
+
     @torch.no_grad()
-    def sample(self, condition: torch.Tensor, z: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, condition: torch.Tensor, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, *, temperature: float = 1.0) -> torch.Tensor:
         """Images for each condition row, with z drawn from the prior p(z|x).
 
-        A given ``z`` is the prior's standard-normal noise ε: with the standard prior it is z
-        itself; with the learned one z = μ_p(x) + σ_p(x)·ε, so the same codes give corresponding
-        images across conditions with either prior. :meth:`decode` decodes a z as it is.
+        ``noise`` is the prior's standard-normal noise ε, scaled by the temperature: with the
+        standard prior z = T·ε; with the learned one z = μ_p(x) + σ_p(x)·T·ε, so the same noise
+        gives corresponding images across conditions with either prior. :meth:`decode` decodes
+        a z as it is.
+
+        :param temperature: scale of the prior noise, in (0, 100]: below 1 nearer the mode, above 1
+            more varied.
         """
-        if z is None:
-            z = torch.randn(condition.shape[0], self.latent_dim, generator=generator,
-                            device=condition.device if generator is None else generator.device)
-        z = z.to(condition.device)
+        if noise is None:
+            noise = torch.randn(condition.shape[0], self.latent_dim, generator=generator,
+                                device=condition.device if generator is None else generator.device)
+        z = noise.to(condition.device) * temperature
         if self.prior_net is not None:
             prior_mu, prior_logvar = self.prior_params(condition)
             z = prior_mu + torch.exp(0.5 * prior_logvar) * z.to(prior_mu.dtype)
         return self.decode(z, condition)
+
+    @staticmethod
+    def check_sampling_options(temperature: float) -> None:
+        if not 0 < temperature <= MAX_TEMPERATURE:
+            raise genkit.UsageError(f"--temperature {temperature:g} is outside (0, {MAX_TEMPERATURE:g}]; choose for "
+                                    "example 1.0 (below 1 nearer the mode, above 1 more varied)")
 
 
 def nearest_sizes(height: int, width: int, multiple: int) -> str:

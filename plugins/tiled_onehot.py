@@ -1,7 +1,10 @@
 """Conditioner ``tiled-onehot``: the paper's conditioning (§4.1).
 
 The attribute vector x is multi-hot. At the encoder input it is tiled to the image's H×W and
-concatenated on the channel axis; at the decoder input it is concatenated with z.
+concatenated on the channel axis; at the decoder input it is concatenated with z. For models that
+embed the condition instead, :meth:`TiledOneHot.vector` gives it as plain features with a last
+"null" feature, and :meth:`TiledOneHot.null_condition` the condition that gives no attribute
+(every entry −1), which classifier-free guidance needs.
 
 Tiling is done *exactly* without building the tiled tensor (``mode="fused"``, the default): the
 tiled channels are constant over space, so their share of the first convolution is, for each
@@ -22,6 +25,8 @@ from torch.nn import functional as F
 import genkit
 
 MODES = ("fused", "naive")
+#: every entry of the null condition (classifier-free guidance's "no attributes given")
+NULL_VALUE = -1.0
 
 
 def _check_mode(mode: str) -> None:
@@ -96,6 +101,7 @@ class TiledOneHot(nn.Module):
         self._position = {name: i for i, name in enumerate(self.attribute_names)}
         self.dim = len(self.attribute_names)
         self.latent_extra_dim = self.dim
+        self.vector_dim = self.dim + 1
         self.mode = mode
 
     def encode(self, spec: str | list[str]) -> torch.Tensor:
@@ -134,6 +140,16 @@ class TiledOneHot(nn.Module):
 
     def join_latent(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return torch.cat([z, condition.to(z.dtype)], dim=1)
+
+    def null_condition(self, n: int) -> torch.Tensor:
+        """``n`` conditions that give no attribute (on or off): every entry −1, which no encoded vector has."""
+        return torch.full((n, self.dim), NULL_VALUE)
+
+    def vector(self, condition: torch.Tensor) -> torch.Tensor:
+        """The condition as features for a model that embeds it: the vector (a null condition's as zeros)
+        and a last feature that is 1 for the null condition, 0 otherwise."""
+        null = (condition <= NULL_VALUE).all(dim=1, keepdim=True)
+        return torch.cat([condition.clamp_min(0) * ~null, null.to(condition.dtype)], dim=1)
 
 
 def build(attribute_names: list[str], mode: str = "fused") -> TiledOneHot:
