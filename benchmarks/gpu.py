@@ -474,16 +474,16 @@ class Bench:
         self.item(record, {"path": "Run.sample", "precision": "fp32"},
                   lambda: timed(lambda: run.sample(attrs, n=n, seed=0)), deadline, cap=60)
         self.item(record, {"path": "model.sample", "precision": "fp32"},
-                  lambda: timed(lambda: run.model.sample(condition, z=z)), deadline, cap=60)
+                  lambda: timed(lambda: run.model.sample(condition, z)), deadline, cap=60)
 
         def bf16():
             if device.type == "cuda" and not torch.cuda.is_bf16_supported():
                 raise RuntimeError("this GPU does not support bf16")
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                images = run.model.sample(condition, z=z)
+                images = run.model.sample(condition, z)
                 if not bool(torch.isfinite(images).all()):
                     raise RuntimeError("bf16 samples are not finite")
-                return timed(lambda: run.model.sample(condition, z=z))
+                return timed(lambda: run.model.sample(condition, z))
         self.item(record, {"path": "model.sample", "precision": "bf16 autocast"}, bf16, deadline, cap=60)
 
     def celeba_epoch(self, record: dict, deadline: float) -> None:

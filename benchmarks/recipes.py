@@ -78,7 +78,7 @@ def figure(pairs: list[tuple[str, Path]], out: Path) -> None:
     for cond in conds:
         for label, run, t in runs:
             with torch.no_grad():
-                rows.append(run.model.eval().sample(cond.reshape(1, -1).expand(CODES, -1), z=t * eps).float())
+                rows.append(run.model.eval().sample(cond.reshape(1, -1).expand(CODES, -1), t * eps).float())
             labels.append(f"{label}\n{short_label(cond, names)}")
     labelled_grid(rows, labels, None, out)
     try:  # a 256-colour palette keeps the PNG small
@@ -100,7 +100,7 @@ class _Tempered(torch.nn.Module):
 
     def sample(self, condition, z=None, generator=None):
         if self.fitted is None:
-            return self.inner.sample(condition, z=z * self.temperature)
+            return self.inner.sample(condition, z * self.temperature)
         prior_mu, prior_logvar = self.inner.prior_params(condition)
         if isinstance(self.fitted, dict):  # per attribute vector: (mean, std), "*" for unseen vectors
             stats = [self.fitted.get(tuple(v), self.fitted["*"]) for v in condition.tolist()]

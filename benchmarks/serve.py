@@ -67,7 +67,7 @@ def handler_latency(run_dir: Path, repeats: int) -> tuple[float, float]:
             page.grid("shape::circle,large", 16, seed, 1.0, "data")
             grid.append(time.perf_counter() - start)
             start = time.perf_counter()
-            run.model.sample(condition, z=run.latents(16, seed))
+            run.model.sample(condition, run.latents(16, seed))
             bare.append(time.perf_counter() - start)
     return sorted(grid)[len(grid) // 2], sorted(bare)[len(bare) // 2]
 

@@ -96,7 +96,7 @@ def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch
 
 def _decoder(model, has_prior: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if not has_prior:
-        return lambda z, condition: model.sample(condition, z=z)
+        return lambda z, condition: model.sample(condition, z)
     decode = getattr(model, "decode", None)
     if not callable(decode):
         raise GenkitRuntimeError(
@@ -290,7 +290,7 @@ def _attribute_accuracies(run: Run, dataset: CachedImageDataset, classifier, see
     for start in range(0, n, batch_size):
         cond = attributes[start:start + batch_size].to(run.device)
         z = torch.randn(len(cond), run.model.latent_dim, generator=generator).to(run.device)
-        images = run.model.sample(cond, z=z).float().clamp(0, 1)
+        images = run.model.sample(cond, z).float().clamp(0, 1)
         predictions.append(predict(classifier, images, run.device))
         features.append(features_of(classifier, images, run.device))
         if progress:
@@ -343,7 +343,7 @@ def _diversities(run: Run, dataset: CachedImageDataset, seed: int) -> tuple[floa
     for vector in vectors:
         cond = vector.to(run.device).reshape(1, -1).expand(DIVERSITY_PER_SET, -1)
         z = torch.randn(DIVERSITY_PER_SET, run.model.latent_dim, generator=generator).to(run.device)
-        generated.append(pairwise_rms(run.model.sample(cond, z=z).float().clamp(0, 1).cpu()))
+        generated.append(pairwise_rms(run.model.sample(cond, z).float().clamp(0, 1).cpu()))
         rows = (attributes == vector).all(dim=1).nonzero().flatten()[:DIVERSITY_PER_SET]
         if len(rows) >= 2:
             real.append(pairwise_rms(images_u8[rows].float() / 255))

@@ -81,7 +81,7 @@ def write_grid(run, condition: torch.Tensor, z: torch.Tensor, nrow: int, path: s
     run.model.eval()
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        images = run.model.sample(condition[start:stop].to(run.device), z=z[start:stop].to(run.device)).float().cpu()
+        images = run.model.sample(condition[start:stop].to(run.device), z[start:stop].to(run.device)).float().cpu()
         pixels = images.clamp(0, 1).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         for k, image in enumerate(pixels, start=start):
             if n == 1:

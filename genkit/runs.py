@@ -67,7 +67,7 @@ class Run:
         if isinstance(attrs, torch.Tensor):
             self.model.eval()
             z = noise(self, n, seed, temperature)
-            return self.model.sample(self.condition(attrs, n), z=z.to(self.device)).float().cpu()
+            return self.model.sample(self.condition(attrs, n), z.to(self.device)).float().cpu()
         return self.generate(attrs, n=n, seed=seed, temperature=temperature, rest=rest).images
 
     def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, temperature: float = 1.0,

@@ -294,7 +294,7 @@ def noise(run, n: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
 @torch.no_grad()
 def _decode(run, condition: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     run.model.eval()
-    return run.model.sample(condition.to(run.device), z=z.to(run.device)).float().cpu()
+    return run.model.sample(condition.to(run.device), z.to(run.device)).float().cpu()
 
 
 def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, temperature: float = 1.0,

@@ -60,7 +60,7 @@ def write_outputs(plan: SweepPlan, runs: list[Run], results: list[dict[str, Any]
     samples = []
     for run in runs:
         z = torch.randn(len(conditions), run.model.latent_dim, generator=torch.Generator().manual_seed(FIGURE_SEED))
-        samples.append(run.model.sample(conditions.to(run.device), z=z.to(run.device)).float().cpu())
+        samples.append(run.model.sample(conditions.to(run.device), z.to(run.device)).float().cpu())
     labelled_grid(samples, labels, [short_label(v, attribute_names) for v in conditions], out / "figure3.png")
 
     count = min(FIGURE_COLUMNS, len(dataset))

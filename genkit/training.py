@@ -344,7 +344,7 @@ class Trainer:
                                                                    self.precision).items()})
             self.model.eval()
             with torch.no_grad():
-                save_grid(self.model.sample(grid_cond, z=grid_z), epoch_grid_file(self.out, state.epoch),
+                save_grid(self.model.sample(grid_cond, grid_z), epoch_grid_file(self.out, state.epoch),
                           nrow=GRID_COLS)
             self.model.train()
         state.epochs_log.append(record)

@@ -83,7 +83,7 @@ class LinearGaussian(torch.nn.Module):
 
 def test_with_the_exact_posterior_cll_is_the_exact_log_likelihood():
     model = LinearGaussian(sigma=0.1)
-    y = model.sample(None, z=torch.randn(5, 2)) + 0.1 * torch.randn(5, 3, 2, 2)
+    y = model.sample(None, torch.randn(5, 2)) + 0.1 * torch.randn(5, 3, 2, 2)
     bounds = likelihood_bounds(model, y, torch.zeros(5, 1), samples=7, sigma=0.1,
                                generator=torch.Generator().manual_seed(0))
     exact = model.log_marginal(y).double()
@@ -95,7 +95,7 @@ def test_with_the_exact_posterior_cll_is_the_exact_log_likelihood():
 
 def test_with_a_wrong_posterior_elbo_le_cll_le_log_likelihood_and_cll_tightens():
     model = LinearGaussian(sigma=0.1, shift=0.5)
-    y = model.sample(None, z=torch.randn(64, 2)) + 0.1 * torch.randn(64, 3, 2, 2)
+    y = model.sample(None, torch.randn(64, 2)) + 0.1 * torch.randn(64, 3, 2, 2)
     exact = model.log_marginal(y).double().mean()
     gen = torch.Generator().manual_seed(0)
     few = likelihood_bounds(model, y, torch.zeros(64, 1), samples=2, sigma=0.1, generator=gen)

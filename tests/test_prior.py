@@ -78,8 +78,8 @@ def test_sampling_draws_z_from_the_conditional_prior():
     eps = torch.randn(3, 5)
     prior_mu, prior_logvar = model.prior_params(condition)
     expected = model.decode(prior_mu + torch.exp(0.5 * prior_logvar) * eps, condition)
-    assert torch.allclose(model.sample(condition, z=eps), expected)
-    assert not torch.allclose(model.sample(condition, z=eps), model.decode(eps, condition))
+    assert torch.allclose(model.sample(condition, eps), expected)
+    assert not torch.allclose(model.sample(condition, eps), model.decode(eps, condition))
 
 
 def test_unknown_prior_is_refused():

@@ -88,7 +88,7 @@ def test_rest_off_reproduces_the_old_vectors_and_images_exactly(run):
     spec = "shape::circle,-large,color::red"
     cond = sampling.conditions(run, spec, n=5, seed=3, rest="off")
     assert torch.equal(cond.condition, run.conditioner.encode(spec).reshape(1, -1).expand(5, -1))
-    old = run.model.sample(run.condition(spec, 5), z=run.latents(5, 3))
+    old = run.model.sample(run.condition(spec, 5), run.latents(5, 3))
     assert torch.equal(run.sample(spec, n=5, seed=3, rest="off"), old)
 
 
@@ -172,7 +172,7 @@ def test_temperature_scales_the_prior_noise_and_n_is_respected(run):
     for n, t in ((1, 0.5), (7, 1.0), (3, 2.0)):
         images = run.sample(spec, n=n, seed=9, temperature=t, rest="off")
         assert images.shape == (n, 3, 16, 16)
-        expected = run.model.sample(run.condition(spec, n), z=run.latents(n, 9) * t)
+        expected = run.model.sample(run.condition(spec, n), run.latents(n, 9) * t)
         assert torch.equal(images, expected)
     assert not torch.equal(run.sample(spec, n=4, temperature=0.5), run.sample(spec, n=4, temperature=1.5))
 
