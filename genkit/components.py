@@ -83,6 +83,11 @@ def _make(kind: str, spec: ComponentSpec, *args: Any) -> Any:
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise UsageError(f"{SINGULAR[kind]} {spec.name!r} cannot be built from its options "
                          f"{json.dumps(spec.options)[:200]} ({reason})") from None
+    except AttributeError as exc:  # a model asking its conditioner for a form it does not offer
+        if kind != "models":
+            raise
+        raise UsageError(f"model {spec.name!r} cannot be built with conditioner {type(args[1]).__name__}: "
+                         f"{_reason(exc)}; choose a --conditioner that offers it") from None
 
 
 def model_fits(config: RunConfig, bytes_per_parameter: int, batch_size: int = 0) -> int | None:
@@ -175,7 +180,7 @@ def _try_step(config: RunConfig, meta: bool) -> str | None:
             conditioner, model, loss = _create(config)
         except UsageError:
             raise
-        except Exception as exc:
+        except Exception:
             if meta:
                 raise _Undecided from None
             return None  # the factory fails for another reason: the real build reports it
@@ -183,22 +188,28 @@ def _try_step(config: RunConfig, meta: bool) -> str | None:
         try:
             with torch.no_grad():
                 output = model(images, condition)
+        except AttributeError as exc:
+            raise UsageError(f"model {config.model.name!r} cannot run with conditioner {config.conditioner.name!r}: "
+                             f"{_reason(exc)}; choose a --conditioner that offers it") from None
+        except Exception as exc:
+            _undecided(exc, meta)
+            return None  # the model's own failure, not a question of fit: training reports it
+        try:
+            with torch.no_grad():
                 loss(output, images)
         except (AttributeError, KeyError, TypeError, IndexError) as exc:
             return _reason(exc)
-        except NotImplementedError:
-            if meta:
-                raise _Undecided from None
-            return None
-        except RuntimeError as exc:
-            if "meta" in str(exc).lower():
-                if meta:
-                    raise _Undecided from None
-                return None
-            return _reason(exc)
-        except Exception:
-            return None  # not a question of fit (a value the model refuses): training reports it
+        except Exception as exc:
+            _undecided(exc, meta)
+            # a shape mismatch is a question of fit; anything else (a value refused) training reports
+            return _reason(exc) if isinstance(exc, RuntimeError) else None
     return None
+
+
+def _undecided(exc: Exception, meta: bool) -> None:
+    """On the meta device, an operation it cannot run (no kernel, a value read back) decides nothing."""
+    if meta and (isinstance(exc, NotImplementedError) or "meta" in str(exc).lower()):
+        raise _Undecided from None
 
 
 def _reason(exc: Exception) -> str:

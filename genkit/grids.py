@@ -3,7 +3,7 @@
 ``genkit sample --n N`` decodes its N images a batch at a time straight into the uint8 grid it
 writes, so memory holds the grid (one byte per pixel and channel) and one batch, never N float
 images. A grid that cannot fit in the memory available is refused before anything is drawn,
-with the largest ``--n`` that fits in the message. What is drawn (conditions, latent codes) is
+with the largest ``--n`` that fits in the message. What is drawn (conditions, noise) is
 :mod:`genkit.sampling`'s; this module only bounds and paints.
 """
 
@@ -44,7 +44,7 @@ def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: 
 
     ``bytes_per_value`` is what the grid costs per pixel and channel while it is made (1 for the
     streamed uint8 grid; more where float images are kept); ``extra_per_image`` adds per-image
-    costs such as the latent codes. ``asked`` names the request in the message (``--n N``).
+    costs such as the noise. ``asked`` names the request in the message (``--n N``).
     """
     asked = asked or f"--n {count}"
     height, width, channels = grid_shape(count, nrow, image_shape)

@@ -369,7 +369,7 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
                                           interactive=False)
             with gr.Tab("vary one attribute"):
                 vary_name = gr.Dropdown(page.run.attribute_names, value=page.run.attribute_names[0],
-                                        label="attribute (off above, on below, same latent codes)",
+                                        label="attribute (off above, on below, same noise)",
                                         elem_id=f"vary-name-{index}")
                 vary_button = gr.Button("vary", elem_id=f"vary-{index}")
                 vary_image = gr.HTML("", elem_id=f"vary-image-{index}")

@@ -25,10 +25,10 @@ def sample(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     vary: Optional[list[str]] = typer.Option(
         None, "--vary", help="Attribute to switch off (upper row) and on (lower row) over --attrs, with the same "
-                             "--n latent codes in both rows (repeatable: two rows per attribute)."),
+                             "--n noise draws in both rows (repeatable: two rows per attribute)."),
     interpolate: Optional[tuple[str, str]] = typer.Option(
         None, "--interpolate", help='Two attribute sets, e.g. --interpolate "A,B" "C,D": each row one of '
-                                            "--n latent codes, the condition moving from the first to the second."),
+                                            "--n noise draws, the condition moving from the first to the second."),
     steps: int = typer.Option(8, "--steps", help="Columns of an --interpolate grid."),
     sample_opt: Optional[list[str]] = SAMPLE_OPT,
 ) -> None:
@@ -78,7 +78,7 @@ def sample(
                    bytes_per_value=9)
         result = sampling.vary(loaded, attrs, vary, n, seed, rest, options)
         save_grid(result.images, target, nrow=n)
-        what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} latent codes"
+        what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} noise draws"
     elif pair:
         check_grid(n * steps, steps, shape, asked=f"--n {n} with --steps {steps} ({n * steps} images)",
                    bytes_per_value=9)
