@@ -19,7 +19,7 @@ from PIL import Image
 
 from genkit.errors import UsageError
 from genkit.files import atomic_path
-from genkit.sampling import batches
+from genkit.sampling import SAMPLE_BATCH, batches
 from genkit.memory import ALLOCATION_SHARE, available_bytes, format_bytes, items_that_fit
 
 #: the padding between grid cells, as torchvision's make_grid (white)
@@ -66,7 +66,7 @@ def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: 
 
 @torch.no_grad()
 def write_grid(run, condition: torch.Tensor, noise: torch.Tensor, nrow: int, path: str | Path,
-               options: dict[str, Any] | None = None, seed: int = 0) -> Path:
+               options: dict[str, Any] | None = None, seed: int = 0, batch_size: int = SAMPLE_BATCH) -> Path:
     """The samples of ``condition`` (n, dim) at ``noise`` (n, *noise_shape) as a PNG grid at ``path``.
 
     The same pixels as ``save_grid(sampling.decode(run, condition, noise, options), nrow)``, drawn a
@@ -78,7 +78,7 @@ def write_grid(run, condition: torch.Tensor, noise: torch.Tensor, nrow: int, pat
     grid_h, grid_w, _ = grid_shape(n, nrow, shape)
     canvas = np.full((grid_h, grid_w, channels), 255, dtype=np.uint8)
     cols = min(nrow, n)
-    for start, images in batches(run, condition, noise, run.resolve_options(options), seed):
+    for start, images in batches(run, condition, noise, run.resolve_options(options), seed, batch_size):
         pixels = images.cpu().clamp(0, 1).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         for k, image in enumerate(pixels, start=start):
             if n == 1:
