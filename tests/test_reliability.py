@@ -28,7 +28,6 @@ import genkit.checkpoints
 import genkit.memory
 from genkit.cli.app import build_app
 from genkit.images import save_grid
-from genkit import sampling
 from genkit.grids import write_grid
 from genkit_datasets.preprocess import center_crop_resize
 
