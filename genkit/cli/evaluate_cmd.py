@@ -33,16 +33,22 @@ def evaluate(
     root: Optional[Path] = typer.Option(None, "--root", help="Folder holding the dataset's files (default: the run's)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where HDF5 caches and classifiers live."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    tensorboard: Optional[bool] = typer.Option(
+        None, "--tensorboard/--no-tensorboard",
+        help="Also write the metrics as TensorBoard events in RUN/evaluation_<split> (default: when the "
+             "tensorboard package is installed; --tensorboard fails without it)."),
 ) -> None:
     """Score a run on held-out data: MSE, KL, ELBO, importance-sampled CLL, attribute accuracy, diversity.
 
-    Writes RUN/evaluation_<split>.json too. Likelihoods use a Gaussian decoder with fixed σ
-    (see docs/evaluation.md), in nats per image; higher is better.
+    Writes RUN/evaluation_<split>.json too, and TensorBoard events in RUN/evaluation_<split>/. Likelihoods
+    use a Gaussian decoder with fixed σ (see docs/evaluation.md), in nats per image; higher is better.
     """
     from genkit.evaluation import evaluate_run
     from genkit.files import write_text_atomic
     from genkit.runs import load_run
+    from genkit.tensorboard import log_evaluation, wanted as tensorboard_wanted
 
+    logging = tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any work
     loaded = load_run(run, device=device)
     progress, on_classifier, on_eval = stage_progress()
     try:
@@ -54,6 +60,8 @@ def evaluate(
         progress.stop()
     target = loaded.directory / f"evaluation_{split}.json"
     write_text_atomic(target, json.dumps(result, indent=1))
+    if logging:
+        log_evaluation(loaded.directory, split, result, warn=lambda text: console.err.print(text, markup=False))
     if as_json:
         console.out.print_json(json.dumps(result))
     else:

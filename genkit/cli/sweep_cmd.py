@@ -40,6 +40,7 @@ def sweep(
     data_in: str = T.DATA_IN,
     workers: int = T.WORKERS,
     log_every: int = T.LOG_EVERY,
+    tensorboard: Optional[bool] = T.TENSORBOARD,
     split: str = typer.Option("test", "--split", help="Held-out split every run is evaluated on."),
     samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-S", help="Importance samples per image for cll."),
     sigma: float = typer.Option(DEFAULT_SIGMA, "--sigma", help="σ of the Gaussian decoder likelihood."),
@@ -54,6 +55,7 @@ def sweep(
     from genkit.cli.evaluate_cmd import stage_progress
     from genkit.evaluation import check_settings
     from genkit.sweep import parse_vary, plan_sweep, prepare_sweep, run_sweep, varied_from_flags
+    from genkit.tensorboard import wanted as tensorboard_wanted
 
     from genkit.files import check_output_dir
 
@@ -64,6 +66,7 @@ def sweep(
     varied = flag_varied + parse_vary(vary or [], components)
     options = component_options(model_opt, loss_opt, cond_opt, data_opt, fixed)
     check_settings(samples, sigma)
+    tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any training
     plan = plan_sweep(
         varied, out, model=model, data=data, conditioner=conditioner, loss=loss, **options, root=root,
         image_size=image_size, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
@@ -79,7 +82,8 @@ def sweep(
     console.err.print(f"attribute classifier {record.name}: accuracy {record.accuracy:.4f} on real "
                       f"{record.valid_split} images", highlight=False, markup=False)
     with console.TrainingDisplay() as display:
-        results = run_sweep(plan, observer=display, cache_dir=cache_dir, split=split, samples=samples, sigma=sigma)
+        results = run_sweep(plan, observer=display, cache_dir=cache_dir, split=split, samples=samples, sigma=sigma,
+                            tensorboard=tensorboard)
     console.out.print((out / "table.md").read_text(), highlight=False, markup=False)
     console.err.print(f"[green]done:[/] {len(results)} runs; table, figure3.png, figure4.png and the MSE/KL plot "
                       f"in {out}", highlight=False)
