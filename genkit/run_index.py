@@ -86,7 +86,8 @@ def find_runs(paths: list[str | Path]) -> list[RunRow]:
     roots = [Path(p) for p in paths]
     for root in roots:
         if not root.exists():
-            raise UsageError(f"{root} does not exist; give folders holding run folders (default: runs)")
+            raise UsageError(f"{root} does not exist; name the folders holding your runs: genkit runs PATH... "
+                             "(the default is runs)")
         if not root.is_dir():
             raise UsageError(f"{root} is a file, not a folder; give the folder of a run or one holding runs")
     rows: list[RunRow] = []
