@@ -21,9 +21,11 @@ DEFAULT_PATH = Path("runs")
 class RunsGroup(TyperGroup):
     """``genkit runs ARGS`` is ``genkit runs list ARGS`` unless ARGS starts with a subcommand (or --help)."""
 
+    default_command = "list"
+
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
-            args = ["list", *args]
+            args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 
