@@ -8,7 +8,8 @@ term), ``steps.jsonl``, ``evaluation_test.json`` (with its copy of the config an
 accuracies), TensorBoard-sized event and checkpoint files, and a ``samples/`` folder. No torch
 is imported here. Then times the real command, ``python -m genkit runs DIR`` in a fresh process
 (start-up included), as a table, with ``--json`` and with ``--sort fd``, and on an empty folder
-(start-up alone): the median of the repeats, the commands taking turns.
+(start-up alone): the median wall time of the repeats, the commands taking turns, and the CPU time
+the process used (which other jobs on a shared machine do not inflate).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -88,19 +90,23 @@ def main() -> None:
                 "genkit runs DIR --sort fd": [str(root), "--sort", "fd"],
                 "genkit runs EMPTY (start-up alone)": [str(empty)]}
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.repeats):
         for name, extra in commands.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "genkit", "runs", *extra], capture_output=True, text=True)
             times[name].append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
             assert done.returncode == 0, done.stderr
     listed = json.loads(subprocess.run([sys.executable, "-m", "genkit", "runs", str(root), "--json"],
                                        capture_output=True, text=True).stdout)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; {len(listed)} runs listed ({args.epochs} epochs each)")
     for name, values in times.items():
-        print(f"{name}: median {statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f}, "
-              f"{args.repeats} runs)")
+        print(f"{name}: wall median {statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f}), "
+              f"CPU (user + sys) median {statistics.median(cpu[name]):.3f} s; {args.repeats} runs")
 
 
 if __name__ == "__main__":

@@ -157,17 +157,19 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         return []
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path.name} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise ValueError(f"{path.name} is damaged (line {number} is not JSON)") from None
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    try:  # one parse for the whole file; line by line only to say which line is damaged
+        records = json.loads("[" + ",".join(line for _, line in lines) + "]")
+    except ValueError:
+        records = None
+    for (number, line), record in zip(lines, records or [None] * len(lines)):
+        if records is None:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise ValueError(f"{path.name} is damaged (line {number} is not JSON)") from None
         if not isinstance(record, dict):
             raise ValueError(f"{path.name} is damaged (line {number} is not a JSON object)")
-        records.append(record)
     return records
 
 

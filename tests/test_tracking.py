@@ -229,8 +229,12 @@ def test_runs_lists_good_runs_and_marks_broken_and_foreign_folders(runs_folder):
     lines = table.stdout.splitlines()
     assert any(str(runs_folder / "sweep" / "lr-0.002") in line and "shapes 16x16" in line and "1.5" in line
                for line in lines)
-    marked = [line for line in lines if line.startswith("! ")]
-    assert len(marked) == 4 and f"! {runs_folder / 'broken-config'}: config.json is damaged" in table.stdout
+    notes = [line for line in lines if line.startswith("! ") and ": " in line]
+    assert [n.split(": ")[0][2:] for n in notes] == [str(runs_folder / name) for name in
+                                                      ("damaged-metrics", "broken-config", "hf-model", "notes")]
+    assert f"! {runs_folder / 'broken-config'}: config.json is damaged" in table.stdout
+    row = next(line for line in lines if line.startswith(f"! {runs_folder / 'damaged-metrics'} "))
+    assert "cvae" in row and "?/1" in row  # the run is listed, marked, its epochs unknown
     assert "Traceback" not in table.output
 
 

@@ -56,7 +56,7 @@ def list_runs(
         return
     runs = [row for row in rows if row.config is not None]
     if runs:
-        _print_table(runs_table(runs))
+        console.out.print(runs_table(runs), highlight=False, markup=False)
     else:
         where = ", ".join(str(p) for p in (paths or [DEFAULT_PATH]))
         console.err.print(f"no runs under {where}", highlight=False, markup=False)
@@ -98,12 +98,15 @@ def diff(
             console.out.print(f"! {row.name}: {row.problem}", highlight=False, markup=False)
 
 
-def runs_table(rows) -> Any:
-    from rich.table import Table
+#: the columns of `genkit runs`
+COLUMNS = ("run", "model", "loss", "data", "epochs", "val loss", "val terms", "attr ratio", "weakest", "div ratio",
+           "fd")
 
-    table = Table("run", "model", "loss", "data", "epochs", "val loss", "val terms", "attr ratio", "weakest",
-                  "div ratio", "fd")
-    table.columns[0].overflow = "fold"  # a name is copied into other commands: never cut short
+
+def runs_table(rows) -> str:
+    """The runs as plain aligned columns: nothing cut short (names are pasted into other commands),
+    easy to grep, and quick for hundreds of runs."""
+    table = [list(COLUMNS)]
     for row in rows:
         c = row.config
         terms = row.validation
@@ -111,13 +114,14 @@ def runs_table(rows) -> Any:
         weakest = "-" if figures["weakest_accuracy"] is None else \
             f"{figures['weakest_attribute']} {_cell(figures['weakest_accuracy'])}"
         epochs = f"{'?' if row.epochs_done is None else row.epochs_done}/{c.train.epochs}"
-        table.add_row(*_texts(("! " if row.problem else "") + row.name, c.model.name, c.loss.name,
-                              f"{c.data.name} {c.data.image_size[0]}x{c.data.image_size[1]}", epochs,
-                              _cell(terms.pop("val_loss", None)),
-                              " ".join(f"{k[4:]} {_cell(v)}" for k, v in terms.items()) or "-",
-                              _cell(figures["attribute_ratio"]), weakest, _cell(figures["diversity_ratio"]),
-                              _cell(figures["fd"])))
-    return table
+        table.append([("! " if row.problem else "") + row.name, c.model.name, c.loss.name,
+                      f"{c.data.name} {c.data.image_size[0]}x{c.data.image_size[1]}", epochs,
+                      _cell(terms.pop("val_loss", None)),
+                      " ".join(f"{k[4:]} {_cell(v)}" for k, v in terms.items()) or "-",
+                      _cell(figures["attribute_ratio"]), weakest, _cell(figures["diversity_ratio"]),
+                      _cell(figures["fd"])])
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table)
 
 
 def _print_table(table) -> None:
