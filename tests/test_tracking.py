@@ -147,6 +147,26 @@ def test_evaluation_figures_go_to_a_sub_run_nulls_left_out_and_a_rerun_replaces_
     assert [(e.step, _value(e)) for e in events["evaluation/mse"]] == [(16, 10.0)]
 
 
+def test_a_failing_tensorboard_write_warns_once_and_logging_stops(tiny_run, tmp_path):
+    """A full disk under the event files: one warning, the training goes on (metrics.jsonl is the record)."""
+    from genkit.config import RunConfig
+    from genkit.tensorboard import TensorBoardLog
+
+    warnings = []
+    log = TensorBoardLog(tmp_path, RunConfig.load(tiny_run / "config.json"), 0, [], [], warn=warnings.append)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    log.events.writer.add_scalar = full
+    log.on_step(1, 2, {"step": 2, "epoch_float": 0.1, "loss": 1.0})
+    log.on_step(1, 4, {"step": 4, "epoch_float": 0.2, "loss": 0.9})
+    log.on_epoch_end(1, {"epoch": 1, "step": 4, "val_loss": 0.8})
+    log.close()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: TensorBoard logging stopped (OSError: [Errno 28] "
+                                                         "No space left on device)")
+
+
 def test_the_cli_display_and_the_log_both_get_every_event(tmp_path):
     """The Trainer's observer and the TensorBoard log side by side; on_step gets the steps.jsonl record."""
     import genkit
