@@ -1,7 +1,7 @@
 """The docs' TensorBoard screenshot: TensorBoard on a sweep folder, in headless Chromium, offline.
 
-    genkit sweep --loss beta-elbo --prior standard --beta 0.25,0.5,0.75,0.9 --image-size 32 \\
-        --data-opt count=4000 --epochs 6 --out runs/beta-sweep
+    genkit sweep --loss beta-elbo --prior standard --beta 0.25,0.5,0.75 --image-size 32 \\
+        --data-opt count=2000 --epochs 4 --batch-size 32 --samples 10 --out runs/beta-sweep
     python benchmarks/tensorboard_screenshot.py runs/beta-sweep --out docs/images/tensorboard-sweep.png
 
 Starts ``tensorboard --logdir LOGDIR`` bound to 127.0.0.1 on a free port, opens it in Debian's

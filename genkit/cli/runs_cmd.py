@@ -52,7 +52,7 @@ def list_runs(
 
     rows = sort_rows(find_runs(paths or [DEFAULT_PATH]), sort)
     if as_json:
-        console.out.print_json(json.dumps([row.to_json() for row in rows]))
+        _print_json([row.to_json() for row in rows])
         return
     runs = [row for row in rows if row.config is not None]
     if runs:
@@ -77,7 +77,7 @@ def diff(
     first, second = load_for_diff(a), load_for_diff(b)
     result = diff_runs(first, second)
     if as_json:
-        console.out.print_json(json.dumps(result))
+        _print_json(result)
         return
     from rich.table import Table
 
@@ -122,6 +122,11 @@ def runs_table(rows) -> str:
                       _cell(figures["fd"])])
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table)
+
+
+def _print_json(document: Any) -> None:
+    """Plain indented JSON (rich's highlighting costs more than reading hundreds of runs)."""
+    console.out.print(json.dumps(document, indent=2), highlight=False, markup=False)
 
 
 def _print_table(table) -> None:
