@@ -180,3 +180,25 @@ def _image_size(value: Any) -> tuple[int, int]:
 def _json_type(value: Any) -> str:
     return {bool: "true/false", int: "a whole number", float: "a number", str: "text", dict: "an object",
             list: "a list", tuple: "a list"}.get(type(value), type(value).__name__)
+
+
+def flat_settings(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
+    """Every setting of a config by its ``config.json`` path (``train.lr``, ``loss.options.beta``).
+
+    Values are JSON scalars; a list or an object that is a value (``data.image_size``) is its JSON
+    text, so two configs compare setting by setting (``genkit runs diff``, TensorBoard's hparams).
+    """
+    raw = config.to_dict() if isinstance(config, RunConfig) else config
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict) and ("." not in path or path.endswith(".options")):  # sections, options
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, (dict, list, tuple)):
+            flat[path] = json.dumps(value)
+        else:
+            flat[path] = value
+
+    walk(raw, "")
+    return flat

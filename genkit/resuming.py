@@ -31,14 +31,15 @@ RESUMABLE_SETTINGS = ("epochs", "lr", "root", "workers", "data_in", "device")
 def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | None = None,
            cache_dir: str | Path | None = None, data_progress: Progress | None = None, *,
            lr: float | None = None, root: str | Path | None = None, workers: int | None = None,
-           data_in: str | None = None, device: str | None = None) -> Run | None:
+           data_in: str | None = None, device: str | None = None, tensorboard: bool | None = None) -> Run | None:
     """Continue the run in ``run_dir`` from its latest checkpoint.
 
     The settings that do not change what the checkpoint means may be changed: ``epochs`` (train
     further), ``lr`` (continue a diverged run more gently), ``root`` (the data moved), ``workers``,
     ``data_in`` and ``device``. The new values go into the run's ``config.json`` and each resume is
     logged in ``resumes.jsonl`` (step, time, what changed from what). Returns None when the run
-    has already finished its epochs (nothing to do).
+    has already finished its epochs (nothing to do). ``tensorboard`` is :func:`genkit.train`'s: the
+    TensorBoard curves continue from the checkpoint's step.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -53,7 +54,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
         check_training_fits(config)
     except UsageError as exc:
         raise UsageError(f"{config_path}: {exc}") from None
-    trainer = Trainer(config, run_dir, observer, cache_dir, data_progress, resume=True)
+    trainer = Trainer(config, run_dir, observer, cache_dir, data_progress, resume=True, tensorboard=tensorboard)
     if trainer.state.epoch > config.train.epochs:
         distributed.shutdown(trainer.world)
         return None

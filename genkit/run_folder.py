@@ -10,6 +10,7 @@ step), ``samples/epoch_NNN.png`` with ``samples/rows.json``, ``loss_curve.png``,
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def finite_numbers(record: dict, skip=()) -> dict[str, float]:
+    """The finite numbers of a record: no flags, texts, lists, nulls (a capability the model lacks) or NaN."""
+    return {k: float(v) for k, v in record.items()
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def default_run_dir(model: str, data: str, base: str | Path = "runs") -> Path:

@@ -369,9 +369,16 @@ def prepare_sweep(plan: SweepPlan, split: str = "test", cache_dir: str | Path | 
 
 def run_sweep(plan: SweepPlan, observer=None, cache_dir: str | Path | None = None, split: str = "test",
               samples: int = DEFAULT_SAMPLES, sigma: float = DEFAULT_SIGMA, eval_seed: int = 0,
-              classifier_progress=None) -> list[dict[str, Any]]:
+              classifier_progress=None, tensorboard: bool | None = None) -> list[dict[str, Any]]:
     """Train (or reuse) and evaluate every run at every sample point, then write the table, figures and
-    plot; returns the rows."""
+    plot; returns the rows.
+
+    ``tensorboard`` is :func:`genkit.train`'s: each run folder is a TensorBoard run with its settings
+    as hparams, so ``tensorboard --logdir OUT`` overlays the points; each evaluation is a sub-run.
+    """
+    from genkit.tensorboard import log_evaluation, wanted as tensorboard_wanted
+
+    logging = tensorboard_wanted(tensorboard)
     plan.out.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
     for i, (config, state) in enumerate(zip(plan.configs, plan.states)):
@@ -381,11 +388,11 @@ def run_sweep(plan: SweepPlan, observer=None, cache_dir: str | Path | None = Non
             runs.append(load_run(directory, device=config.train.device))
         elif state == "resume":
             _message(observer, f"{label}: resuming the unfinished run in {directory}")
-            resumed = resume(directory, observer=observer, cache_dir=cache_dir)
+            resumed = resume(directory, observer=observer, cache_dir=cache_dir, tensorboard=logging)
             runs.append(resumed if resumed is not None else load_run(directory, device=config.train.device))
         else:
             _message(observer, f"{label}: training into {directory}")
-            runs.append(train(config, directory, observer=observer, cache_dir=cache_dir))
+            runs.append(train(config, directory, observer=observer, cache_dir=cache_dir, tensorboard=logging))
     entries: list[Evaluated] = []
     for i, j in plan.evaluations():
         run, label, options = runs[i], plan.evaluation_label(i, j), plan.sample_options[j]
@@ -393,7 +400,10 @@ def run_sweep(plan: SweepPlan, observer=None, cache_dir: str | Path | None = Non
         result = evaluate_run(run, split=split, samples=samples, sigma=sigma, seed=eval_seed, cache_dir=cache_dir,
                               train_classifier=True, classifier_progress=classifier_progress, options=options,
                               on_message=lambda text, label=label: _message(observer, f"{label}: {text}"))
-        write_text_atomic(plan.evaluation_path(i, j, split), json.dumps(result, indent=1))
+        path = plan.evaluation_path(i, j, split)
+        write_text_atomic(path, json.dumps(result, indent=1))
+        if logging:
+            log_evaluation(run.directory, path.stem, result, warn=lambda text: _message(observer, text))
         final = (read_jsonl(run.directory / METRICS_FILE) or [{}])[-1]
         terms = {k: v for k, v in final.items() if k.startswith("val_")}
         point = {**plan.points[i], **plan.sample_points[j]}

@@ -40,6 +40,7 @@ from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, LOSS_WEIGHTS_FILE, 
 from genkit.runs import Run
 from genkit.sampling import AttributeTable
 from genkit.signals import TrainingInterrupted, stop_on_signals
+from genkit.tensorboard import TensorBoardLog, wanted as tensorboard_wanted
 from genkit.timing import DataWaitClock
 from genkit.weights import loss_has_state, loss_parameters, save_weights
 from genkit_datasets.cache import Progress
@@ -56,8 +57,9 @@ GRID_SECONDS = 10.0
 class Observer(Protocol):
     """What the training loop reports; the CLI draws it with rich. Every method is optional.
 
-    ``on_step`` gets ``None`` between logged steps, and at a logged step every loss term averaged
-    over the window, ``images_per_s`` and ``data_wait_s``. ``on_epoch_end``'s record holds the
+    ``on_step`` gets ``None`` between logged steps, and at a logged step its ``steps.jsonl`` record:
+    ``step``, ``epoch_float``, every loss term averaged over the window, ``images_per_s`` and
+    ``data_wait_s``. ``on_epoch_end``'s record holds the
     epoch's metrics and, when the loss reported any through its optional ``warnings()``, a list
     of messages under ``"warnings"`` to show with them.
     """
@@ -73,6 +75,18 @@ def notify(observer, method: str, *args) -> None:
     fn = getattr(observer, method, None) if observer is not None else None
     if fn is not None:
         fn(*args)
+
+
+class Observers:
+    """Several observers as one: each event goes to each of them, in order."""
+
+    def __init__(self, *observers):
+        self.observers = [o for o in observers if o is not None]
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args: [notify(o, method, *args) for o in self.observers]
 
 
 @dataclass
@@ -119,8 +133,11 @@ class Trainer:
     """Trains one run folder; ``resume=True`` continues from its latest checkpoint."""
 
     def __init__(self, config: RunConfig, out_dir: Path | None, observer: Observer | None = None,
-                 cache_dir: str | Path | None = None, data_progress: Progress | None = None, resume: bool = False):
+                 cache_dir: str | Path | None = None, data_progress: Progress | None = None, resume: bool = False,
+                 tensorboard: bool | None = None):
         self.config, self.observer = config, observer
+        self._tensorboard = tensorboard_wanted(tensorboard)  # asked for and missing: refused before any work
+        self._tensorboard_log: TensorBoardLog | None = None
         self.out = Path(out_dir) if out_dir is not None else default_run_dir(config.model.name, config.data.name)
         self._start_processes(resume)
         self._open_data(cache_dir, data_progress, resume)
@@ -207,6 +224,9 @@ class Trainer:
             return self._run()
         except WriteError as exc:
             raise self.write_failed(exc) from None
+        finally:
+            if self._tensorboard_log is not None:  # finished, interrupted or failed: its events are flushed
+                self._tensorboard_log.close()
 
     def _run(self) -> Run:
         if self.world.is_main:
@@ -219,6 +239,8 @@ class Trainer:
                     f"training {self.config.model.name} on {data.name}: {len(self.train_set)} images "
                     f"{data.image_size[0]}x{data.image_size[1]}, data in {self.placement_reason}, device {self.device}"
                     + (f", {self.world.size} processes" if self.world.distributed else ""))
+            if self._tensorboard:
+                self._open_tensorboard()
         grid_cond, grid_noise = self._grid_inputs()
         self.model.train()
         if self.state.step == 0:  # a checkpoint before the first step: a diverging run always has a finite state
@@ -317,7 +339,7 @@ class Trainer:
         metrics["data_wait_s"] = self.data_wait.take()
         state.steps_log.append({"step": state.step,
                                 "epoch_float": state.epoch - 1 + state.batch_in_epoch / len(self.batches), **metrics})
-        notify(self.observer, "on_step", state.epoch, state.batch_in_epoch, metrics)
+        notify(self.observer, "on_step", state.epoch, state.batch_in_epoch, state.steps_log[-1])
 
     def _raise_if_diverged(self, window: Window) -> None:
         """A non-finite loss ends the run, naming the last finite checkpoint and how to continue from it."""
@@ -418,6 +440,13 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - started
 
+    def _open_tensorboard(self) -> None:
+        """The run's TensorBoard events (main process only), fed as a second observer."""
+        state = self.state
+        self._tensorboard_log = TensorBoardLog(self.out, self.config, state.step, state.epochs_log, state.steps_log,
+                                               warn=lambda text: notify(self.observer, "on_message", text))
+        self.observer = Observers(self.observer, self._tensorboard_log)
+
     # -- checkpoints ---------------------------------------------------------------------------
     def _checkpoint_state(self) -> dict[str, Any]:
         state = self.state
@@ -514,9 +543,15 @@ def make_optimizer(model: torch.nn.Module, lr: float, extra: list[torch.nn.Param
 
 
 def train(config: RunConfig, out_dir: str | Path | None = None, observer: Observer | None = None,
-          cache_dir: str | Path | None = None, data_progress: Progress | None = None) -> Run:
-    """Train ``config`` into ``out_dir`` (default ``runs/<model>-<data>-<time>``); returns the run."""
-    return Trainer(config, Path(out_dir) if out_dir else None, observer, cache_dir, data_progress).run()
+          cache_dir: str | Path | None = None, data_progress: Progress | None = None,
+          tensorboard: bool | None = None) -> Run:
+    """Train ``config`` into ``out_dir`` (default ``runs/<model>-<data>-<time>``); returns the run.
+
+    ``tensorboard``: write TensorBoard event files into the run folder; ``None`` (the default) when
+    the tensorboard package is installed, ``True`` requires it (a UsageError without it).
+    """
+    return Trainer(config, Path(out_dir) if out_dir else None, observer, cache_dir, data_progress,
+                   tensorboard=tensorboard).run()
 
 
 def _autocast(device: torch.device, precision: str):

@@ -167,7 +167,7 @@ def _default(param) -> str:
     if param.required:
         return "required"
     if getattr(param, "is_flag", False):
-        return "on" if param.default else "off"
+        return "on" if param.default else "" if param.default is None else "off"  # None: decided at run time
     if param.default in (None, "", (), []):
         return ""
     if isinstance(param.default, (list, tuple)):
@@ -266,6 +266,9 @@ def test_docs_show_only_commands_and_options_that_exist():
         rest = tokens[1:]
         while rest and f"{path} {rest[0]}" in tree:
             path = f"{path} {rest.pop(0)}"
+        default = getattr(tree[path], "default_command", None)  # `genkit runs PATH` is `genkit runs list PATH`
+        if default and not (rest and rest[0] in ("--help", "-h")):
+            path = f"{path} {default}"
         command = tree[path]
         assert not (hasattr(command, "commands") and rest and not rest[0].startswith("-")), \
             f"{source}: `{line}` runs an unknown command {rest[0]!r}"

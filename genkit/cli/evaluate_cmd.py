@@ -35,21 +35,27 @@ def evaluate(
     root: Optional[Path] = typer.Option(None, "--root", help="Folder holding the dataset's files (default: the run's)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where HDF5 caches and classifiers live."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    tensorboard: Optional[bool] = typer.Option(
+        None, "--tensorboard/--no-tensorboard",
+        help="Also write the metrics as TensorBoard events in RUN/evaluation_<split> (default: when the "
+             "tensorboard package is installed; --tensorboard fails without it)."),
     sample_opt: Optional[list[str]] = SAMPLE_OPT,
 ) -> None:
     """Score a run on held-out data: attribute accuracy, diversity and fd of its samples, and, for a model
     with a posterior, MSE, KL, ELBO and importance-sampled CLL.
 
-    Writes RUN/evaluation_<split>.json too. Metrics a model cannot have (the likelihood bounds of a
-    model without an encoder) are null. Likelihoods use a Gaussian decoder with fixed σ (see
-    docs/evaluation.md), in nats per image; higher is better. The run's model adds its sampling
-    options as flags, listed at the end of `genkit evaluate --run RUN --help`.
+    Writes RUN/evaluation_<split>.json too, and TensorBoard events in RUN/evaluation_<split>/. Metrics a
+    model cannot have (the likelihood bounds of a model without an encoder) are null. Likelihoods use
+    a Gaussian decoder with fixed σ (see docs/evaluation.md), in nats per image; higher is better. The
+    run's model adds its sampling options as flags, listed at the end of `genkit evaluate --run RUN --help`.
     """
     from genkit.cli.sampling_flags import given_options
     from genkit.evaluation import evaluate_run
     from genkit.files import write_text_atomic
     from genkit.runs import load_run
+    from genkit.tensorboard import log_evaluation, wanted as tensorboard_wanted
 
+    logging = tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any work
     loaded = load_run(run, device=device)
     options = loaded.resolve_options(given_options(ctx.args, sample_opt, loaded.sampling_options,
                                                    loaded.config.model.name, "evaluate"))
@@ -67,6 +73,8 @@ def evaluate(
         progress.stop()
     target = loaded.directory / f"evaluation_{split}.json"
     write_text_atomic(target, json.dumps(result, indent=1))
+    if logging:
+        log_evaluation(loaded.directory, target.stem, result, warn=lambda text: console.err.print(text, markup=False))
     if as_json:
         console.out.print_json(json.dumps(result))
     else:

@@ -39,6 +39,9 @@ class TrainingOptions:
     DATA_IN = typer.Option(_D.data_in, "--data-in", help="auto, ram, gpu, or disk (stream from the cache).")
     WORKERS = typer.Option(_D.workers, "--workers", help="DataLoader workers when streaming from disk.")
     LOG_EVERY = typer.Option(_D.log_every, "--log-every", help="Steps between progress updates (host syncs).")
+    TENSORBOARD = typer.Option(None, "--tensorboard/--no-tensorboard",
+                               help="Write TensorBoard event files into each run folder (default: when the "
+                                    "tensorboard package is installed; --tensorboard fails without it).")
     MODEL_OPT = typer.Option(None, "--model-opt", help="Model option KEY=VALUE (repeatable).")
     LOSS_OPT = typer.Option(None, "--loss-opt", help="Loss option KEY=VALUE (repeatable).")
     COND_OPT = typer.Option(None, "--conditioner-opt", help="Conditioner option KEY=VALUE.")

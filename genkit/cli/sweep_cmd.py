@@ -45,6 +45,7 @@ def sweep(
     data_in: str = T.DATA_IN,
     workers: int = T.WORKERS,
     log_every: int = T.LOG_EVERY,
+    tensorboard: Optional[bool] = T.TENSORBOARD,
     split: str = typer.Option("test", "--split", help="Held-out split every run is evaluated on."),
     samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-S", help="Importance samples per image for cll."),
     sigma: float = typer.Option(DEFAULT_SIGMA, "--sigma", help="σ of the Gaussian decoder likelihood."),
@@ -62,6 +63,7 @@ def sweep(
     from genkit.cli.evaluate_cmd import stage_progress
     from genkit.evaluation import check_settings
     from genkit.sweep import parse_vary, plan_sweep, prepare_sweep, run_sweep, varied_from_flags
+    from genkit.tensorboard import wanted as tensorboard_wanted
 
     from genkit.files import check_output_dir
 
@@ -75,6 +77,7 @@ def sweep(
     varied = flag_varied + parse_vary(vary or [], components)
     options = component_options(model_opt, loss_opt, cond_opt, data_opt, fixed)
     check_settings(samples, sigma)
+    tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any training
     plan = plan_sweep(
         varied, out, run=run, sample_options=parse_options(sample_opt, "--sample-opt"), model=model, data=data,
         conditioner=conditioner, loss=loss, **options, root=root, image_size=image_size, limit=limit, epochs=epochs,
@@ -91,7 +94,8 @@ def sweep(
     console.err.print(f"attribute classifier {record.name}: accuracy {record.accuracy:.4f} on real "
                       f"{record.valid_split} images", highlight=False, markup=False)
     with console.TrainingDisplay() as display:
-        results = run_sweep(plan, observer=display, cache_dir=cache_dir, split=split, samples=samples, sigma=sigma)
+        results = run_sweep(plan, observer=display, cache_dir=cache_dir, split=split, samples=samples, sigma=sigma,
+                            tensorboard=tensorboard)
     console.out.print((out / "table.md").read_text(), highlight=False, markup=False)
     figures = ", ".join(sorted(p.name for p in out.glob("*.png")))
     console.err.print(f"[green]done:[/] {len(results)} evaluations; table.md, table.csv, sweep.json and {figures} "
