@@ -2,7 +2,9 @@
 
 The folder's layout is :mod:`genkit.run_folder`'s; weights are safetensors, so loading a run
 never unpickles code. ``train_attributes.safetensors`` (the training attribute vectors) serves
-``rest="data"``; ``loss.safetensors`` holds the loss's own state when it has some (a learned σ).
+``rest="data"`` and is checked when the run is loaded; ``loss.safetensors`` holds the loss's own
+state when it has some (a learned σ) and is read only when ``Run.loss`` is first used (sampling
+never needs it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from genkit.config import RunConfig
 from genkit.distributed import resolve_device
 from genkit.errors import UsageError
 from genkit.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
-from genkit.sampling import Samples, generate, noise, parse_attrs, warn_note
+from genkit.sampling import (ATTRIBUTES_FILE, AttributeTable, Samples, _decode, check_images_fit, generate, noise,
+                             parse_attrs, warn_note)
 from genkit.weights import load_weights, loss_has_state
 
 
@@ -25,13 +28,28 @@ class Run:
     """A trained run: its config, the rebuilt model, and sampling by attribute names."""
 
     def __init__(self, directory: Path, config: RunConfig, model: torch.nn.Module, conditioner: Any,
-                 loss: Any, device: torch.device):
+                 loss: Any, device: torch.device, loss_state: Path | None = None):
         self.directory = directory
         self.config = config
         self.model = model
         self.conditioner = conditioner
-        self.loss = loss
+        self._loss = loss
+        #: the loss's saved state, read on first use of :attr:`loss`: sampling never needs it
+        self._loss_state = loss_state
         self.device = device
+
+    @property
+    def loss(self) -> Any:
+        """The run's loss, with its own trained state (``loss.safetensors``) read in when first asked for.
+
+        Sampling never uses the loss, so a run folder without ``loss.safetensors`` (a Space that
+        ships only what sampling needs) samples; asking for the loss then names the missing file.
+        """
+        if self._loss_state is not None:
+            load_weights(self._loss, self._loss_state, what="loss")
+            self._loss_state = None
+            self._loss.to(self.device)
+        return self._loss
 
     @property
     def attribute_names(self) -> list[str]:
@@ -65,9 +83,9 @@ class Run:
         them off. ``temperature`` scales the prior noise. A vector ``attrs`` is used as it is.
         """
         if isinstance(attrs, torch.Tensor):
-            self.model.eval()
+            check_images_fit(self, n, f"n={n}")
             z = noise(self, n, seed, temperature)
-            return self.model.sample(self.condition(attrs, n), z.to(self.device)).float().cpu()
+            return _decode(self, self.condition(attrs, n), z)
         return self.generate(attrs, n=n, seed=seed, temperature=temperature, rest=rest).images
 
     def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, temperature: float = 1.0,
@@ -88,10 +106,12 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     except UsageError as exc:
         raise UsageError(f"{directory / CONFIG_FILE}: {exc}") from None
     load_weights(model, directory / WEIGHTS_FILE)
-    if loss_has_state(loss):
-        load_weights(loss, directory / LOSS_WEIGHTS_FILE, what="loss")
     chosen = resolve_device(device)
     model.to(chosen).eval()
     if isinstance(loss, torch.nn.Module):
         loss.to(chosen)
-    return Run(directory, config, model, conditioner, loss, chosen)
+    loaded = Run(directory, config, model, conditioner, loss, chosen,
+                 loss_state=directory / LOSS_WEIGHTS_FILE if loss_has_state(loss) else None)
+    if (directory / ATTRIBUTES_FILE).is_file():  # checked now, so a damaged table stops `serve` at its start
+        loaded._attribute_table = (AttributeTable.load(directory, loaded.attribute_names), None)
+    return loaded
