@@ -50,6 +50,9 @@ from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, features_o
 from genkit.data import prepare_dataset
 from genkit.errors import GenkitRuntimeError, UsageError
 from genkit.gaussian import gaussian_kl
+from genkit.capabilities import noise_shape
+from genkit.limits import check_seed, derived_seed
+from genkit.memory import items_that_fit, require_memory
 from genkit.frechet import frechet_distance
 from genkit.runs import Run
 from genkit_datasets.cache import CacheInfo
@@ -59,6 +62,8 @@ DEFAULT_SIGMA = 0.1
 DEFAULT_SAMPLES = 100
 DIVERSITY_SETS = 32
 DIVERSITY_PER_SET = 8
+#: images reconstructed in one forward pass
+RECONSTRUCT_BATCH = 256
 LOG_2PI = math.log(2 * math.pi)
 
 #: ``progress(stage, done, total)``; stages: "likelihood", then "samples".
@@ -105,12 +110,35 @@ def _decoder(model, has_prior: bool) -> Callable[[torch.Tensor, torch.Tensor], t
     return decode
 
 
-def check_settings(samples: int, sigma: float) -> None:
-    """A :class:`UsageError` unless ``samples`` is a positive integer and ``sigma`` a positive number."""
+#: σ must keep σ² a normal, finite float64: the likelihood divides by 2σ² and takes log(2πσ²)
+SIGMA_RANGE = (1e-150, 1e150)
+
+
+def check_settings(samples: int, sigma: float, seed: int = 0) -> None:
+    """A :class:`UsageError` unless ``samples`` is a positive integer, ``sigma`` a positive number whose
+    square float64 holds, and ``seed`` a seed (0 ... 2**63 - 1)."""
     if samples < 1:
         raise UsageError(f"--samples {samples} must be a positive integer (the default is 100)")
     if not (sigma > 0 and math.isfinite(sigma)):
         raise UsageError(f"--sigma {sigma} must be a positive number, for example 0.1")
+    low, high = SIGMA_RANGE
+    if not low <= sigma <= high:
+        raise UsageError(f"--sigma {sigma:g} is too {'small' if sigma < low else 'large'}: the likelihood needs σ² as "
+                         f"a number, so σ must lie between {low:g} and {high:g}; for example --sigma 0.1")
+    check_seed(seed)
+
+
+def check_samples_fit(model, samples: int, batch_size: int) -> None:
+    """Refuse ``samples`` importance samples per image whose draws cannot fit in memory, before any work.
+
+    :func:`likelihood_bounds` holds, for each of ``batch_size`` images, every draw of z (float32)
+    and two float64 figures per draw at once.
+    """
+    latent = math.prod(noise_shape(model))
+    per_sample = batch_size * (4 * latent + 16)
+    fits = items_that_fit(per_sample)
+    require_memory(samples * per_sample, f"--samples {samples} ({batch_size} images at a time, {latent} latent "
+                   "values per draw)", f"ask for at most --samples {fits}")
 
 
 @torch.no_grad()
@@ -164,13 +192,20 @@ def likelihood_bounds(model, images: torch.Tensor, condition: torch.Tensor, samp
 
 @torch.no_grad()
 def reconstruct(run: Run, images: torch.Tensor, condition: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """The model's reconstructions (one draw of z ~ q(z|x,y), seeded) of images in [0, 1], on the CPU."""
+    """The model's reconstructions (one draw of z ~ q(z|x,y), seeded) of images in [0, 1], on the CPU.
+
+    Images go through the model :data:`RECONSTRUCT_BATCH` at a time, so its activations stay bounded.
+    """
     run.model.eval()
     device = run.device
+    parts = []
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        out = run.model(images.to(device).float(), condition.to(device).float())
-    return out.reconstruction.float().clamp(0, 1).cpu()
+        for start in range(0, len(images), RECONSTRUCT_BATCH):
+            stop = start + RECONSTRUCT_BATCH
+            out = run.model(images[start:stop].to(device).float(), condition[start:stop].to(device).float())
+            parts.append(out.reconstruction.float().clamp(0, 1).cpu())
+    return torch.cat(parts)
 
 
 def pairwise_rms(images: torch.Tensor) -> torch.Tensor:
@@ -205,7 +240,8 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
     """
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit} must be a positive integer")
-    check_settings(samples, sigma)
+    check_settings(samples, sigma, seed)
+    check_samples_fit(run.model, samples, batch_size)
     info = open_run_data(run, data, data_options, root, cache_dir)
     dataset = CachedImageDataset(info.path, split, limit=limit, in_memory=True)
     classifier, record, trained_now = get_classifier(info, classifier_name, train_if_needed=train_classifier,
@@ -216,10 +252,10 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         torch.manual_seed(seed)
         sums, cll_ge_elbo = _likelihood(run, dataset, samples, sigma, seed, batch_size, progress)
         per_attribute, real_per_attribute, generated_features = _attribute_accuracies(
-            run, dataset, classifier, seed + 1, batch_size, progress)
-        diversity, data_diversity = _diversities(run, dataset, seed + 2)
+            run, dataset, classifier, derived_seed(seed, 1), batch_size, progress)
+        diversity, data_diversity = _diversities(run, dataset, derived_seed(seed, 2))
         fd, fd_floor, reference_split = _frechet_distances(info, dataset, classifier, generated_features, run.device,
-                                                           seed + 3)
+                                                           derived_seed(seed, 3))
 
     n = len(dataset)
     pixels = math.prod(dataset.image_shape)

@@ -39,18 +39,21 @@ def grid_shape(count: int, nrow: int, image_shape: tuple[int, int, int]) -> tupl
 
 
 def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: str | None = None,
-               bytes_per_value: float = 1.0, extra_per_image: int = 0) -> None:
+               bytes_per_value: float = 1.0, extra_per_image: int = 0, columns_flag: str | None = "--nrow") -> None:
     """Refuse a grid of ``count`` images that cannot fit in memory (or in a PNG), naming the largest that can.
 
     ``bytes_per_value`` is what the grid costs per pixel and channel while it is made (1 for the
     streamed uint8 grid; more where float images are kept); ``extra_per_image`` adds per-image
-    costs such as the latent codes. ``asked`` names the request in the message (``--n N``).
+    costs such as the latent codes. ``asked`` names the request in the message (``--n N``);
+    ``columns_flag`` is the option that sets the images per row, where the user chooses it (None
+    for grids whose columns follow from what is drawn, such as ``--vary`` and ``--interpolate``).
     """
     asked = asked or f"--n {count}"
     height, width, channels = grid_shape(count, nrow, image_shape)
     if max(height, width) > MAX_GRID_SIDE:
         raise UsageError(f"{asked} makes a grid {height}x{width} pixels, more than a PNG can hold "
-                         f"({MAX_GRID_SIDE} a side); ask for fewer images or a larger --nrow")
+                         f"({MAX_GRID_SIDE} a side); ask for fewer images"
+                         + (f" or a larger {columns_flag}" if columns_flag else ""))
     needed = height * width * channels * bytes_per_value + count * extra_per_image
     available = available_bytes()
     if needed <= ALLOCATION_SHARE * available:

@@ -69,9 +69,10 @@ def parse_attrs(spec: str | Sequence[str], names: Sequence[str], exclusive_group
         if not item:
             continue
         on = not item.startswith("-")
-        name = item.lstrip("+-").strip()
-        if not name:
-            raise UsageError(f"{shown(item)} names no attribute; write NAME to switch one on and -NAME to switch it off")
+        name = item[1:].strip() if item[0] in "+-" else item  # one sign at most: "+-large" says nothing clear
+        if not name or name[0] in "+-":
+            raise UsageError(f"{shown(item)} names no attribute clearly; write NAME to switch one on and -NAME to "
+                             "switch it off")
         if name not in known:
             raise UsageError(f"unknown attribute {name!r}; list the valid ones with `genkit data info`")
         if state.get(name, on) != on:
@@ -95,17 +96,17 @@ def check_exclusive(request: AttributeRequest, exclusive_groups: Sequence[str]) 
 def check_temperature(temperature: Any) -> float:
     try:
         value = float(temperature)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         value = float("nan")
     if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
-        raise UsageError(f"temperature {temperature!r} must be a positive finite number, for example 1.0 "
+        raise UsageError(f"temperature {shown(temperature)} must be a positive finite number, for example 1.0 "
                          "(below 1 nearer the mode, above 1 more varied)")
     return value
 
 
 def check_rest(rest: str) -> str:
     if rest not in REST_MODES:
-        raise UsageError(f"rest {rest!r} is not known; choose data (unlisted attributes from the training data) "
+        raise UsageError(f"rest {shown(rest)} is not known; choose data (unlisted attributes from the training data) "
                          "or off (unlisted attributes off)")
     return rest
 
@@ -128,14 +129,11 @@ class AttributeTable:
 
     def save(self, run_dir: str | Path) -> Path:
         """``RUN/train_attributes.safetensors``, written atomically."""
-        from safetensors.torch import save_file
-
-        from genkit.files import atomic_path
+        from genkit.weights import save_tensors
 
         path = Path(run_dir) / ATTRIBUTES_FILE
-        with atomic_path(path) as tmp:
-            save_file({"vectors": self.vectors, "counts": self.counts}, str(tmp),
-                      metadata={"attribute_names": json.dumps(self.names)})
+        save_tensors({"vectors": self.vectors, "counts": self.counts}, path,
+                     {"attribute_names": json.dumps(self.names)})
         return path
 
     @classmethod
@@ -154,6 +152,10 @@ class AttributeTable:
                 counts.shape != (vectors.shape[0],):
             raise UsageError(f"{path} does not match the run's attribute names; delete it, and unlisted attributes "
                              "come from the dataset cache or are off")
+        problem = _table_problem(vectors, counts)
+        if problem:
+            raise UsageError(f"{path} is damaged ({problem}); delete it, and unlisted attributes come from the dataset "
+                             "cache or are off")
         return cls(list(names), vectors.to(torch.uint8), counts.to(torch.int64))
 
     def agreeing(self, request: AttributeRequest) -> torch.Tensor:
@@ -175,6 +177,18 @@ class AttributeTable:
         rng = np.random.default_rng([int(seed) % 2**63, 0x7E57])
         picks = rng.choice(len(candidates), size=n, p=weights / weights.sum())
         return self.vectors[candidates[torch.from_numpy(picks)]].clone()
+
+
+def _table_problem(vectors: torch.Tensor, counts: torch.Tensor) -> str | None:
+    """What is wrong with a table's vectors (0/1 each) and counts (whole, not negative, some above 0), if anything."""
+    if vectors.dtype.is_floating_point or vectors.dtype.is_complex or counts.dtype.is_floating_point \
+            or counts.dtype.is_complex:
+        return "its vectors and counts must be whole numbers"
+    if len(vectors) == 0 or not bool(((vectors == 0) | (vectors == 1)).all()):
+        return "its vectors must hold only 0 and 1" if len(vectors) else "it holds no vectors"
+    if bool((counts < 0).any()) or int(counts.sum()) <= 0:
+        return "its counts must be 0 or more, and not all 0"
+    return None
 
 
 def training_attributes(run) -> tuple[AttributeTable | None, str | None]:
@@ -288,13 +302,32 @@ class Samples:
 
 def noise(run, n: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
     """The prior noise ε for ``n`` samples, scaled by the temperature; reproducible by seed."""
+    from genkit.limits import check_seed
+
+    check_seed(seed, "seed")
     return run.latents(n, seed) * check_temperature(temperature)
+
+
+#: images decoded in one forward pass: what a model's activations cost is bounded by this batch
+DECODE_BATCH = 256
+
+
+def check_images_fit(run, count: int, what: str) -> None:
+    """Refuse ``count`` float images of the run's size that cannot fit in memory, before any is drawn."""
+    from genkit.memory import require_memory
+
+    per_image = 4 * math.prod(run.config.image_shape)
+    require_memory(count * per_image, f"{what} ({count} images of {'x'.join(map(str, run.config.image_shape[1:]))})",
+                   "ask for fewer images")
 
 
 @torch.no_grad()
 def _decode(run, condition: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The images of ``condition`` at noise ``z``, decoded :data:`DECODE_BATCH` at a time into one CPU tensor."""
     run.model.eval()
-    return run.model.sample(condition.to(run.device), z.to(run.device)).float().cpu()
+    parts = [run.model.sample(condition[i:i + DECODE_BATCH].to(run.device), z[i:i + DECODE_BATCH].to(run.device))
+             .float().cpu() for i in range(0, len(z), DECODE_BATCH)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, temperature: float = 1.0,
@@ -302,6 +335,7 @@ def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, temper
     """``n`` images with ``attrs``; the rest filled as ``rest`` says (see the module docstring)."""
     if n < 1:
         raise UsageError(f"n {n} must be a positive integer")
+    check_images_fit(run, n, f"n={n}")
     z = noise(run, n, seed, temperature)
     cond = conditions(run, attrs, n, seed, rest)
     return Samples(_decode(run, cond.condition, z), cond.attribute_sets, cond.note)
@@ -317,6 +351,7 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
     names_all = run.attribute_names
     request = parse_attrs(attrs, names_all, run.exclusive_groups)
     varied = _varied_names(run, names, request)  # every name checked before anything is drawn
+    check_images_fit(run, 2 * len(varied) * n, f"n={n} with {len(varied)} varied attribute(s)")
     z = noise(run, n, seed, temperature)
     rows, sets, notes = [], [], []
     for name in varied:
@@ -365,6 +400,7 @@ def interpolate(run, pair: tuple[str, str], n: int, steps: int, seed: int = 0, t
     """
     if steps < 2:
         raise UsageError(f"steps {steps} must be at least 2 (the two ends)")
+    check_images_fit(run, n * steps, f"n={n} with steps={steps}")
     z = noise(run, n, seed, temperature)
     ends = [conditions(run, spec, n, seed, rest) for spec in pair]
     weights = torch.linspace(0, 1, steps)

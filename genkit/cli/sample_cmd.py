@@ -42,8 +42,11 @@ def sample(
     from genkit.images import save_grid
     from genkit.runs import load_run
 
+    from genkit.limits import check_seed
+
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")
+    check_seed(seed)
     if nrow < 1:
         raise UsageError(f"--nrow {nrow} must be a positive integer")
     pair = interpolate if interpolate is not None and interpolate[0] is not None else None
@@ -72,13 +75,13 @@ def sample(
     # float images, their float grid and the PNG's bytes: about 9 bytes a value for these two grids
     if vary:
         check_grid(2 * len(vary) * n, n, shape, asked=f"--n {n} with {len(vary)} --vary ({2 * len(vary) * n} images)",
-                   bytes_per_value=9)
+                   bytes_per_value=9, columns_flag=None)
         result = sampling.vary(loaded, attrs, vary, n, seed, temperature, rest)
         save_grid(result.images, target, nrow=n)
         what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} latent codes"
     elif pair:
         check_grid(n * steps, steps, shape, asked=f"--n {n} with --steps {steps} ({n * steps} images)",
-                   bytes_per_value=9)
+                   bytes_per_value=9, columns_flag=None)
         result = sampling.interpolate(loaded, pair, n, steps, seed, temperature, rest)
         save_grid(result.images, target, nrow=steps)
         what = f"{n} rows from [{_short(pair[0])}] to [{_short(pair[1])}] in {steps} steps"
