@@ -1,0 +1,153 @@
+"""`genkit serve` under many visitors: memory per session and grid latency under parallel clients.
+
+    python benchmarks/serve_sessions.py [--run DIR] [--requests 5000] [--sessions 500] [--clients 20]
+
+Without --run it writes the cvae run folder at 64x64 of benchmarks/serve.py (untrained weights:
+neither memory nor latency depends on training). For each server variant it starts `genkit serve`
+on 127.0.0.1 and measures, with the standard library's HTTP client (benchmarks/_gradio_http.py):
+
+* memory: the server's resident memory (VmRSS) after the first 100 grid requests and after
+  --requests of them, sent round-robin from --sessions distinct session hashes by 8 threads
+  (each request a 16-image grid, as a browser's event: queue/join, then its event stream);
+* latency: --clients threads, each its own session, each sending --per-client grid requests of
+  16 images back to back; the median and the 95th percentile of the request times.
+
+Variants: genkit's bounds (SESSION_CAPACITY sessions kept) and, for comparison in the same run,
+Gradio's default of 10,000 sessions (--compare, on by default). On a shared machine only the
+ratios between variants measured in the same run mean much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _gradio_http as client  # noqa: E402
+from _machine import machine, table  # noqa: E402
+
+GRID = ["shape::circle", "any", "on", "any", "any", "any"]  # shape, color, large, left, top, outline
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def start(run_dir: Path, port: int, capacity: int | None) -> tuple[subprocess.Popen, str]:
+    """`genkit serve` in a subprocess; ``capacity`` overrides genkit's session bound (None: genkit's own)."""
+    code = "from genkit.cli.app import main; main()"
+    if capacity is not None:
+        code = f"import genkit.serve_guard as g; g.SESSION_CAPACITY = {capacity}; " + code
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen([sys.executable, "-c", code, "serve", "--run", str(run_dir), "--port", str(port),
+                                "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env=env)
+    url = process.stdout.readline().strip()
+    if not url:
+        process.kill()
+        raise RuntimeError("genkit serve did not start")
+    return process, url
+
+
+def memory(url: str, pid: int, requests: int, sessions: int, n: int) -> tuple[float, float, float]:
+    """RSS (MB) before, after the first 100 requests and after ``requests``, round-robin over ``sessions``."""
+    index = client.fn_index(client.config(url))
+    before = rss_mb(pid)
+    counter = iter(range(requests))
+    lock = threading.Lock()
+    after_100: list[float] = []
+    done = [0]
+
+    def worker() -> None:
+        while True:
+            with lock:
+                k = next(counter, None)
+            if k is None:
+                return
+            message = client.predict(url, [*GRID, n, k, 1.0, "data"], index, f"visitor-{k % sessions}")
+            assert message.get("success"), message
+            with lock:
+                done[0] += 1
+                if done[0] == 100:
+                    after_100.append(rss_mb(pid))
+
+    with ThreadPoolExecutor(8) as pool:
+        for future in [pool.submit(worker) for _ in range(8)]:
+            future.result()
+    return before, after_100[0], rss_mb(pid)
+
+
+def latency(url: str, clients: int, per_client: int, n: int) -> tuple[float, float]:
+    """Median and 95th percentile seconds of a grid request with ``clients`` clients at once."""
+    index = client.fn_index(client.config(url))
+    times: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def one_client(c: int) -> None:
+        barrier.wait()
+        for r in range(per_client):
+            started = time.perf_counter()
+            message = client.predict(url, [*GRID, n, 1000 * c + r, 1.0, "data"], index, f"client-{c}")
+            elapsed = time.perf_counter() - started
+            assert message.get("success"), message
+            with lock:
+                times.append(elapsed)
+
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(one_client, c) for c in range(clients)]:
+            future.result()
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, int(0.95 * len(times)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=None)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--sessions", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--per-client", type=int, default=10)
+    parser.add_argument("--n", type=int, default=16, help="images per grid")
+    parser.add_argument("--port", type=int, default=7879)
+    parser.add_argument("--no-compare", action="store_true", help="measure genkit's bounds only")
+    args = parser.parse_args()
+
+    from genkit.serve_guard import SESSION_CAPACITY
+    from serve import make_run
+
+    scratch = Path(tempfile.mkdtemp(prefix="genkit-bench-sessions-"))
+    run_dir = args.run or make_run(scratch / "cvae-shapes-64")
+    variants = [(f"genkit's bounds ({SESSION_CAPACITY} sessions kept)", None)]
+    if not args.no_compare:
+        variants.append(("Gradio's default (10,000 sessions kept)", 10000))
+    rows = []
+    for offset, (name, capacity) in enumerate(variants):
+        process, url = start(run_dir, args.port + offset, capacity)
+        try:
+            p50, p95 = latency(url, args.clients, args.per_client, args.n)
+            before, first, last = memory(url, process.pid, args.requests, args.sessions, args.n)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+        rows += [(f"{name}: RSS at start / after 100 requests / after {args.requests} "
+                  f"({args.sessions} sessions)", f"{before:.0f} / {first:.0f} / {last:.0f} MB",
+                  f"growth {last - first:+.0f} MB (target ≤ +150 MB)"),
+                 (f"{name}: {args.n}-image grid, {args.clients} parallel clients, median / p95",
+                  f"{p50:.2f} / {p95:.2f} s", "p95 target ≤ 1.44 s")]
+    print(machine())
+    print(table(("measure", "value", "note"), rows))
+
+
+if __name__ == "__main__":
+    main()
