@@ -57,7 +57,10 @@ def float32_option(name: str, value: Any, example: Any, flag: str = "--loss-opt"
     advice = f"for example {flag} {name}={example}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"{name} {shown(value)} must be a number, {advice}")
-    number = float(value) if abs(value) < 1e309 else math.inf
+    try:
+        number = float(value)
+    except OverflowError:  # a whole number beyond every float
+        number = math.inf
     if not math.isfinite(number):
         raise UsageError(f"{name} {shown(value, quote=False)} must be a finite number, {advice}")
     if abs(number) > FLOAT32_MAX or 0 < abs(number) < FLOAT32_TINY:

@@ -536,7 +536,9 @@ def build_app(pages: Sequence[RunPage]):
     mounted = gr.mount_gradio_app(app, demo, path="", footer_links=[], allowed_paths=[], ssr_mode=False,
                                   show_error=False, max_file_size=1, pwa=False, mcp_server=False,
                                   theme=offline_theme(gr), enable_monitoring=False)
-    return BodyLimit(mounted, MAX_REQUEST_BYTES)  # outermost: a large body is refused before anything reads it
+    limited = BodyLimit(mounted, MAX_REQUEST_BYTES)  # outermost: a large body is refused before anything reads it
+    limited.blocks = demo  # the Gradio Blocks it serves (its per-session state, for tests)
+    return limited
 
 
 def serve(pages: Sequence[RunPage], host: str = "127.0.0.1", port: int = 7860, on_ready=None,

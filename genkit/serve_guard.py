@@ -134,19 +134,26 @@ class _OneLineTracebacks:
         stream.write(f"{stamp} genkit serve: refused a request ({type(exc).__name__})\n")
 
 
-def quiet_gradio_tracebacks(debug: bool = False) -> None:
+def quiet_gradio_tracebacks(debug: bool = False) -> Callable[[], None]:
     """Make Gradio report a request it refuses (a bad value, a wrong number of inputs) in one line.
 
     Gradio prints a full traceback, with the offending values, for each such request: anyone who
-    can reach the port could fill the log. With ``debug`` the tracebacks stay.
+    can reach the port could fill the log. With ``debug`` the tracebacks stay. Returns a function
+    that puts Gradio's own reporting back (for tests; the server keeps the quiet one).
     """
-    if debug:
-        return
-    shared = _OneLineTracebacks()  # one instance: a refusal Gradio reports twice is one line
-    for name in GRADIO_MODULES_PRINTING_TRACEBACKS:
-        module = sys.modules.get(name)
-        if module is not None and isinstance(getattr(module, "traceback", None), (type(traceback), _OneLineTracebacks)):
-            module.traceback = shared
+    replaced = {}
+    if not debug:
+        shared = _OneLineTracebacks()  # one instance: a refusal Gradio reports twice is one line
+        for name in GRADIO_MODULES_PRINTING_TRACEBACKS:
+            module = sys.modules.get(name)
+            if module is not None and getattr(module, "traceback", None) is traceback:
+                replaced[module] = module.traceback
+                module.traceback = shared
+
+    def restore() -> None:
+        for module, original in replaced.items():
+            module.traceback = original
+    return restore
 
 
 # --- where the server can be reached -------------------------------------------------------------

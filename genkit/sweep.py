@@ -191,7 +191,7 @@ def check_folders(out: Path, points: list[dict[str, Any]], varied: list[Varied])
         folder, label = run_folder(out, point, varied), point_label(point, varied)
         if folder in seen:
             raise UsageError(f"the sweep's runs [{shown(seen[folder], quote=False)}] and [{shown(label, quote=False)}] "
-                             f"would share the folder {shown(str(folder), quote=False)}: their values differ only in "
+                             f"would share the folder {shown(folder.name, quote=False)} in {shown(str(out), quote=False)}: their values differ only in "
                              "characters a folder name cannot hold; give values that differ in letters or digits")
         seen[folder] = label
 

@@ -60,7 +60,10 @@ def parse_sigma(sigma) -> str | float:
             raise genkit.UsageError(f"sigma {sigma!r} is not known; use learned, optimal or a positive number such as "
                              f"0.1, for example --loss-opt sigma=learned") from None
     elif isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
-        value = float(sigma) if abs(sigma) < 1e309 else math.inf
+        try:
+            value = float(sigma)
+        except OverflowError:  # a whole number beyond every float
+            value = math.inf
     else:
         raise genkit.UsageError(f"sigma {sigma!r} is not valid; use learned, optimal or a positive number such as 0.1")
     if not (value > 0 and math.isfinite(value)):
