@@ -26,6 +26,10 @@ SAMPLE_BATCH = 256
 PADDING = 2
 #: PNG (and Pillow) cannot hold an image wider or taller than this
 MAX_GRID_SIDE = 2**31 - 1
+#: what a grid made from float images (``save_grid``) costs per pixel and channel at its peak: the
+#: images, their clamped copy, make_grid's float grid, save_image's scaled copy and its bytes
+#: (12.5 measured by benchmarks/sample_memory.py for ``genkit sample --vary``)
+FLOAT_GRID_BYTES_PER_VALUE = 14
 
 
 def grid_shape(count: int, nrow: int, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:

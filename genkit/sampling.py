@@ -325,9 +325,15 @@ def check_images_fit(run, count: int, what: str) -> None:
 def _decode(run, condition: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The images of ``condition`` at noise ``z``, decoded :data:`DECODE_BATCH` at a time into one CPU tensor."""
     run.model.eval()
-    parts = [run.model.sample(condition[i:i + DECODE_BATCH].to(run.device), z[i:i + DECODE_BATCH].to(run.device))
-             .float().cpu() for i in range(0, len(z), DECODE_BATCH)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    images = None
+    for start in range(0, len(z), DECODE_BATCH):
+        part = run.model.sample(condition[start:start + DECODE_BATCH].to(run.device),
+                                z[start:start + DECODE_BATCH].to(run.device)).float().cpu()
+        if images is None:  # filled in place: never the batches and their concatenation at once
+            images = part if len(part) == len(z) else part.new_empty((len(z), *part.shape[1:]))
+        if images is not part:
+            images[start:start + len(part)] = part
+    return images
 
 
 def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, temperature: float = 1.0,

@@ -28,7 +28,7 @@ def reconstruct(
     from genkit.runs import load_run
     from genkit_datasets.torch_dataset import CachedImageDataset
 
-    from genkit.grids import check_grid
+    from genkit.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid
     from genkit.limits import check_seed
 
     if n < 1:
@@ -42,9 +42,9 @@ def reconstruct(
 
         check_output_file(out)
     loaded = load_run(run, device=device)
-    # the real images, their reconstructions (float) and the grid: about 9 bytes a value, as genkit sample --vary
-    check_grid(2 * n, n, tuple(loaded.config.image_shape), asked=f"--n {n} ({2 * n} images)", bytes_per_value=9,
-               columns_flag=None)
+    # the real images and their reconstructions (float) made into a grid, as genkit sample --vary
+    check_grid(2 * n, n, tuple(loaded.config.image_shape), asked=f"--n {n} ({2 * n} images)",
+               bytes_per_value=FLOAT_GRID_BYTES_PER_VALUE, columns_flag=None)
     info = open_run_data(loaded, cache_dir=cache_dir)
     dataset = CachedImageDataset(info.path, split, limit=n)
     truth = dataset.images_uint8().float() / 255
