@@ -562,7 +562,7 @@ def serve(pages: Sequence[RunPage], host: str = "127.0.0.1", port: int = 7860, o
     with tempfile.TemporaryDirectory(prefix="genkit-serve-") as scratch:
         os.environ["GRADIO_TEMP_DIR"] = scratch  # gradio's own scratch space, private and removed on exit
         app = build_app(pages)
-        quiet_gradio_tracebacks(debug=os.environ.get("GENKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no"))
+        quiet_gradio_tracebacks()
         import uvicorn
 
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,

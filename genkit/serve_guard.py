@@ -23,6 +23,7 @@ interface can be reached, and what that exposes.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 import sys
@@ -134,13 +135,16 @@ class _OneLineTracebacks:
         stream.write(f"{stamp} genkit serve: refused a request ({type(exc).__name__})\n")
 
 
-def quiet_gradio_tracebacks(debug: bool = False) -> Callable[[], None]:
+def quiet_gradio_tracebacks(debug: bool | None = None) -> Callable[[], None]:
     """Make Gradio report a request it refuses (a bad value, a wrong number of inputs) in one line.
 
     Gradio prints a full traceback, with the offending values, for each such request: anyone who
-    can reach the port could fill the log. With ``debug`` the tracebacks stay. Returns a function
-    that puts Gradio's own reporting back (for tests; the server keeps the quiet one).
+    can reach the port could fill the log. With ``debug`` (default: ``GENKIT_DEBUG`` is set) the
+    tracebacks stay. Returns a function that puts Gradio's own reporting back (for tests; the
+    server keeps the quiet one).
     """
+    if debug is None:
+        debug = os.environ.get("GENKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     replaced = {}
     if not debug:
         shared = _OneLineTracebacks()  # one instance: a refusal Gradio reports twice is one line

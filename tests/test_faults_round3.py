@@ -263,9 +263,12 @@ def test_vary_decodes_in_bounded_batches_and_a_grid_that_cannot_fit_is_refused(r
     sizes = []
     real = loaded.model.sample
     monkeypatch.setattr(loaded.model, "sample", lambda c, z, **k: sizes.append(len(z)) or real(c, z, **k))
+    whole = sampling.vary(loaded, "shape::circle", ["large"], 40, 0, 1.0, "off").images
     monkeypatch.setattr(sampling, "DECODE_BATCH", 16)
+    sizes.clear()
     images = sampling.vary(loaded, "shape::circle", ["large"], 40, 0, 1.0, "off").images
     assert images.shape == (80, 3, 16, 16) and max(sizes) == 16
+    torch.testing.assert_close(images, whole, rtol=0, atol=1e-6)  # the same images, batch by batch
     monkeypatch.setattr(memory, "available_bytes", lambda: 64 << 20)
     monkeypatch.setattr("genkit.grids.available_bytes", lambda: 64 << 20)
     message = one_line(cli("sample", "--run", run, "--vary", "large", "--n", "50000", "--out", tmp_path / "v.png"))
