@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,38 +150,42 @@ def main() -> None:
     from serve import make_run
 
     scratch = Path(tempfile.mkdtemp(prefix="genkit-bench-sessions-"))
-    run_dir = args.run or make_run(scratch / "cvae-shapes-64")
-    variants = [(f"genkit's bounds ({SESSION_CAPACITY} sessions kept)", None, None)]
-    if args.before is not None:
-        variants.append((f"genkit at {args.before}", None, checkout(args.before, scratch / "before")))
-    elif not args.no_compare:
-        variants.append(("Gradio's default (10,000 sessions kept)", 10000, None))
-    print(machine(), flush=True)
-    servers = [(name, *start(run_dir, args.port + offset, capacity, source))
-               for offset, (name, capacity, source) in enumerate(variants)]
-    rows = []
     try:
-        # latency: the variants in turn, --rounds times, so the machine's load weighs on each alike
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in servers}
-        for _ in range(args.rounds):
-            for name, _, url in servers:
-                times[name].append(latency(url, args.clients, args.per_client, args.n))
-                print(f"{name}: latency median / p95 {times[name][-1][0]:.2f} / {times[name][-1][1]:.2f} s", flush=True)
-        for name, process, url in servers:
-            p50 = sorted(t[0] for t in times[name])[len(times[name]) // 2]
-            p95 = sorted(t[1] for t in times[name])[len(times[name]) // 2]
-            before, first, last = memory(url, process.pid, args.requests, args.sessions, args.n)
-            print(f"{name}: RSS {before:.0f} / {first:.0f} / {last:.0f} MB", flush=True)
-            rows += [(f"{name}: RSS at start / after 100 requests / after {args.requests} "
-                      f"({args.sessions} sessions)", f"{before:.0f} / {first:.0f} / {last:.0f} MB",
-                      f"growth {last - first:+.0f} MB (target ≤ +150 MB)"),
-                     (f"{name}: {args.n}-image grid, {args.clients} parallel clients, median / p95 "
-                      f"(median of {args.rounds} rounds)", f"{p50:.2f} / {p95:.2f} s", "p95 target ≤ 1.44 s")]
+        run_dir = args.run or make_run(scratch / "cvae-shapes-64")
+        variants = [(f"genkit's bounds ({SESSION_CAPACITY} sessions kept)", None, None)]
+        if args.before is not None:
+            variants.append((f"genkit at {args.before}", None, checkout(args.before, scratch / "before")))
+        elif not args.no_compare:
+            variants.append(("Gradio's default (10,000 sessions kept)", 10000, None))
+        print(machine(), flush=True)
+        servers = [(name, *start(run_dir, args.port + offset, capacity, source))
+                   for offset, (name, capacity, source) in enumerate(variants)]
+        rows = []
+        try:
+            # latency: the variants in turn, --rounds times, so the machine's load weighs on each alike
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in servers}
+            for _ in range(args.rounds):
+                for name, _, url in servers:
+                    times[name].append(latency(url, args.clients, args.per_client, args.n))
+                    p50, p95 = times[name][-1]
+                    print(f"{name}: latency median / p95 {p50:.2f} / {p95:.2f} s", flush=True)
+            for name, process, url in servers:
+                p50 = sorted(t[0] for t in times[name])[len(times[name]) // 2]
+                p95 = sorted(t[1] for t in times[name])[len(times[name]) // 2]
+                before, first, last = memory(url, process.pid, args.requests, args.sessions, args.n)
+                print(f"{name}: RSS {before:.0f} / {first:.0f} / {last:.0f} MB", flush=True)
+                rows += [(f"{name}: RSS at start / after 100 requests / after {args.requests} "
+                          f"({args.sessions} sessions)", f"{before:.0f} / {first:.0f} / {last:.0f} MB",
+                          f"growth {last - first:+.0f} MB (target ≤ +150 MB)"),
+                         (f"{name}: {args.n}-image grid, {args.clients} parallel clients, median / p95 "
+                          f"(median of {args.rounds} rounds)", f"{p50:.2f} / {p95:.2f} s", "p95 target ≤ 1.44 s")]
+        finally:
+            for _, process, _ in servers:
+                process.terminate()
+                process.wait(timeout=60)
+        print(table(rows, ("measure", "value", "note")))
     finally:
-        for _, process, _ in servers:
-            process.terminate()
-            process.wait(timeout=60)
-    print(table(rows, ("measure", "value", "note")))
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
