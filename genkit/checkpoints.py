@@ -31,6 +31,15 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "state.pt"
 KEEP = 2
+#: the only folders rotation may delete: genkit's own checkpoints, ``step-<9 digits>``
+STEP_FOLDER = re.compile(r"step-\d{9,}")
+#: what a save killed midway leaves beside them: ``.step-….partial-<pid>`` or ``.step-….old-<pid>``
+LEFTOVER = re.compile(r"\.step-\d{9,}\.(partial|old)-\d+")
+
+
+def step_tag(step: int) -> str:
+    """The folder name of the checkpoint at ``step``: ``step-000000016``."""
+    return f"step-{step:09d}"
 
 
 def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict[str, Any],
@@ -38,8 +47,11 @@ def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict
     """Write checkpoint ``tag`` and point ``latest`` at it; older ones beyond the last two go.
 
     ``loss`` is saved too when it has state of its own (``loss.safetensors``), and ``average``
-    (the averaged weights of ``--ema``) as ``ema.safetensors``. A failure while writing (a full disk) is a :class:`genkit.files.WriteError`; the half-written
-    folder is removed and ``latest`` still names the previous, complete checkpoint.
+    (the averaged weights of ``--ema``) as ``ema.safetensors``. A failure while writing (a full
+    disk) is a :class:`genkit.files.WriteError`; the half-written folder is removed and ``latest``
+    still names the previous, complete checkpoint. Rotation deletes only genkit's own ``step-*``
+    folders and the leftovers of its own interrupted saves: anything else under ``checkpoints/``
+    (a copy the user made, their notes) is never touched.
     """
     root = Path(run_dir) / CHECKPOINTS
     with reporting_write_errors(root):
@@ -54,13 +66,20 @@ def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict
         with atomic_path(partial / STATE_FILE) as tmp:
             torch.save(state, tmp)
     write_text_atomic(root / LATEST, tag + "\n")
-    complete = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for old in complete[:-KEEP]:
-        if old.name != tag:
-            shutil.rmtree(old, ignore_errors=True)
-    for leftover in root.glob(".*.partial-*"):  # from a process killed while saving
-        shutil.rmtree(leftover, ignore_errors=True)
+    rotate(root, keep=tag)
     return final
+
+
+def rotate(root: Path, keep: str) -> None:
+    """Delete genkit's own checkpoints beyond the newest :data:`KEEP` (never ``keep``), and the
+    temporary folders of saves that were killed; nothing whose name genkit did not make."""
+    own = sorted(p for p in root.iterdir() if STEP_FOLDER.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    for old in own[:-KEEP]:
+        if old.name != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.iterdir():
+        if LEFTOVER.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -71,7 +90,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         path = root / pointer.read_text().strip()
         if path.name and not path.name.startswith(".") and path.is_dir():
             return path
-    complete = sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+    complete = sorted(p for p in root.iterdir() if STEP_FOLDER.fullmatch(p.name) and p.is_dir()) \
+        if root.is_dir() else []
     return complete[-1] if complete else None
 
 

@@ -81,6 +81,8 @@ class RunConfig:
             raise UsageError(f"format {shown(version)} is not a whole number")
         data = _checked(DataSpec, raw.get("data"), "data")
         data["image_size"] = _image_size(data.get("image_size", (64, 64)))
+        for key in ("attribute_names", "exclusive_groups"):
+            _names(data.get(key, []), f"data.{key}")
         return cls(
             data=DataSpec(**data),
             conditioner=ComponentSpec(**_checked(ComponentSpec, raw.get("conditioner"), "conditioner")),
@@ -175,6 +177,17 @@ def _image_size(value: Any) -> tuple[int, int]:
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         raise UsageError(f"data.image_size is {shown(json.dumps(value), quote=False)}; it must be [height, width], like [64, 64]")
     return parse_image_size(value)
+
+
+def _names(value: list, where: str) -> None:
+    """A list of names: each a non-empty string, none twice."""
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"{where}[{i}] is {shown(json.dumps(name), quote=False)}, but every name must be "
+                             "non-empty text, like \"Smiling\"")
+    if len(set(value)) != len(value):
+        twice = next(name for name in value if value.count(name) > 1)
+        raise UsageError(f"{where} lists {shown(twice)} twice; each name must appear once")
 
 
 def _json_type(value: Any) -> str:

@@ -60,6 +60,8 @@ from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, features_o
 from genkit.data import prepare_dataset
 from genkit.errors import UsageError
 from genkit.gaussian import gaussian_kl
+from genkit.limits import check_seed, derived_seed
+from genkit.memory import items_that_fit, require_memory
 from genkit.frechet import frechet_distance
 from genkit.runs import Run
 from genkit_datasets.cache import CacheInfo
@@ -69,6 +71,8 @@ DEFAULT_SIGMA = 0.1
 DEFAULT_SAMPLES = 100
 DIVERSITY_SETS = 32
 DIVERSITY_PER_SET = 8
+#: images reconstructed in one forward pass
+RECONSTRUCT_BATCH = 256
 LOG_2PI = math.log(2 * math.pi)
 
 #: ``progress(stage, done, total)``; stages: "likelihood", then "samples".
@@ -115,12 +119,35 @@ def prior(model, condition: torch.Tensor, like: torch.Tensor) -> tuple[torch.Ten
     return torch.zeros_like(like), torch.zeros_like(like)
 
 
-def check_settings(samples: int, sigma: float) -> None:
-    """A :class:`UsageError` unless ``samples`` is a positive integer and ``sigma`` a positive number."""
+#: σ must keep σ² a normal, finite float64: the likelihood divides by 2σ² and takes log(2πσ²)
+SIGMA_RANGE = (1e-150, 1e150)
+
+
+def check_settings(samples: int, sigma: float, seed: int = 0) -> None:
+    """A :class:`UsageError` unless ``samples`` is a positive integer, ``sigma`` a positive number whose
+    square float64 holds, and ``seed`` a seed (0 ... 2**63 - 1)."""
     if samples < 1:
         raise UsageError(f"--samples {samples} must be a positive integer (the default is 100)")
     if not (sigma > 0 and math.isfinite(sigma)):
         raise UsageError(f"--sigma {sigma} must be a positive number, for example 0.1")
+    low, high = SIGMA_RANGE
+    if not low <= sigma <= high:
+        raise UsageError(f"--sigma {sigma:g} is too {'small' if sigma < low else 'large'}: the likelihood needs σ² as "
+                         f"a number, so σ must lie between {low:g} and {high:g}; for example --sigma 0.1")
+    check_seed(seed)
+
+
+def check_samples_fit(model, samples: int, batch_size: int) -> None:
+    """Refuse ``samples`` importance samples per image whose draws cannot fit in memory, before any work.
+
+    :func:`likelihood_bounds` holds, for each of ``batch_size`` images, every draw of z (float32)
+    and two float64 figures per draw at once.
+    """
+    latent = math.prod(capabilities.noise_shape(model))  # a VAE's noise is its latent vector
+    per_sample = batch_size * (4 * latent + 16)
+    fits = items_that_fit(per_sample)
+    require_memory(samples * per_sample, f"--samples {samples} ({batch_size} images at a time, {latent} latent "
+                   "values per draw)", f"ask for at most --samples {fits}")
 
 
 @torch.no_grad()
@@ -181,25 +208,34 @@ def reconstruct(run: Run, images: torch.Tensor, condition: torch.Tensor, seed: i
 
     With a posterior: one draw z ~ q(z|x,y) (seeded), decoded. Without one, a model that can
     invert its sampler: the noise ``invert`` finds, sampled again with the same options. A model
-    with neither has no reconstructions (a :class:`UsageError`).
+    with neither has no reconstructions (a :class:`UsageError`). Images go through the model
+    :data:`RECONSTRUCT_BATCH` at a time, so its activations stay bounded.
     """
     model = run.model
     model.eval()
     device = run.device
-    images, condition = images.to(device).float(), condition.to(device).float()
     if capabilities.has(model, "posterior"):
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
+        def rebuild(images: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
             mu, logvar = model.encode(images, condition)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            return model.decode(z, condition).float().clamp(0, 1).cpu()
-    if capabilities.has(model, "invert"):
+            return model.decode(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu), condition)
+    elif capabilities.has(model, "invert"):
         resolved = run.resolve_options(options)
-        noise = model.invert(images, condition, **resolved)
         generator = torch.Generator(device).manual_seed(seed)
-        return capabilities.sample(model, condition, noise, generator, resolved).float().clamp(0, 1).cpu()
-    raise UsageError(f"model {run.config.model.name!r} has neither a posterior (encode/decode) nor an inverse of its "
-                     "sampler (invert), so it cannot reconstruct images")
+
+        def rebuild(images: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+            noise = model.invert(images, condition, **resolved)
+            return capabilities.sample(model, condition, noise, generator, resolved)
+    else:
+        raise UsageError(f"model {run.config.model.name!r} has neither a posterior (encode/decode) nor an inverse of "
+                         "its sampler (invert), so it cannot reconstruct images")
+    parts = []
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(images), RECONSTRUCT_BATCH):
+            stop = start + RECONSTRUCT_BATCH
+            parts.append(rebuild(images[start:stop].to(device).float(), condition[start:stop].to(device).float())
+                         .float().clamp(0, 1).cpu())
+    return torch.cat(parts)
 
 
 def pairwise_rms(images: torch.Tensor) -> torch.Tensor:
@@ -237,8 +273,10 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
     """
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit} must be a positive integer")
-    check_settings(samples, sigma)
+    check_settings(samples, sigma, seed)
     options = run.resolve_options(options)
+    if capabilities.has(run.model, "posterior"):
+        check_samples_fit(run.model, samples, batch_size)
     info = open_run_data(run, data, data_options, root, cache_dir)
     dataset = CachedImageDataset(info.path, split, limit=limit, in_memory=True)
     classifier, record, trained_now = get_classifier(info, classifier_name, train_if_needed=train_classifier,
@@ -253,10 +291,10 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         bounds = _likelihood(run, dataset, samples, sigma, seed, batch_size, progress) if found["posterior"] else None
         own = _own_likelihood(run, dataset, seed, batch_size) if found["log_likelihood"] else None
         per_attribute, real_per_attribute, generated_features = _attribute_accuracies(
-            run, dataset, classifier, seed + 1, batch_size, progress, options)
-        diversity, data_diversity = _diversities(run, dataset, seed + 2, options)
+            run, dataset, classifier, derived_seed(seed, 1), batch_size, progress, options)
+        diversity, data_diversity = _diversities(run, dataset, derived_seed(seed, 2), options)
         fd, fd_floor, reference_split = _frechet_distances(info, dataset, classifier, generated_features, run.device,
-                                                           seed + 3)
+                                                           derived_seed(seed, 3))
 
     n = len(dataset)
     names = list(info.attribute_names)
@@ -304,7 +342,7 @@ def _bound_means(bounds: tuple[dict[str, float], int], n: int, pixels: int) -> d
 
 def _own_likelihood(run: Run, dataset: CachedImageDataset, seed: int, batch_size: int) -> float:
     """The mean of the model's own ``log_likelihood`` over the split, nats per image."""
-    generator = torch.Generator(run.device).manual_seed(seed + 4)
+    generator = torch.Generator(run.device).manual_seed(derived_seed(seed, 4))
     images_u8, attributes, total = dataset.images_uint8(), dataset.attributes, 0.0
     for start in range(0, len(dataset), batch_size):
         images = images_u8[start:start + batch_size].to(run.device).float().div_(255)
@@ -422,7 +460,7 @@ def _matching_rows(pool: torch.Tensor, wanted: torch.Tensor, generator: torch.Ge
 def _sampler_generator(run: Run, seed: int, offset: int) -> torch.Generator:
     """A generator for a sampler that draws noise of its own, seeded per batch (results do not depend on batching
     of earlier stages)."""
-    return torch.Generator(run.device).manual_seed((seed * 1_000_003 + offset) % 2**63)
+    return torch.Generator(run.device).manual_seed(derived_seed(seed * 1_000_003, offset))
 
 
 def _diversities(run: Run, dataset: CachedImageDataset, seed: int,

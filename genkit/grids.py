@@ -19,13 +19,17 @@ from PIL import Image
 
 from genkit.errors import UsageError
 from genkit.files import atomic_path
-from genkit.sampling import SAMPLE_BATCH, batches
+from genkit.sampling import batches
 from genkit.memory import ALLOCATION_SHARE, available_bytes, format_bytes, items_that_fit
 
 #: the padding between grid cells, as torchvision's make_grid (white)
 PADDING = 2
 #: PNG (and Pillow) cannot hold an image wider or taller than this
 MAX_GRID_SIDE = 2**31 - 1
+#: what a grid made from float images (``save_grid``) costs per pixel and channel at its peak: the
+#: images, their clamped copy, make_grid's float grid, save_image's scaled copy and its bytes
+#: (12.5 measured by benchmarks/sample_memory.py for ``genkit sample --vary``)
+FLOAT_GRID_BYTES_PER_VALUE = 14
 
 
 def grid_shape(count: int, nrow: int, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -39,18 +43,21 @@ def grid_shape(count: int, nrow: int, image_shape: tuple[int, int, int]) -> tupl
 
 
 def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: str | None = None,
-               bytes_per_value: float = 1.0, extra_per_image: int = 0) -> None:
+               bytes_per_value: float = 1.0, extra_per_image: int = 0, columns_flag: str | None = "--nrow") -> None:
     """Refuse a grid of ``count`` images that cannot fit in memory (or in a PNG), naming the largest that can.
 
     ``bytes_per_value`` is what the grid costs per pixel and channel while it is made (1 for the
     streamed uint8 grid; more where float images are kept); ``extra_per_image`` adds per-image
-    costs such as the noise. ``asked`` names the request in the message (``--n N``).
+    costs such as the noise. ``asked`` names the request in the message (``--n N``);
+    ``columns_flag`` is the option that sets the images per row, where the user chooses it (None
+    for grids whose columns follow from what is drawn, such as ``--vary`` and ``--interpolate``).
     """
     asked = asked or f"--n {count}"
     height, width, channels = grid_shape(count, nrow, image_shape)
     if max(height, width) > MAX_GRID_SIDE:
         raise UsageError(f"{asked} makes a grid {height}x{width} pixels, more than a PNG can hold "
-                         f"({MAX_GRID_SIDE} a side); ask for fewer images or a larger --nrow")
+                         f"({MAX_GRID_SIDE} a side); ask for fewer images"
+                         + (f" or a larger {columns_flag}" if columns_flag else ""))
     needed = height * width * channels * bytes_per_value + count * extra_per_image
     available = available_bytes()
     if needed <= ALLOCATION_SHARE * available:
@@ -66,7 +73,7 @@ def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: 
 
 @torch.no_grad()
 def write_grid(run, condition: torch.Tensor, noise: torch.Tensor, nrow: int, path: str | Path,
-               options: dict[str, Any] | None = None, seed: int = 0, batch_size: int = SAMPLE_BATCH) -> Path:
+               options: dict[str, Any] | None = None, seed: int = 0, batch_size: int | None = None) -> Path:
     """The samples of ``condition`` (n, dim) at ``noise`` (n, *noise_shape) as a PNG grid at ``path``.
 
     The same pixels as ``save_grid(sampling.decode(run, condition, noise, options), nrow)``, drawn a

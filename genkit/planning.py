@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from genkit import __version__
 from genkit.components import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, check_pairing,
@@ -15,6 +15,7 @@ from genkit.data import open_source, resolve_root
 from genkit.distributed import resolve_device
 from genkit.errors import UsageError
 from genkit.plugins import registry
+from genkit.limits import check_seed
 from genkit.recipe import DEFAULT_RECIPE
 from genkit_datasets.preprocess import parse_image_size
 
@@ -90,23 +91,42 @@ def check_training_fits(config: RunConfig) -> None:
     check_pairing(config)
 
 
-def check_training_settings(spec: TrainSpec) -> None:
-    """Every training setting in range; a :class:`UsageError` naming the first that is not."""
-    _positive("--epochs", spec.epochs)
-    _positive("--batch-size", spec.batch_size)
-    _positive("--log-every", spec.log_every)
+#: the command-line flag of each training setting, for messages about a value given as a flag
+SETTING_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
+                 "device": "--device", "precision": "--precision", "log_every": "--log-every",
+                 "data_in": "--data-in", "workers": "--workers", "checkpoint_every": "--checkpoint-every", "ema": "--ema"}
+
+
+def check_training_settings(spec: TrainSpec, source: str | Path | None = None, given: Collection[str] = ()) -> None:
+    """Every training setting in range; a :class:`UsageError` naming the first that is not.
+
+    A setting is named by its flag (``--epochs``), or, when it was read from the config file
+    ``source`` and not among ``given`` (the settings the command line changed), as that file's
+    ``train.epochs``: the message points at where the value came from.
+    """
+    def name(setting: str) -> str:
+        if source is None or setting in given:
+            return SETTING_FLAGS[setting]
+        return f"{source}: train.{setting}"
+
+    _positive(name("epochs"), spec.epochs)
+    _positive(name("batch_size"), spec.batch_size)
+    _positive(name("log_every"), spec.log_every)
     if spec.checkpoint_every < 0:
-        raise UsageError(f"--checkpoint-every {spec.checkpoint_every} must be 0 (only at epoch ends) or positive")
+        raise UsageError(f"{name('checkpoint_every')} {spec.checkpoint_every} must be 0 (only at epoch ends) or "
+                         "positive")
     if not (spec.lr > 0 and math.isfinite(spec.lr)):
-        raise UsageError(f"learning rate {spec.lr} must be a positive number, for example 1e-3")
+        what = "learning rate" if name("lr") == SETTING_FLAGS["lr"] else name("lr")
+        raise UsageError(f"{what} {spec.lr} must be a positive number, for example 1e-3")
     if not 0 <= spec.ema < 1:
-        raise UsageError(f"--ema {spec.ema} must be 0 (off) or a decay below 1, for example 0.999")
+        raise UsageError(f"{name('ema')} {spec.ema} must be 0 (off) or a decay below 1, for example 0.999")
+    check_seed(spec.seed, name("seed"))
     if spec.precision not in PRECISIONS:
-        raise UsageError(f"precision {spec.precision!r} is not known; choose one of: {', '.join(PRECISIONS)}")
+        raise UsageError(f"{name('precision')} {spec.precision!r} is not known; choose one of: {', '.join(PRECISIONS)}")
     if spec.data_in not in DATA_PLACEMENTS:
-        raise UsageError(f"--data-in {spec.data_in!r} is not known; choose one of: {', '.join(DATA_PLACEMENTS)}")
+        raise UsageError(f"{name('data_in')} {spec.data_in!r} is not known; choose one of: {', '.join(DATA_PLACEMENTS)}")
     if spec.workers < 0:
-        raise UsageError(f"--workers {spec.workers} must be 0 or more")
+        raise UsageError(f"{name('workers')} {spec.workers} must be 0 or more")
     resolve_device(spec.device)
 
 

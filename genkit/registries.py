@@ -253,7 +253,12 @@ def _declared_types(component: Component, key: str, default: Any) -> tuple[type,
 
 
 def _check_type(component: Component, key: str, value: Any, default: Any) -> None:
-    """An option must be given as the JSON type its annotation or default says (a bool, number, text, list)."""
+    """An option must be given as the JSON type its annotation or default says (a bool, number, text, list),
+    and every whole number in it must fit a 64-bit integer (what PyTorch takes)."""
+    huge = _huge_int(value)
+    if huge is not None:
+        raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} holds {shown(huge)}, outside the "
+                         f"whole numbers genkit passes on (-2**63 to 2**63 - 1), like {key}={_example(default)}")
     declared = _declared_types(component, key, default)
     if declared is None:
         return
@@ -262,6 +267,16 @@ def _check_type(component: Component, key: str, value: Any, default: Any) -> Non
         wanted = " or ".join(dict.fromkeys(_TYPE_NAMES.get(d, d.__name__) for d in declared))
         raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} is {shown(value)}, but it must be "
                          f"{wanted}, like {key}={_example(default)}")
+
+
+def _huge_int(value: Any) -> int | None:
+    """The first whole number in ``value`` (or in its lists and objects) that a 64-bit integer cannot hold."""
+    from genkit.limits import fits_int64
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if fits_int64(value) else value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return next((found for item in items if (found := _huge_int(item)) is not None), None)
 
 
 def _example(default: Any) -> str:

@@ -48,7 +48,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
     config = RunConfig.load(config_path)
     wanted = {"epochs": epochs, "lr": lr, "root": absolute_root(root), "workers": workers, "data_in": data_in,
               "device": device}
-    changes = resume_changes(config, {k: v for k, v in wanted.items() if v is not None})
+    changes = resume_changes(config, {k: v for k, v in wanted.items() if v is not None}, source=config_path)
     config = apply_changes(config, changes)
     try:
         check_training_fits(config)
@@ -66,14 +66,19 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
     return trainer.run()
 
 
-def resume_changes(config: RunConfig, wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{setting: (old, new)}`` for the settings ``wanted`` changes; each new value is checked first."""
+def resume_changes(config: RunConfig, wanted: dict[str, Any], source: str | Path | None = None
+                   ) -> dict[str, tuple[Any, Any]]:
+    """``{setting: (old, new)}`` for the settings ``wanted`` changes; each new value is checked first.
+
+    A bad value kept from the config file ``source`` is named as that file's setting, not as a flag.
+    """
     unknown = sorted(set(wanted) - set(RESUMABLE_SETTINGS))
     if unknown:
         raise UsageError(f"{unknown[0]!r} cannot be changed when resuming; what can: {', '.join(RESUMABLE_SETTINGS)}")
     current = {**asdict(config.train), "root": config.data.root}
     changes = {k: (current[k], v) for k, v in wanted.items() if current[k] != v}
-    check_training_settings(replace(config.train, **{k: v for k, (_, v) in changes.items() if k != "root"}))
+    check_training_settings(replace(config.train, **{k: v for k, (_, v) in changes.items() if k != "root"}),
+                            source=source, given=set(wanted))
     return changes
 
 

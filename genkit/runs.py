@@ -2,7 +2,9 @@
 
 The folder's layout is :mod:`genkit.run_folder`'s; weights are safetensors, so loading a run
 never unpickles code. ``train_attributes.safetensors`` (the training attribute vectors) serves
-``rest="data"``; ``loss.safetensors`` holds the loss's own state when it has some (a learned σ).
+``rest="data"`` and is checked when the run is loaded; ``loss.safetensors`` holds the loss's own
+state when it has some (a learned σ) and is read only when ``Run.loss`` is first used (sampling
+never needs it).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from genkit.components import build_components
 from genkit.config import RunConfig
 from genkit.distributed import resolve_device
 from genkit.errors import UsageError
+from genkit.limits import check_seed
 from genkit.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
-from genkit.sampling import Samples, decode, generate, parse_attrs, warn_note
+from genkit.sampling import (ATTRIBUTES_FILE, AttributeTable, Samples, check_images_fit, decode, generate, parse_attrs,
+                             warn_note)
 from genkit.weights import load_weights, loss_has_state
 
 
@@ -31,13 +35,28 @@ class Run:
     """
 
     def __init__(self, directory: Path, config: RunConfig, model: torch.nn.Module, conditioner: Any,
-                 loss: Any, device: torch.device):
+                 loss: Any, device: torch.device, loss_state: Path | None = None):
         self.directory = directory
         self.config = config
         self.model = model
         self.conditioner = conditioner
-        self.loss = loss
+        self._loss = loss
+        #: the loss's saved state, read on first use of :attr:`loss`: sampling never needs it
+        self._loss_state = loss_state
         self.device = device
+
+    @property
+    def loss(self) -> Any:
+        """The run's loss, with its own trained state (``loss.safetensors``) read in when first asked for.
+
+        Sampling never uses the loss, so a run folder without ``loss.safetensors`` (a Space that
+        ships only what sampling needs) samples; asking for the loss then names the missing file.
+        """
+        if self._loss_state is not None:
+            load_weights(self._loss, self._loss_state, what="loss")
+            self._loss_state = None
+            self._loss.to(self.device)
+        return self._loss
 
     @property
     def attribute_names(self) -> list[str]:
@@ -73,6 +92,7 @@ class Run:
 
     def noise(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` draws of the model's noise from N(0, I) (shape ``(n, *noise_shape)``), reproducible by seed."""
+        check_seed(seed, "seed")
         return capabilities.draw_noise(self.model, n, torch.Generator().manual_seed(seed)).to(self.device)
 
     def latents(self, n: int, seed: int = 0) -> torch.Tensor:
@@ -91,6 +111,7 @@ class Run:
         """
         if isinstance(attrs, torch.Tensor):
             resolved = self.resolve_options(options)
+            check_images_fit(self, n, f"n={n}")
             return decode(self, self.condition(attrs, n), self.noise(n, seed), resolved, seed)
         return self.generate(attrs, n=n, seed=seed, rest=rest, **options).images
 
@@ -112,10 +133,12 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     except UsageError as exc:
         raise UsageError(f"{directory / CONFIG_FILE}: {exc}") from None
     load_weights(model, directory / WEIGHTS_FILE)
-    if loss_has_state(loss):
-        load_weights(loss, directory / LOSS_WEIGHTS_FILE, what="loss")
     chosen = resolve_device(device)
     model.to(chosen).eval()
     if isinstance(loss, torch.nn.Module):
         loss.to(chosen)
-    return Run(directory, config, model, conditioner, loss, chosen)
+    loaded = Run(directory, config, model, conditioner, loss, chosen,
+                 loss_state=directory / LOSS_WEIGHTS_FILE if loss_has_state(loss) else None)
+    if (directory / ATTRIBUTES_FILE).is_file():  # checked now, so a damaged table stops `serve` at its start
+        loaded._attribute_table = (AttributeTable.load(directory, loaded.attribute_names), None)
+    return loaded

@@ -24,6 +24,7 @@ model's own (:mod:`genkit.capabilities`). Images are drawn ``SAMPLE_BATCH`` at a
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from genkit.errors import UsageError, shown
 
 REST_MODES = ("data", "off")
 ATTRIBUTES_FILE = "train_attributes.safetensors"
-#: images drawn at once: memory holds one batch of float images, never all of them
+#: images drawn in one call of the sampler: what a model's activations cost is bounded by this batch
 SAMPLE_BATCH = 256
 
 
@@ -72,9 +73,10 @@ def parse_attrs(spec: str | Sequence[str], names: Sequence[str], exclusive_group
         if not item:
             continue
         on = not item.startswith("-")
-        name = item.lstrip("+-").strip()
-        if not name:
-            raise UsageError(f"{shown(item)} names no attribute; write NAME to switch one on and -NAME to switch it off")
+        name = item[1:].strip() if item[0] in "+-" else item  # one sign at most: "+-large" says nothing clear
+        if not name or name[0] in "+-":
+            raise UsageError(f"{shown(item)} names no attribute clearly; write NAME to switch one on and -NAME to "
+                             "switch it off")
         if name not in known:
             raise UsageError(f"unknown attribute {name!r}; list the valid ones with `genkit data info`")
         if state.get(name, on) != on:
@@ -97,7 +99,7 @@ def check_exclusive(request: AttributeRequest, exclusive_groups: Sequence[str]) 
 
 def check_rest(rest: str) -> str:
     if rest not in REST_MODES:
-        raise UsageError(f"rest {rest!r} is not known; choose data (unlisted attributes from the training data) "
+        raise UsageError(f"rest {shown(rest)} is not known; choose data (unlisted attributes from the training data) "
                          "or off (unlisted attributes off)")
     return rest
 
@@ -120,14 +122,11 @@ class AttributeTable:
 
     def save(self, run_dir: str | Path) -> Path:
         """``RUN/train_attributes.safetensors``, written atomically."""
-        from safetensors.torch import save_file
-
-        from genkit.files import atomic_path
+        from genkit.weights import save_tensors
 
         path = Path(run_dir) / ATTRIBUTES_FILE
-        with atomic_path(path) as tmp:
-            save_file({"vectors": self.vectors, "counts": self.counts}, str(tmp),
-                      metadata={"attribute_names": json.dumps(self.names)})
+        save_tensors({"vectors": self.vectors, "counts": self.counts}, path,
+                     {"attribute_names": json.dumps(self.names)})
         return path
 
     @classmethod
@@ -146,6 +145,10 @@ class AttributeTable:
                 counts.shape != (vectors.shape[0],):
             raise UsageError(f"{path} does not match the run's attribute names; delete it, and unlisted attributes "
                              "come from the dataset cache or are off")
+        problem = _table_problem(vectors, counts)
+        if problem:
+            raise UsageError(f"{path} is damaged ({problem}); delete it, and unlisted attributes come from the dataset "
+                             "cache or are off")
         return cls(list(names), vectors.to(torch.uint8), counts.to(torch.int64))
 
     def agreeing(self, request: AttributeRequest) -> torch.Tensor:
@@ -167,6 +170,18 @@ class AttributeTable:
         rng = np.random.default_rng([int(seed) % 2**63, 0x7E57])
         picks = rng.choice(len(candidates), size=n, p=weights / weights.sum())
         return self.vectors[candidates[torch.from_numpy(picks)]].clone()
+
+
+def _table_problem(vectors: torch.Tensor, counts: torch.Tensor) -> str | None:
+    """What is wrong with a table's vectors (0/1 each) and counts (whole, not negative, some above 0), if anything."""
+    if vectors.dtype.is_floating_point or vectors.dtype.is_complex or counts.dtype.is_floating_point \
+            or counts.dtype.is_complex:
+        return "its vectors and counts must be whole numbers"
+    if len(vectors) == 0 or not bool(((vectors == 0) | (vectors == 1)).all()):
+        return "its vectors must hold only 0 and 1" if len(vectors) else "it holds no vectors"
+    if bool((counts < 0).any()) or int(counts.sum()) <= 0:
+        return "its counts must be 0 or more, and not all 0"
+    return None
 
 
 def training_attributes(run) -> tuple[AttributeTable | None, str | None]:
@@ -279,11 +294,12 @@ class Samples:
 
 
 def batches(run, condition: torch.Tensor, noise: torch.Tensor, options: dict[str, Any], seed: int = 0,
-            batch_size: int = SAMPLE_BATCH):
+            batch_size: int | None = None):
     """The samples of ``condition`` at ``noise`` with the model's ``options``, ``batch_size`` at a time:
     yields ``(start, images)`` with images float on the run's device. A sampler that draws fresh
     noise of its own gets a generator seeded by ``seed``."""
     run.model.eval()
+    batch_size = batch_size or SAMPLE_BATCH
     generator = torch.Generator(run.device).manual_seed(int(seed) % 2**63)
     for start in range(0, len(noise), batch_size):
         stop = min(start + batch_size, len(noise))
@@ -291,10 +307,27 @@ def batches(run, condition: torch.Tensor, noise: torch.Tensor, options: dict[str
                                          noise[start:stop].to(run.device), generator, options).float()
 
 
+def check_images_fit(run, count: int, what: str) -> None:
+    """Refuse ``count`` float images of the run's size that cannot fit in memory, before any is drawn."""
+    from genkit.memory import require_memory
+
+    per_image = 4 * math.prod(run.config.image_shape)
+    require_memory(count * per_image, f"{what} ({count} images of {'x'.join(map(str, run.config.image_shape[1:]))})",
+                   "ask for fewer images")
+
+
 @torch.no_grad()
 def decode(run, condition: torch.Tensor, noise: torch.Tensor, options: dict[str, Any], seed: int = 0) -> torch.Tensor:
-    """All the samples of ``condition`` at ``noise``, on the CPU (drawn in batches)."""
-    return torch.cat([images.cpu() for _, images in batches(run, condition, noise, options, seed)])
+    """All the samples of ``condition`` at ``noise``, on the CPU, drawn in batches into one tensor (never the
+    batches and their concatenation at once)."""
+    images = None
+    for start, part in batches(run, condition, noise, options, seed):
+        part = part.cpu()
+        if images is None:
+            images = part if len(part) == len(noise) else part.new_empty((len(noise), *part.shape[1:]))
+        if images is not part:
+            images[start:start + len(part)] = part
+    return images
 
 
 def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, rest: str = "data",
@@ -305,6 +338,7 @@ def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, rest: 
     """
     if n < 1:
         raise UsageError(f"n {n} must be a positive integer")
+    check_images_fit(run, n, f"n={n}")
     options = run.resolve_options(options)
     z = run.noise(n, seed)
     cond = conditions(run, attrs, n, seed, rest)
@@ -321,6 +355,7 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
     names_all = run.attribute_names
     request = parse_attrs(attrs, names_all, run.exclusive_groups)
     varied = _varied_names(run, names, request)  # every name checked before anything is drawn
+    check_images_fit(run, 2 * len(varied) * n, f"n={n} with {len(varied)} varied attribute(s)")
     options = run.resolve_options(options)
     z = run.noise(n, seed)
     rows, sets, notes = [], [], []
@@ -370,6 +405,7 @@ def interpolate(run, pair: tuple[str, str], n: int, steps: int, seed: int = 0, r
     """
     if steps < 2:
         raise UsageError(f"steps {steps} must be at least 2 (the two ends)")
+    check_images_fit(run, n * steps, f"n={n} with steps={steps}")
     options = run.resolve_options(options)
     z = run.noise(n, seed)
     ends = [conditions(run, spec, n, seed, rest) for spec in pair]

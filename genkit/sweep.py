@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,7 +30,7 @@ from genkit.classifier import get_classifier
 from genkit.components import POSITIONAL_ARGS, model_outline
 from genkit.config import RunConfig, TrainSpec
 from genkit.data import prepare_dataset
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA, evaluate_run
 from genkit.files import write_text_atomic
 from genkit.planning import plan_run
@@ -67,6 +68,12 @@ class Varied:
     def key(self) -> str:
         return f"{self.kind}.{self.option}"
 
+    def show(self, value: Any) -> str:
+        """``value`` as its folder name and table label show it: short (``0.001``), unless two of
+        this option's values would then look alike (0.001 and 0.0010000001: each exactly)."""
+        short = [_show(v) for v in self.values]
+        return _show(value, exact=len(set(short)) < len(short))
+
 
 def parse_values(text: str, given_as: str, default: Any) -> tuple[Any, ...]:
     """``"0.25,0.5"`` to ``(0.25, 0.5)``, each value of the option's type; empties and repeats refused."""
@@ -85,16 +92,19 @@ def parse_values(text: str, given_as: str, default: Any) -> tuple[Any, ...]:
 def _typed(item: str, default: Any, given_as: str) -> Any:
     try:
         value = json.loads(item)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or a number too long for Python to read): kept as text
         value = item
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise UsageError(f"{given_as} value {item!r} is not true or false")
     elif isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{given_as} value {item!r} is not a number")
+            raise UsageError(f"{given_as} value {shown(item)} is not a number")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, and 1e400 (read as inf)
+            raise UsageError(f"{given_as} value {shown(item)} is not a finite number; give numbers such as "
+                             f"{_show(default)}")
         if isinstance(default, int) and not isinstance(default, bool) and value != int(value):
-            raise UsageError(f"{given_as} value {item!r} is not a whole number")
+            raise UsageError(f"{given_as} value {shown(item)} is not a whole number")
         value = type(default)(value)
     return value
 
@@ -169,7 +179,7 @@ def varied_from_flags(flags: dict[str, dict[str, str]], components: dict[str, st
 
 def point_label(point: dict[str, Any], varied: list[Varied]) -> str:
     """``beta=0.25`` or ``beta=0.25, prior=learned``: what tells one run of the sweep from the others."""
-    return ", ".join(f"{column}={_show(point[v.key])}" for v, column in zip(varied, columns(varied)))
+    return ", ".join(f"{column}={v.show(point[v.key])}" for v, column in zip(varied, columns(varied)))
 
 
 def columns(varied: list[Varied]) -> list[str]:
@@ -185,12 +195,26 @@ def run_folder(out: str | Path, point: dict[str, Any], varied: list[Varied]) -> 
 
 def point_name(point: dict[str, Any], varied: list[Varied]) -> str:
     """``beta-0.25_prior-learned``: a point as a file-name part."""
-    parts = [f"{column}-{_show(point[v.key])}" for v, column in zip(varied, columns(varied))]
+    parts = [f"{column}-{v.show(point[v.key])}" for v, column in zip(varied, columns(varied))]
     return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))
 
 
-def _show(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def _show(value: Any, exact: bool = False) -> str:
+    if isinstance(value, float):
+        return repr(value) if exact else f"{value:g}"
+    return str(value)
+
+
+def check_folders(out: Path, points: list[dict[str, Any]], varied: list[Varied]) -> None:
+    """Refuse a sweep two of whose runs would share a folder (values alike once made a folder name)."""
+    seen: dict[Path, str] = {}
+    for point in points:
+        folder, label = run_folder(out, point, varied), point_label(point, varied)
+        if folder in seen:
+            raise UsageError(f"the sweep's runs [{shown(seen[folder], quote=False)}] and [{shown(label, quote=False)}] "
+                             f"would share the folder {shown(folder.name, quote=False)} in {shown(str(out), quote=False)}: their values differ only in "
+                             "characters a folder name cannot hold; give values that differ in letters or digits")
+        seen[folder] = label
 
 
 @dataclass
@@ -260,6 +284,7 @@ def plan_sweep(varied: list[Varied], out: str | Path, run: str | Path | None = N
     if run is not None:
         return _plan_existing(Path(run), varied, trained, out, sample_options)
     points = [dict(zip([v.key for v in trained], combo)) for combo in itertools.product(*(v.values for v in trained))]
+    check_folders(out, points, trained)
     configs, states = [], []
     for point in points:
         kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in plan_kwargs.items()}

@@ -35,6 +35,7 @@ from genkit.data import prepare_dataset
 from genkit.errors import GenkitRuntimeError, UsageError
 from genkit.files import WriteError, check_output_dir, reporting_write_errors, write_text_atomic
 from genkit.images import plot_curves, save_grid
+from genkit.limits import derived_seed
 from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, LOSS_WEIGHTS_FILE, METRICS_FILE, ROWS_FILE, SAMPLES_DIR,
                                STEPS_FILE, WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
 from genkit.runs import Run
@@ -346,6 +347,12 @@ class Trainer:
         bad_step = window.bad_step()
         if bad_step < 0:
             return
+        if bad_step == 1:  # the first forward pass, on the initial weights: no learning rate was involved yet
+            loss, model = self.config.loss, self.config.model
+            raise GenkitRuntimeError(
+                f"the loss was non-finite at step 1, on the initial weights before any update, so a lower --lr "
+                f"cannot help: check the options of loss {loss.name!r} ({json.dumps(loss.options)}) and model "
+                f"{model.name!r} ({json.dumps(model.options)}), and start a new run with other values")
         lr = self.config.train.lr
         gentler = min(lr / 10, TrainSpec().lr)  # a tenth, and never above the default rate
         checkpoint = latest_checkpoint(self.out)
@@ -397,7 +404,7 @@ class Trainer:
             if len(seen) == GRID_ROWS:
                 break
         vectors = torch.stack(seen)
-        generator = torch.Generator().manual_seed(self.config.train.seed + 1)
+        generator = torch.Generator().manual_seed(derived_seed(self.config.train.seed, 1))
         noise = capabilities.draw_noise(self.model, GRID_COLS, generator)
         if self.world.is_main and self.state.step == 0:
             seconds = self._time_row(vectors[0], noise)
@@ -426,7 +433,7 @@ class Trainer:
         model.eval()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            generator = torch.Generator(self.device).manual_seed(self.config.train.seed + 2)
+            generator = torch.Generator(self.device).manual_seed(derived_seed(self.config.train.seed, 2))
             images = capabilities.sample(model, condition, noise, generator).float()
         model.train(was_training)
         return images
@@ -494,7 +501,7 @@ class Trainer:
         if "rng_cuda" in saved and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng_cuda"])
         if self.world.distributed:  # each replica its own noise, reproducibly
-            torch.manual_seed(self.config.train.seed * 7919 + self.world.rank + saved["step"])
+            torch.manual_seed(derived_seed(self.config.train.seed * 7919, self.world.rank + saved["step"]))
         self.state = LoopState(
             epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"], step=saved["step"],
             sums=dict(saved["sums"]), seen=saved["seen"], grid_cols=int(saved.get("grid_cols", GRID_COLS)),

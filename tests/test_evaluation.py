@@ -194,7 +194,8 @@ def test_evaluate_json_has_every_metric_and_cll_is_at_least_elbo(runner, run, ca
 def test_evaluate_without_a_classifier_says_how_to_get_one(runner, run, tmp_path):
     line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path)]))
     assert "no attribute classifier 'small-cnn' for shapes 16x16 yet; pass --train-classifier or run " \
-           "`genkit classifier train --data shapes --image-size 16x16 --data-opt count=160 --data-opt seed=3`" in line
+           "`genkit classifier train --data shapes --image-size 16x16 --data-opt count=160 --data-opt seed=3 " \
+           f"--cache-dir {tmp_path}`" in line  # the advice names the cache folder the command was given
     assert not list(tmp_path.glob("*.classifier-*"))
     result = runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path), "--samples", "2",
                                          "--train-classifier", "--json"])
@@ -221,6 +222,9 @@ def test_evaluate_a_run_on_another_dataset_or_attribute_set_is_refused(runner, r
     config = json.loads((renamed / "config.json").read_text())
     config["data"]["attribute_names"][-1] = "bordered"
     (renamed / "config.json").write_text(json.dumps(config))
+    line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(renamed), "--cache-dir", str(cache)]))
+    assert "train_attributes.safetensors does not match the run's attribute names; delete it" in line  # on load
+    (renamed / "train_attributes.safetensors").unlink()
     line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(renamed), "--cache-dir", str(cache)]))
     assert "was trained on 12 attributes of shapes but this shapes data has 12 (it lacks 'bordered')" in line
 

@@ -30,6 +30,7 @@ from genkit.cli.app import build_app
 from genkit.images import save_grid
 from genkit.grids import write_grid
 from genkit_datasets.preprocess import center_crop_resize
+from conftest import tmpfs
 
 TINY = ["--data-opt", "count=160", "--data-opt", "seed=5", "--image-size", "16", "--batch-size", "16",
         "--latent-dim", "4", "--model-opt", "channels=[8,16]"]
@@ -307,13 +308,10 @@ def test_a_cache_build_on_a_real_full_tmpfs(tmp_path):
 @contextmanager
 def _tmpfs(mount, options: str):
     """A small tmpfs at ``mount`` for the test (skipped where the test may not mount one), unmounted after."""
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip(f"cannot mount a tmpfs ({options}) here")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)])
+    with tmpfs(mount, options) as mounted:
+        if mounted is None:
+            pytest.skip(f"cannot mount a tmpfs ({options}) here")
+        yield mounted
 
 
 # --- 4. runaway memory -----------------------------------------------------------------------------

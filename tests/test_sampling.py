@@ -215,4 +215,4 @@ def test_bad_vary_names_are_one_line_in_both_rest_modes(tiny_run, tmp_path, vary
 
 def test_an_attribute_item_naming_nothing_says_what_was_typed(tiny_run, tmp_path):
     line = error_line(invoke(["sample", "--run", str(tiny_run), "--attrs", "large,-", "--out", str(tmp_path / "x.png")]))
-    assert "'-' names no attribute; write NAME to switch one on and -NAME to switch it off" in line
+    assert "'-' names no attribute clearly; write NAME to switch one on and -NAME to switch it off" in line

@@ -114,8 +114,14 @@ def test_vary_and_interpolate_views(page, tiny_run):
 @pytest.mark.parametrize("n, seed, rest, message", [
     (0, 0, "data", "number of samples 0 is outside 1-64"),
     (65, 0, "data", "number of samples 65 is outside 1-64"),
-    (2.5, 0, "data", "outside 1-64"),
-    (4, -3, "data", "seed -3 must be a whole number"),
+    (2.5, 0, "data", "number of samples 2.5 must be a whole number from 1 to 64"),
+    (True, 0, "data", "must be a whole number"),
+    ("4", 0, "data", "must be a whole number"),
+    (4, -3, "data", "seed -3 must be a whole number from 0 to 9223372036854775807"),
+    (4, 10**23, "data", "seed 100000000000000000000000 must be a whole number from 0 to 9223372036854775807"),
+    (4, 2**63, "data", "seed 9223372036854775808 must be"),
+    (4, 1e300, "data", "must be a whole number from 0 to"),
+    (4, float("inf"), "data", "seed inf must be a whole number"),
     (4, 0, "most", "rest 'most' is not known"),
 ])
 def test_page_requests_out_of_bounds_are_refused(n, seed, rest, message):
@@ -125,7 +131,8 @@ def test_page_requests_out_of_bounds_are_refused(n, seed, rest, message):
 
 @pytest.mark.parametrize("temperature, message", [
     (0, "--temperature 0 is outside"), (-1.0, "is outside"), (None, None), (float("nan"), "must be a finite number"),
-    ("warm", "must be a number"),
+    ("warm", "must be a number"), (10**400, "must be a finite number"), (1e308, "is outside"),
+    ("x" * 10**6, r"--temperature 'xxx.*…' \(1000000 characters\) must be a number"), (True, "must be a number"),
 ])
 def test_the_models_own_sampling_options_are_checked_on_the_page(page, temperature, message):
     if message is None:  # an empty box falls back to the page's default
@@ -368,10 +375,11 @@ def test_several_runs_get_a_picker_with_distinct_labels(tiny_run, tmp_path):
 
     other = tmp_path / "b" / tiny_run.name
     shutil.copytree(tiny_run, other)
-    assert page_labels([tiny_run, other]) == [str(tiny_run), str(other)]
+    # colliding names are told apart by as few of their last path parts as needed, never the whole path
+    labels = page_labels([tiny_run, other])
+    assert labels == [f"{tiny_run.parent.name}/{tiny_run.name}", f"b/{tiny_run.name}"]
     assert page_labels([tiny_run, tmp_path / "x"]) == [tiny_run.name, "x"]
-    pages = [RunPage(genkit.load_run(d, device="cpu"), label) for d, label in
-             zip([tiny_run, other], page_labels([tiny_run, other]))]
+    pages = [RunPage(genkit.load_run(d, device="cpu"), label) for d, label in zip([tiny_run, other], labels)]
     demo = build_page(pages)
     picker = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "run-picker")
-    assert picker.visible and [value for _, value in picker.choices] == [str(tiny_run), str(other)]
+    assert picker.visible and [value for _, value in picker.choices] == labels

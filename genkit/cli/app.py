@@ -1,14 +1,17 @@
 """The ``genkit`` command line: train, sample, plugins, data; plugins may add commands.
 
 Every :class:`genkit.GenkitError` raised by a command becomes one line on stderr and its exit
-code (2 for bad input, 1 for runtime failures); an ``OSError`` or ``MemoryError`` that escaped
-is a runtime failure too (1). Ctrl-C exits 130 and SIGTERM 143, after the work in progress has
+code (2 for bad input, 1 for runtime failures); an ``OSError`` that escaped is a runtime
+failure too (1), and so is running out of memory anywhere: Python's ``MemoryError``, PyTorch's
+``torch.OutOfMemoryError`` (a GPU) or the ``RuntimeError`` its CPU allocator raises ("can't
+allocate memory"). Ctrl-C exits 130 and SIGTERM 143, after the work in progress has
 cleaned up after itself. No traceback is shown; set ``GENKIT_DEBUG=1`` to see one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -65,10 +68,33 @@ class GenkitGroup(TyperGroup):
             signum = getattr(exc, "signum", signal.SIGINT)
             _fail(ctx, f"interrupted by {signal.Signals(signum).name}; unfinished files were removed", 128 + signum)
         except MemoryError:
-            _fail(ctx, "out of memory; ask for less (a smaller --batch-size, --image-size or --n)", 1)
+            _fail(ctx, OUT_OF_MEMORY, 1)
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one; so is the CPU allocator's failure
+            if not out_of_memory(exc):
+                raise
+            _fail(ctx, f"{OUT_OF_MEMORY} ({out_of_memory(exc)})", 1)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             _fail(ctx, f"{exc.strerror or exc}{where}", 1)
+
+
+OUT_OF_MEMORY = "out of memory; ask for less (a smaller --batch-size, --image-size, --n or --samples)"
+#: how PyTorch's allocators say they ran out: CUDA/MPS "out of memory", the CPU allocator "can't allocate memory"
+_OOM = re.compile(r"out of memory|can't allocate memory|cannot allocate memory", re.I)
+_TRIED = re.compile(r"allocate\s+(?:(\d+) bytes|([\d.]+\s*[KMGT]i?B))", re.I)
+
+
+def out_of_memory(exc: BaseException) -> str:
+    """What an exception says about running out of memory, in a few words ('' when it is not that)."""
+    text = " ".join(str(exc).split())
+    if not (type(exc).__name__ == "OutOfMemoryError" or _OOM.search(text)):
+        return ""
+    tried = _TRIED.search(text)
+    if tried is None:
+        return "an allocation failed"
+    from genkit.memory import format_bytes
+
+    return f"it tried to allocate {format_bytes(int(tried.group(1))) if tried.group(1) else tried.group(2)}"
 
 
 def _fail(ctx, message: str, code: int) -> None:

@@ -157,7 +157,7 @@ def convert(raw: str, flag: Flag) -> Any:
         return raw
     try:
         return json.loads(raw)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or a number too long for Python to read): kept as text
         return raw
 
 

@@ -10,6 +10,7 @@ import typer
 from genkit.config import TrainSpec
 from genkit.errors import UsageError, shown
 from genkit.recipe import DEFAULT_RECIPE
+from genkit.registries import SINGULAR
 
 _D = TrainSpec()
 
@@ -48,6 +49,9 @@ class TrainingOptions:
     DATA_OPT = typer.Option(None, "--data-opt", help="Dataset option KEY=VALUE (e.g. count=2000).")
 
 
+#: the generic ``KEY=VALUE`` flag of each component kind
+OPTION_FLAGS = {"models": "--model-opt", "conditioners": "--conditioner-opt", "losses": "--loss-opt",
+                "datasets": "--data-opt"}
 #: plan_run's keyword for each component kind's options
 PLAN_KEYWORD = {"models": "model_options", "conditioners": "conditioner_options", "losses": "loss_options",
                 "datasets": "data_options"}
@@ -59,15 +63,23 @@ def component_options(model_opt: Optional[list[str]], loss_opt: Optional[list[st
     """The ``*_options`` keyword arguments of :func:`genkit.plan_run` from the CLI's flags.
 
     ``flags`` are the components' own declared flags (``{kind: {option: value}}``, see
-    :mod:`genkit.cli.component_flags`); they win over the same keys given as
-    ``--model-opt``/``--conditioner-opt``/``--loss-opt``/``--data-opt``.
+    :mod:`genkit.cli.component_flags`); an option given both as its flag and as
+    ``--model-opt``/``--conditioner-opt``/``--loss-opt``/``--data-opt`` is refused, since one of the
+    two values would be dropped without a word.
     """
     options = {"model_options": parse_options(model_opt, "--model-opt"),
                "conditioner_options": parse_options(cond_opt, "--conditioner-opt"),
                "loss_options": parse_options(loss_opt, "--loss-opt"),
                "data_options": parse_options(data_opt, "--data-opt")}
     for kind, values in (flags or {}).items():
-        options[PLAN_KEYWORD[kind]].update(values)
+        given = options[PLAN_KEYWORD[kind]]
+        twice = sorted(set(values) & set(given))
+        if twice:
+            flag = OPTION_FLAGS[kind]
+            raise UsageError(f"{SINGULAR[kind]} option {twice[0]} is given twice, by "
+                             f"its own flag and by {flag} {twice[0]}={shown(json.dumps(given[twice[0]]), quote=False)};"
+                             " give it once")
+        given.update(values)
     return options
 
 
@@ -85,6 +97,6 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
             raise UsageError(f"{flag} {shown(pair)} is not KEY=VALUE; for example {flag} latent_dim=16")
         try:
             options[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (or a number too long for Python to read): kept as text
             options[key] = raw
     return options

@@ -37,8 +37,12 @@ def reconstruct(
     from genkit.runs import load_run
     from genkit_datasets.torch_dataset import CachedImageDataset
 
+    from genkit.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid
+    from genkit.limits import check_seed
+
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")
+    check_seed(seed)
     target = out if out is not None else run / "reconstructions.png"
     if target.suffix.lower() != ".png":
         raise UsageError(f"--out {target} must end in .png")
@@ -52,6 +56,9 @@ def reconstruct(
     if not can_reconstruct(loaded.model):
         raise UsageError(f"model {loaded.config.model.name!r} has neither a posterior (encode/decode) nor an inverse "
                          "of its sampler (invert), so it cannot reconstruct images; `genkit sample` draws new ones")
+    # the real images and their reconstructions (float) made into a grid, as genkit sample --vary
+    check_grid(2 * n, n, tuple(loaded.config.image_shape), asked=f"--n {n} ({2 * n} images)",
+               bytes_per_value=FLOAT_GRID_BYTES_PER_VALUE, columns_flag=None)
     info = open_run_data(loaded, cache_dir=cache_dir)
     dataset = CachedImageDataset(info.path, split, limit=n)
     truth = dataset.images_uint8().float() / 255

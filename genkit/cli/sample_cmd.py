@@ -44,12 +44,15 @@ def sample(
     from genkit.cli.sampling_flags import given_options
     from genkit.errors import UsageError, shown
     from genkit.files import check_output_file
-    from genkit.grids import check_grid, write_grid
+    from genkit.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, write_grid
     from genkit.images import save_grid
     from genkit.runs import load_run
 
+    from genkit.limits import check_seed
+
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")
+    check_seed(seed)
     if nrow < 1:
         raise UsageError(f"--nrow {nrow} must be a positive integer")
     pair = interpolate if interpolate is not None and interpolate[0] is not None else None
@@ -72,16 +75,16 @@ def sample(
         loaded.condition(spec)
     target = out if out is not None else loaded.directory / "samples.png"
     shape = tuple(loaded.config.image_shape)
-    # float images, their float grid and the PNG's bytes: about 9 bytes a value for these two grids
+    # float images made into a grid: FLOAT_GRID_BYTES_PER_VALUE bytes a value for these two grids
     if vary:
         check_grid(2 * len(vary) * n, n, shape, asked=f"--n {n} with {len(vary)} --vary ({2 * len(vary) * n} images)",
-                   bytes_per_value=9)
+                   bytes_per_value=FLOAT_GRID_BYTES_PER_VALUE, columns_flag=None)
         result = sampling.vary(loaded, attrs, vary, n, seed, rest, options)
         save_grid(result.images, target, nrow=n)
         what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} noise draws"
     elif pair:
         check_grid(n * steps, steps, shape, asked=f"--n {n} with --steps {steps} ({n * steps} images)",
-                   bytes_per_value=9)
+                   bytes_per_value=FLOAT_GRID_BYTES_PER_VALUE, columns_flag=None)
         result = sampling.interpolate(loaded, pair, n, steps, seed, rest, options)
         save_grid(result.images, target, nrow=steps)
         what = f"{n} rows from [{_short(pair[0])}] to [{_short(pair[1])}] in {steps} steps"
