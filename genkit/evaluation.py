@@ -47,7 +47,9 @@ from typing import Any, Callable
 import torch
 
 from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, features_of, get_classifier, predict
+from genkit.conformity import conformity_metrics
 from genkit.data import prepare_dataset
+from genkit.edit_metrics import edit_metrics
 from genkit.errors import GenkitRuntimeError, UsageError
 from genkit.gaussian import gaussian_kl
 from genkit.frechet import frechet_distance
@@ -198,7 +200,7 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
                  data_options: dict[str, Any] | None = None, root: str | None = None, cache_dir: str | None = None,
                  classifier_name: str = DEFAULT_CLASSIFIER, train_classifier: bool = False,
                  batch_size: int = 128, progress: EvalProgress | None = None,
-                 classifier_progress=None) -> dict[str, Any]:
+                 classifier_progress=None, edits: bool = True) -> dict[str, Any]:
     """Every metric of ``run`` on ``split`` (see the module docstring), as a JSON-ready dict.
 
     Seeded: the same arguments give the same figures. The caller's random state is untouched.
@@ -220,6 +222,9 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         diversity, data_diversity = _diversities(run, dataset, seed + 2)
         fd, fd_floor, reference_split = _frechet_distances(info, dataset, classifier, generated_features, run.device,
                                                            seed + 3)
+        # editing real images (genkit.edit_metrics) and held-out combinations (genkit.conformity)
+        counterfactual = {**edit_metrics(run, dataset, classifier, seed + 4, enabled=edits),
+                          **conformity_metrics(run, dataset, classifier, seed + 5)}
 
     n = len(dataset)
     pixels = math.prod(dataset.image_shape)
@@ -256,6 +261,7 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         "fd": fd,
         "fd_floor": fd_floor,
         "fd_reference_split": reference_split,
+        **counterfactual,
         "classifier": {"name": record.name, "trained_now": trained_now, "valid_accuracy": record.accuracy,
                        "fingerprint": record.fingerprint},
     }

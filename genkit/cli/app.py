@@ -80,8 +80,8 @@ def _fail(ctx, message: str, code: int) -> None:
 
 def build_app() -> typer.Typer:
     """A fresh application with the built-in commands and every plugin's ``register_commands``."""
-    from genkit.cli import (classifier_cmd, data_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd, sample_cmd,
-                            serve_cmd, sweep_cmd, train_cmd)
+    from genkit.cli import (classifier_cmd, data_cmd, edit_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd,
+                            sample_cmd, serve_cmd, sweep_cmd, train_cmd)
     from genkit.cli.component_flags import CONTEXT_SETTINGS, ComponentCommand
     from genkit.errors import PluginError
     from genkit.plugins import load_plugins, pm
@@ -95,6 +95,7 @@ def build_app() -> typer.Typer:
     app.add_typer(data_cmd.app, name="data")
     app.command("evaluate")(evaluate_cmd.evaluate)
     app.command("reconstruct")(reconstruct_cmd.reconstruct)
+    app.command("edit")(edit_cmd.edit)
     app.command("sweep", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(sweep_cmd.sweep)
     app.add_typer(classifier_cmd.app, name="classifier")
 
