@@ -12,8 +12,8 @@ run's attribute classifier reads every attribute of its vector as asked, on and 
   out or the split has no image with a held-out combination.
 
 ``conformity`` holds the details: each held-out combination's own figure, how many samples and
-distinct vectors each group had, and the classifier's conformity on the group's real images
-(its ceiling: what a perfect model would score with this judge).
+distinct vectors each group had, and the classifier's conformity on the real images the group's
+samples were drawn for (its ceiling: what a perfect model would score with this judge).
 """
 
 from __future__ import annotations
@@ -56,8 +56,6 @@ def conformity_metrics(run, dataset, classifier, seed: int, options: Mapping[str
     held_rows = [i for i, c in enumerate(combination) if c is not None]
     resolved = resolve_sampling_options(run.model, dict(options or {}), run.config.model.name)
     generator = torch.Generator().manual_seed(seed)
-    real = predict(classifier, dataset.images_uint8(), run.device) if held_rows or seen_rows else None
-
     def score(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not rows:
             return None
@@ -89,8 +87,8 @@ def conformity_metrics(run, dataset, classifier, seed: int, options: Mapping[str
             "seen_vectors": len({tuple(vectors[i].tolist()) for i in seen_rows}),
             "heldout_samples": len(held[0]) if held is not None else 0,
             "heldout_images": len(held_rows),
-            "classifier_seen_conformity": _real(real, vectors, seen_rows),
-            "classifier_heldout_conformity": _real(real, vectors, held_rows),
+            "classifier_seen_conformity": _real(classifier, dataset, vectors, seen, run.device),
+            "classifier_heldout_conformity": _real(classifier, dataset, vectors, held, run.device),
             "seed": seed,
         },
     }
@@ -105,8 +103,10 @@ def _spread(rows: list[int], count: int, generator: torch.Generator) -> list[int
     return sorted(torch.cat([pool[:whole], extra]).tolist())
 
 
-def _real(read: torch.Tensor | None, vectors: torch.Tensor, rows: list[int]) -> float | None:
-    if read is None or not rows:
+def _real(classifier, dataset, vectors: torch.Tensor, scored, device) -> float | None:
+    """The classifier's conformity on the real images a group's samples were drawn for (each image once)."""
+    if scored is None:
         return None
-    index = torch.tensor(rows)
-    return float(conforms(read[index], vectors[index]).float().mean())
+    index = torch.unique(scored[0])
+    read = predict(classifier, dataset.images_uint8()[index], device)
+    return float(conforms(read, vectors[index]).float().mean())

@@ -272,6 +272,9 @@ element.addEventListener('click', (event) => {
   if (cell) { trigger('click', {row: Number(cell.dataset.row)}); }
 });
 """
+THUMBNAIL_CSS = (".genkit-thumbs{display:flex;flex-wrap:wrap;gap:3px}"
+                 ".genkit-thumb{display:block;width:48px;height:48px;cursor:pointer;image-rendering:pixelated}"
+                 ".genkit-thumb:hover{outline:2px solid #f97316}")
 #: the browser reads the chosen file itself and sends it inside an event: no upload route is involved
 UPLOAD_HTML = ('<label style="display:block">upload an image (at most {limit}): '
                '<input type="file" accept="image/*" class="genkit-upload-input"/></label>')
@@ -312,18 +315,19 @@ def _layout(gr, tab: EditTab, index: int) -> None:
     picked = gr.State(None)
     page_number = gr.State(0)
     first_html, first_label, _ = tab.thumbnails(0)
+    gr.Markdown("Pick a test image or upload one, then change its attributes on the right: the edit is redrawn "
+                "from the image's own code (the sampler's controls do not apply here).")
     with gr.Row():
-        with gr.Column(scale=1, min_width=300):
+        with gr.Column(scale=3, min_width=300):
             thumbs = gr.HTML(first_html, js_on_load=THUMBNAIL_JS, elem_id=f"edit-thumbs-{index}",
-                             css_template=".genkit-thumb{width:48px;height:48px;margin:2px;cursor:pointer;"
-                                          "image-rendering:pixelated}")
+                             css_template=THUMBNAIL_CSS)
             with gr.Row():
                 previous = gr.Button("◀ previous", size="sm", elem_id=f"edit-previous-{index}")
-                page_label = gr.Markdown(first_label, elem_id=f"edit-page-{index}")
                 following = gr.Button("next ▶", size="sm", elem_id=f"edit-next-{index}")
+            page_label = gr.Markdown(first_label, elem_id=f"edit-page-{index}")
             upload = gr.HTML(UPLOAD_HTML.format(limit=_mib(MAX_UPLOAD_BYTES)),
                              js_on_load=UPLOAD_JS % {"limit": MAX_UPLOAD_BYTES}, elem_id=f"edit-upload-{index}")
-        with gr.Column(scale=1, min_width=300):
+        with gr.Column(scale=2, min_width=240):
             inputs = []
             for group, names in controls.exclusive.items():
                 inputs.append(gr.Dropdown([(n.split("::", 1)[1], n) for n in names], value=names[0],

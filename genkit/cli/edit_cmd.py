@@ -14,6 +14,9 @@ from genkit.cli import console
 MAX_ROWS = 64
 #: white padding between the figure's cells, in pixels (as the sample grids)
 PADDING = 2
+#: up to this many images are edited on one thread: torch's thread pool costs more than it saves on so
+#: little work, and stalls when other processes hold the cores (as the serve page measured)
+THREADED_ROWS = 16
 
 
 def edit(
@@ -62,8 +65,13 @@ def edit(
         check_output_file(out)
     options = parse_options(sample_opt, "--sample-opt")
 
+    import torch
+
     from genkit.editing import Editor, edit as edit_images, parse_change
     from genkit.runs import load_run
+
+    if rows is None or len(rows) <= THREADED_ROWS:
+        torch.set_num_threads(1)  # a few images: one thread (see THREADED_ROWS)
 
     loaded = load_run(run, device=device)
     names, groups = loaded.attribute_names, loaded.exclusive_groups
