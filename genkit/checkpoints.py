@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a folder ``checkpoints/<tag>/`` holding ``model.safetensors`` (the weights),
-``loss.safetensors`` (the loss's own state, only for a loss that is a module with state) and
+``loss.safetensors`` (the loss's own state, only for a loss that is a module with state),
+``ema.safetensors`` (the averaged weights, only with ``--ema``) and
 ``state.pt`` (optimizer state, RNG states, epoch, step and the epoch's partial sums: tensors and
 plain Python values only, read back with ``torch.load(weights_only=True)``, so loading never
 unpickles code). Each checkpoint is written into a temporary folder and renamed into place;
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from genkit.averaging import EMA_FILE
 from genkit.errors import UsageError
 from genkit.files import atomic_dir, atomic_path, reporting_write_errors, write_text_atomic
 from genkit.run_folder import LOSS_WEIGHTS_FILE, WEIGHTS_FILE
@@ -32,10 +34,11 @@ KEEP = 2
 
 
 def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict[str, Any],
-                    loss: Any = None) -> Path:
+                    loss: Any = None, average: torch.nn.Module | None = None) -> Path:
     """Write checkpoint ``tag`` and point ``latest`` at it; older ones beyond the last two go.
 
-    ``loss`` is saved too when it has state of its own (``loss.safetensors``). A failure while writing (a full disk) is a :class:`genkit.files.WriteError`; the half-written
+    ``loss`` is saved too when it has state of its own (``loss.safetensors``), and ``average``
+    (the averaged weights of ``--ema``) as ``ema.safetensors``. A failure while writing (a full disk) is a :class:`genkit.files.WriteError`; the half-written
     folder is removed and ``latest`` still names the previous, complete checkpoint.
     """
     root = Path(run_dir) / CHECKPOINTS
@@ -46,6 +49,8 @@ def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict
         save_weights(model, partial / WEIGHTS_FILE)
         if loss_has_state(loss):
             save_weights(loss, partial / LOSS_WEIGHTS_FILE)
+        if average is not None:
+            save_weights(average, partial / EMA_FILE)
         with atomic_path(partial / STATE_FILE) as tmp:
             torch.save(state, tmp)
     write_text_atomic(root / LATEST, tag + "\n")
@@ -71,8 +76,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.device | str = "cpu",
-                    loss: Any = None) -> dict[str, Any]:
-    """Load weights into ``model`` (and the loss's state into ``loss``) and return the saved training state.
+                    loss: Any = None, average: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Load weights into ``model`` (the loss's state into ``loss``, the averaged weights into ``average``)
+    and return the saved training state.
 
     A truncated or corrupt file is a :class:`UsageError` naming it.
     """
@@ -80,6 +86,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.devi
         load_weights(model, path / WEIGHTS_FILE)
         if loss_has_state(loss):
             load_weights(loss, path / LOSS_WEIGHTS_FILE, what="loss")
+        if average is not None:
+            load_weights(average, path / EMA_FILE, what="averaged model")
     except UsageError as exc:
         raise UsageError(f"{exc}; delete {path} to resume from the checkpoint before it") from None
     state_file = path / STATE_FILE

@@ -52,6 +52,8 @@ class TrainSpec:
     data_in: str = "auto"
     workers: int = 0
     checkpoint_every: int = 0
+    #: decay of the exponential moving average of the weights that sampling and evaluation use (0: off)
+    ema: float = 0.0
 
 
 @dataclass

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from genkit import __version__
-from genkit.components import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, json_options,
-                               model_fits, resolve)
+from genkit.components import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, check_pairing,
+                               json_options, model_fits, resolve)
 from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
 from genkit.data import open_source, resolve_root
 from genkit.distributed import resolve_device
 from genkit.errors import UsageError
+from genkit.plugins import registry
 from genkit.recipe import DEFAULT_RECIPE
 from genkit_datasets.preprocess import parse_image_size
 
@@ -22,7 +23,7 @@ DATA_PLACEMENTS = ("auto", "disk", "ram", "gpu")
 
 
 def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.dataset,
-             conditioner: str = DEFAULT_RECIPE.conditioner, loss: str = DEFAULT_RECIPE.loss,
+             conditioner: str = DEFAULT_RECIPE.conditioner, loss: str | None = None,
              *, model_options: dict | None = None, conditioner_options: dict | None = None,
              loss_options: dict | None = None, data_options: dict | None = None, root: str | Path | None = None,
              image_size: Any = None, limit: int | None = None, hold_out: list[str] | None = None,
@@ -30,17 +31,22 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
     """Check every choice and return the run's config; nothing is written or built yet.
 
     The dataset is scanned (its annotation files read, no image decoded), so the config holds
-    the attribute names and the source's fingerprint from the start. Raises
+    the attribute names and the source's fingerprint from the start. ``loss`` defaults to the
+    model's own (its ``default_loss``), else the default recipe's; training settings not given
+    (None) take the model's ``train_defaults``, else :class:`TrainSpec`'s. Raises
     :class:`UsageError` for an unknown name or option, a missing data folder, a value out of
-    range, or an image size the model cannot take, before any file or cache is touched.
-    ``hold_out`` lists attribute combinations (``"a+b"``) whose training images are left out
-    (:mod:`genkit.holdout`); they are checked against the dataset's labels here.
+    range, an image size the model cannot take, or a loss that cannot train the model, before
+    any file or cache is touched. ``hold_out`` lists attribute combinations (``"a+b"``) whose
+    training images are left out (:mod:`genkit.holdout`); they are checked against the dataset's
+    labels here.
     """
     known = {f.name for f in fields(TrainSpec)}
     unknown = sorted(set(train) - known)
     if unknown:
         raise UsageError(f"unknown training setting {unknown[0]!r}; settings are: {', '.join(sorted(known))}")
-    spec = TrainSpec(**{k: v for k, v in train.items() if v is not None})
+    chosen_model = registry("models").get(model)
+    loss = loss or default_loss(model)
+    spec = TrainSpec(**{**chosen_model.train_defaults, **{k: v for k, v in train.items() if v is not None}})
     check_training_settings(spec)
     if limit is not None:
         _positive("--limit", limit)
@@ -77,19 +83,26 @@ def plan_hold_out(hold_out: list[str] | None, index, limit: int | None) -> list[
     return combinations
 
 
+def default_loss(model: str) -> str:
+    """The loss a model trains with when none is named: its own (``default_loss``), else the recipe's."""
+    return registry("models").get(model).default_loss or DEFAULT_RECIPE.loss
+
+
 def absolute_root(root: str | Path | None) -> str | None:
     """The data folder as an absolute path, so a run resumes from any working directory."""
     return str(Path(root).expanduser().resolve()) if root else None
 
 
 def check_training_fits(config: RunConfig) -> None:
-    """The model's own checks (image size, widths) and its memory, on the meta device: nothing allocated.
+    """The model's own checks (image size, widths), its memory, and whether the loss can train it, on the
+    meta device: nothing allocated.
 
     A model that cannot be built on the meta device is built once for real, as a dry run.
     """
     check_options(config)
     if model_fits(config, TRAINING_BYTES_PER_PARAMETER, batch_size=config.train.batch_size) is None:
         build_components(config)
+    check_pairing(config)
 
 
 def check_training_settings(spec: TrainSpec) -> None:
@@ -101,6 +114,8 @@ def check_training_settings(spec: TrainSpec) -> None:
         raise UsageError(f"--checkpoint-every {spec.checkpoint_every} must be 0 (only at epoch ends) or positive")
     if not (spec.lr > 0 and math.isfinite(spec.lr)):
         raise UsageError(f"learning rate {spec.lr} must be a positive number, for example 1e-3")
+    if not 0 <= spec.ema < 1:
+        raise UsageError(f"--ema {spec.ema} must be 0 (off) or a decay below 1, for example 0.999")
     if spec.precision not in PRECISIONS:
         raise UsageError(f"precision {spec.precision!r} is not known; choose one of: {', '.join(PRECISIONS)}")
     if spec.data_in not in DATA_PLACEMENTS:

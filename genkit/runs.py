@@ -12,17 +12,23 @@ from typing import Any
 
 import torch
 
+from genkit import capabilities
 from genkit.components import build_components
 from genkit.config import RunConfig
 from genkit.distributed import resolve_device
 from genkit.errors import UsageError
 from genkit.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
-from genkit.sampling import Samples, generate, noise, parse_attrs, warn_note
+from genkit.sampling import Samples, decode, generate, parse_attrs, warn_note
 from genkit.weights import load_weights, loss_has_state
 
 
 class Run:
-    """A trained run: its config, the rebuilt model, and sampling by attribute names."""
+    """A trained run: its config, the rebuilt model, and sampling by attribute names.
+
+    What the model can do beyond sampling is in :attr:`capabilities`; its sampling options (a
+    CVAE's temperature, a flow's guidance and steps) in :attr:`sampling_options`, and they are
+    keyword arguments of :meth:`sample` and :meth:`generate`.
+    """
 
     def __init__(self, directory: Path, config: RunConfig, model: torch.nn.Module, conditioner: Any,
                  loss: Any, device: torch.device):
@@ -51,24 +57,42 @@ class Run:
             parse_attrs(attrs, self.attribute_names, self.exclusive_groups)
         return vector.to(self.device, torch.float32).reshape(1, -1).expand(n, -1)
 
+    @property
+    def capabilities(self) -> dict[str, bool]:
+        """What the model can do besides sampling: ``{"posterior": ..., "invert": ..., "log_likelihood": ...}``."""
+        return capabilities.capabilities(self.model)
+
+    @property
+    def sampling_options(self) -> dict[str, capabilities.SamplingOption]:
+        """The options the model's sampler takes (name, flag, default, type, choices, help)."""
+        return capabilities.sampling_options(self.model)
+
+    def resolve_options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``options`` over the model's defaults, checked; a :class:`UsageError` naming the model's own otherwise."""
+        return capabilities.resolve_sampling_options(self.model, options or {}, self.config.model.name)
+
+    def noise(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` draws of the model's noise from N(0, I) (shape ``(n, *noise_shape)``), reproducible by seed."""
+        return capabilities.draw_noise(self.model, n, torch.Generator().manual_seed(seed)).to(self.device)
+
     def latents(self, n: int, seed: int = 0) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randn(n, self.model.latent_dim, generator=generator).to(self.device)
+        """The same as :meth:`noise` (its name before models other than VAEs)."""
+        return self.noise(n, seed)
 
     @torch.no_grad()
-    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, temperature: float = 1.0,
-               rest: str = "data") -> torch.Tensor:
+    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, rest: str = "data",
+               **options: Any) -> torch.Tensor:
         """``n`` images (n, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
 
         ``rest="data"`` takes the attributes not named from training vectors that agree with the
         named ones (a warning when none does, and then they are off); ``rest="off"`` switches
-        them off. ``temperature`` scales the prior noise. A vector ``attrs`` is used as it is.
+        them off. ``options`` are the model's sampling options (``temperature=0.7`` for the cvae).
+        A vector ``attrs`` is used as it is.
         """
         if isinstance(attrs, torch.Tensor):
-            self.model.eval()
-            z = noise(self, n, seed, temperature)
-            return self.model.sample(self.condition(attrs, n), z.to(self.device)).float().cpu()
-        return self.generate(attrs, n=n, seed=seed, temperature=temperature, rest=rest).images
+            resolved = self.resolve_options(options)
+            return decode(self, self.condition(attrs, n), self.noise(n, seed), resolved, seed)
+        return self.generate(attrs, n=n, seed=seed, rest=rest, **options).images
 
     def edit(self, images: torch.Tensor, attributes: torch.Tensor | str, set: str | list[str],  # noqa: A002
              **options: Any):
@@ -83,10 +107,10 @@ class Run:
 
         return edit(self, images, attributes, set, options)
 
-    def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, temperature: float = 1.0,
-                 rest: str = "data") -> Samples:
+    def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, rest: str = "data",
+                 **options: Any) -> Samples:
         """Like :meth:`sample`, also returning each sample's attribute set and the fallback note."""
-        return warn_note(generate(self, attrs, n=n, seed=seed, temperature=temperature, rest=rest))
+        return warn_note(generate(self, attrs, n=n, seed=seed, rest=rest, options=self.resolve_options(options)))
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:

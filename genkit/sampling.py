@@ -1,4 +1,4 @@
-"""Sampling by attribute names: parsing ``--attrs``, filling the attributes left unspecified, temperature.
+"""Sampling by attribute names: parsing ``--attrs``, filling the attributes left unspecified, drawing.
 
 One implementation for ``Run.sample``, ``genkit sample`` and ``genkit serve``.
 
@@ -16,14 +16,14 @@ The training vectors come from ``RUN/train_attributes.safetensors`` (written whe
 starts: the distinct vectors of the training split and their counts), else from the dataset's
 cache when it is on this machine; without either, the rest is off, with a note.
 
-Temperature scales the prior's standard-normal noise ε (``z = T·ε`` for the standard prior; a
-learned prior maps ε to μ_p + σ_p·ε), so T < 1 draws nearer the mode, T > 1 further out.
+The noise is the model's (``noise_shape``), drawn from N(0, I) by seed; what the sampler does
+with it, and the options it takes (a CVAE's temperature, a flow's guidance and steps), are the
+model's own (:mod:`genkit.capabilities`). Images are drawn ``SAMPLE_BATCH`` at a time.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +32,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genkit import capabilities
 from genkit.errors import UsageError, shown
 
 REST_MODES = ("data", "off")
 ATTRIBUTES_FILE = "train_attributes.safetensors"
+#: images drawn at once: memory holds one batch of float images, never all of them
+SAMPLE_BATCH = 256
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -90,17 +93,6 @@ def check_exclusive(request: AttributeRequest, exclusive_groups: Sequence[str]) 
         if len(values) > 1:
             raise UsageError(f"{values[0]!r} and {values[1]!r} are both values of {group!r}, which holds exactly "
                              f"one value per image; keep one of them")
-
-
-def check_temperature(temperature: Any) -> float:
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
-        raise UsageError(f"temperature {temperature!r} must be a positive finite number, for example 1.0 "
-                         "(below 1 nearer the mode, above 1 more varied)")
-    return value
 
 
 def check_rest(rest: str) -> str:
@@ -287,29 +279,41 @@ class Samples:
     note: str | None = None
 
 
-def noise(run, n: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
-    """The prior noise ε for ``n`` samples, scaled by the temperature; reproducible by seed."""
-    return run.latents(n, seed) * check_temperature(temperature)
+def batches(run, condition: torch.Tensor, noise: torch.Tensor, options: dict[str, Any], seed: int = 0,
+            batch_size: int = SAMPLE_BATCH):
+    """The samples of ``condition`` at ``noise`` with the model's ``options``, ``batch_size`` at a time:
+    yields ``(start, images)`` with images float on the run's device. A sampler that draws fresh
+    noise of its own gets a generator seeded by ``seed``."""
+    run.model.eval()
+    generator = torch.Generator(run.device).manual_seed(int(seed) % 2**63)
+    for start in range(0, len(noise), batch_size):
+        stop = min(start + batch_size, len(noise))
+        yield start, capabilities.sample(run.model, condition[start:stop].to(run.device),
+                                         noise[start:stop].to(run.device), generator, options).float()
 
 
 @torch.no_grad()
-def _decode(run, condition: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    run.model.eval()
-    return run.model.sample(condition.to(run.device), z.to(run.device)).float().cpu()
+def decode(run, condition: torch.Tensor, noise: torch.Tensor, options: dict[str, Any], seed: int = 0) -> torch.Tensor:
+    """All the samples of ``condition`` at ``noise``, on the CPU (drawn in batches)."""
+    return torch.cat([images.cpu() for _, images in batches(run, condition, noise, options, seed)])
 
 
-def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, temperature: float = 1.0,
-             rest: str = "data") -> Samples:
-    """``n`` images with ``attrs``; the rest filled as ``rest`` says (see the module docstring)."""
+def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, rest: str = "data",
+             options: dict[str, Any] | None = None) -> Samples:
+    """``n`` images with ``attrs``; the rest filled as ``rest`` says (see the module docstring).
+
+    ``options`` are the model's sampling options, already resolved (``run.resolve_options``).
+    """
     if n < 1:
         raise UsageError(f"n {n} must be a positive integer")
-    z = noise(run, n, seed, temperature)
+    options = run.resolve_options(options)
+    z = run.noise(n, seed)
     cond = conditions(run, attrs, n, seed, rest)
-    return Samples(_decode(run, cond.condition, z), cond.attribute_sets, cond.note)
+    return Samples(decode(run, cond.condition, z, options, seed), cond.attribute_sets, cond.note)
 
 
-def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: int = 0, temperature: float = 1.0,
-         rest: str = "off") -> Samples:
+def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: int = 0, rest: str = "off",
+         options: dict[str, Any] | None = None) -> Samples:
     """Per attribute two rows, off then on over ``attrs``, the same ``n`` codes in every row (Figure 5).
 
     With ``rest="data"`` each column's other attributes come from a training vector that has the
@@ -318,7 +322,8 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
     names_all = run.attribute_names
     request = parse_attrs(attrs, names_all, run.exclusive_groups)
     varied = _varied_names(run, names, request)  # every name checked before anything is drawn
-    z = noise(run, n, seed, temperature)
+    options = run.resolve_options(options)
+    z = run.noise(n, seed)
     rows, sets, notes = [], [], []
     for name in varied:
         if rest == "off":  # exactly the grid `genkit sample --vary` always drew
@@ -326,7 +331,7 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
             switch = run.conditioner.encode(name)
             off_set = [x for x in request.on if x != name]
             for c, attribute_set in ((base * (1 - switch), off_set), (torch.maximum(base, switch), off_set + [name])):
-                rows.append(_decode(run, c.reshape(1, -1).expand(n, -1).float(), z))
+                rows.append(decode(run, c.reshape(1, -1).expand(n, -1).float(), z, options, seed))
                 sets += [attribute_set] * n
             continue
         cond = conditions(run, attrs, n, seed, check_rest(rest), force_on=[name])
@@ -334,8 +339,8 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
             notes.append(cond.note)
         off_sets = [[x for x in s if x != name] for s in cond.attribute_sets]
         off_vectors = torch.tensor([[1 if a in set(s) else 0 for a in names_all] for s in off_sets], dtype=torch.uint8)
-        rows += [_decode(run, _encode_rows(run.conditioner, off_vectors, names_all).float(), z),
-                 _decode(run, cond.condition, z)]
+        rows += [decode(run, _encode_rows(run.conditioner, off_vectors, names_all).float(), z, options, seed),
+                 decode(run, cond.condition, z, options, seed)]
         sets += off_sets + cond.attribute_sets
     return Samples(torch.cat(rows), sets, notes[0] if notes else None)
 
@@ -358,21 +363,22 @@ def _varied_names(run, names: Sequence[str], request: AttributeRequest) -> list[
     return varied
 
 
-def interpolate(run, pair: tuple[str, str], n: int, steps: int, seed: int = 0, temperature: float = 1.0,
-                rest: str = "off") -> Samples:
-    """``n`` rows (latent codes) × ``steps`` columns, the condition moving linearly from one set to the other.
+def interpolate(run, pair: tuple[str, str], n: int, steps: int, seed: int = 0, rest: str = "off",
+                options: dict[str, Any] | None = None) -> Samples:
+    """``n`` rows (noise draws) × ``steps`` columns, the condition moving linearly from one set to the other.
 
     With ``rest="data"`` each end's unlisted attributes are filled per row as for a grid.
     """
     if steps < 2:
         raise UsageError(f"steps {steps} must be at least 2 (the two ends)")
-    z = noise(run, n, seed, temperature)
+    options = run.resolve_options(options)
+    z = run.noise(n, seed)
     ends = [conditions(run, spec, n, seed, rest) for spec in pair]
     weights = torch.linspace(0, 1, steps)
     rows, sets = [], []
     for i in range(n):
         cond = torch.stack([(1 - t) * ends[0].condition[i] + t * ends[1].condition[i] for t in weights])
-        rows.append(_decode(run, cond, z[i:i + 1].expand(steps, -1)))
+        rows.append(decode(run, cond, z[i:i + 1].expand(steps, *z.shape[1:]), options, seed))
         sets += [ends[0].attribute_sets[i]] + [[]] * (steps - 2) + [ends[1].attribute_sets[i]]
     note = next((e.note for e in ends if e.note), None)
     return Samples(torch.cat(rows), sets, note)

@@ -108,8 +108,8 @@ def matches(query: str, group: str, names: Sequence[str]) -> bool:
 
 # --- requests -------------------------------------------------------------------------------
 
-def check_request(n: Any, seed: Any, temperature: Any, rest: str) -> tuple[int, int, float, str]:
-    """The page's own bounds: n in 1-64, an integer seed, a positive finite temperature, rest data or off."""
+def check_request(n: Any, seed: Any, rest: str) -> tuple[int, int, str]:
+    """The page's own bounds: n in 1-64, an integer seed, rest data or off (the model checks its own options)."""
     try:
         n_value = int(n)
     except (TypeError, ValueError):
@@ -122,12 +122,12 @@ def check_request(n: Any, seed: Any, temperature: Any, rest: str) -> tuple[int, 
         raise UsageError(f"seed {seed!r} must be a whole number") from None
     if seed_value != seed or seed_value < 0:
         raise UsageError(f"seed {seed} must be a whole number, 0 or more")
-    return n_value, seed_value, sampling.check_temperature(temperature), sampling.check_rest(rest)
+    return n_value, seed_value, sampling.check_rest(rest)
 
 
-def command_line(run_dir: str | Path, attrs: str, n: int, seed: int, temperature: float, rest: str,
+def command_line(run_dir: str | Path, attrs: str, n: int, seed: int, rest: str, flags: Sequence[str] = (),
                  vary: str | None = None, interpolate: tuple[str, str] | None = None, steps: int = 8) -> str:
-    """The ``genkit sample`` invocation that draws the same grid."""
+    """The ``genkit sample`` invocation that draws the same grid; ``flags`` set the model's sampling options."""
     parts = ["genkit", "sample", "--run", str(run_dir)]
     if interpolate is None:
         parts += ["--attrs", attrs] if attrs else []
@@ -135,7 +135,7 @@ def command_line(run_dir: str | Path, attrs: str, n: int, seed: int, temperature
         parts += ["--vary", vary]
     if interpolate is not None:
         parts += ["--interpolate", interpolate[0], interpolate[1], "--steps", str(steps)]
-    parts += ["--n", str(n), "--seed", str(seed), "--temperature", f"{temperature:g}", "--rest", rest]
+    parts += ["--n", str(n), "--seed", str(seed), *flags, "--rest", rest]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -200,15 +200,29 @@ class View:
 
 
 class RunPage:
-    """One run's controls and views."""
+    """One run's controls and views.
 
-    def __init__(self, run, label: str):
+    ``defaults`` override the model's own sampling defaults on the page (``genkit serve --guidance 3``).
+    """
+
+    def __init__(self, run, label: str, defaults: dict[str, Any] | None = None):
         self.run = run
         self.label = label
         self.controls = attribute_controls(run.attribute_names, run.exclusive_groups)
+        self.options = run.sampling_options
+        self.defaults = run.resolve_options(defaults)
 
     def spec(self, values: Sequence[Any]) -> str:
         return spec_from_values(self.controls, values)
+
+    def sampling(self, options: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+        """The model's options for a request (the page's defaults for those not sent), checked, and the flags
+        that give them on the command line."""
+        from genkit.cli.sampling_flags import command_flags
+
+        resolved = self.run.resolve_options({**self.defaults, **{k: v for k, v in (options or {}).items()
+                                                                 if v is not None}})
+        return resolved, command_flags(resolved, self.options)
 
     def describe(self) -> str:
         config = self.run.config
@@ -222,27 +236,31 @@ class RunPage:
                 f"{data.image_size[0]}×{data.image_size[1]}), model `{config.model.name}`{options(config.model)}, "
                 f"loss `{config.loss.name}`{options(config.loss)}")
 
-    def grid(self, attrs: str, n: Any, seed: Any, temperature: Any, rest: str) -> View:
-        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
+    def grid(self, attrs: str, n: Any, seed: Any, rest: str, options: dict[str, Any] | None = None) -> View:
+        n, seed, rest = check_request(n, seed, rest)
+        options, flags = self.sampling(options)
         self.run.condition(attrs)
-        result = sampling.generate(self.run, attrs, n=n, seed=seed, temperature=temperature, rest=rest)
+        result = sampling.generate(self.run, attrs, n=n, seed=seed, rest=rest, options=options)
         nrow = min(8, n)
         return View(image_html(grid_png(result.images, nrow), "genkit-grid.png", f"{n} samples of [{attrs}]"),
                     sets_html(result.attribute_sets, nrow), result.note or "",
-                    command_line(self.run.directory, attrs, n, seed, temperature, rest))
+                    command_line(self.run.directory, attrs, n, seed, rest, flags))
 
-    def vary(self, attrs: str, name: str, n: Any, seed: Any, temperature: Any, rest: str) -> View:
-        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
+    def vary(self, attrs: str, name: str, n: Any, seed: Any, rest: str, options: dict[str, Any] | None = None) -> View:
+        n, seed, rest = check_request(n, seed, rest)
+        options, flags = self.sampling(options)
         if name not in self.run.attribute_names:
             raise UsageError(f"attribute {name!r} is not in this run; choose one from the list")
         self.run.condition(attrs)
-        result = sampling.vary(self.run, attrs, [name], n, seed, temperature, rest)
+        result = sampling.vary(self.run, attrs, [name], n, seed, rest, options)
         return View(image_html(grid_png(result.images, n), "genkit-vary.png", f"{name} off and on over [{attrs}]"),
                     sets_html(result.attribute_sets, n), result.note or "",
-                    command_line(self.run.directory, attrs, n, seed, temperature, rest, vary=name))
+                    command_line(self.run.directory, attrs, n, seed, rest, flags, vary=name))
 
-    def interpolate(self, start: str, end: str, n: Any, steps: Any, seed: Any, temperature: Any, rest: str) -> View:
-        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
+    def interpolate(self, start: str, end: str, n: Any, steps: Any, seed: Any, rest: str,
+                    options: dict[str, Any] | None = None) -> View:
+        n, seed, rest = check_request(n, seed, rest)
+        options, flags = self.sampling(options)
         try:
             steps = int(steps)
         except (TypeError, ValueError):
@@ -252,10 +270,10 @@ class RunPage:
         n = min(n, 16)
         for spec in (start, end):
             self.run.condition(spec)
-        result = sampling.interpolate(self.run, (start, end), n, steps, seed, temperature, rest)
+        result = sampling.interpolate(self.run, (start, end), n, steps, seed, rest, options)
         return View(image_html(grid_png(result.images, steps), "genkit-interpolate.png", f"[{start}] to [{end}]"),
                     sets_html(result.attribute_sets, steps), result.note or "",
-                    command_line(self.run.directory, "", n, seed, temperature, rest, interpolate=(start, end),
+                    command_line(self.run.directory, "", n, seed, rest, flags, interpolate=(start, end),
                                  steps=steps))
 
 
@@ -337,9 +355,11 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
                 seed = gr.Number(0, label="seed", precision=0, elem_id=f"seed-{index}")
                 randomize = gr.Button("randomize", elem_id=f"randomize-{index}")
                 n = gr.Slider(1, MAX_N, value=16, step=1, label="samples", elem_id=f"n-{index}")
-                temperature = gr.Number(1.0, label="temperature", elem_id=f"temperature-{index}")
                 rest = gr.Radio(list(sampling.REST_MODES), value="data", label="unlisted attributes",
                                 elem_id=f"rest-{index}")
+            with gr.Row():
+                option_controls = [_option_control(gr, option, page.defaults[name], index)
+                                   for name, option in page.options.items()]
             status = gr.Markdown("", elem_id=f"status-{index}")
             note = gr.Markdown("", elem_id=f"note-{index}")
             with gr.Tab("grid"):
@@ -349,7 +369,7 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
                                           interactive=False)
             with gr.Tab("vary one attribute"):
                 vary_name = gr.Dropdown(page.run.attribute_names, value=page.run.attribute_names[0],
-                                        label="attribute (off above, on below, same latent codes)",
+                                        label="attribute (off above, on below, same noise)",
                                         elem_id=f"vary-name-{index}")
                 vary_button = gr.Button("vary", elem_id=f"vary-{index}")
                 vary_image = gr.HTML("", elem_id=f"vary-image-{index}")
@@ -369,7 +389,12 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
 
             build_edit_tab(gr, page, index)
 
-    settings = [n, seed, temperature, rest]
+    settings = [n, seed, rest, *option_controls]
+    option_names = list(page.options)
+
+    def split_settings(values) -> tuple[Any, Any, Any, dict[str, Any]]:
+        n_value, seed_value, rest_value, *option_values = values
+        return n_value, seed_value, rest_value, dict(zip(option_names, option_values))
 
     def guarded(view_fn, outputs_count: int):
         def run(*args):
@@ -384,16 +409,18 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
         return run
 
     def grid_fn(*args):
-        values, (n_value, seed_value, t_value, rest_value) = args[:len(inputs)], args[len(inputs):]
-        return page.grid(page.spec(values), n_value, seed_value, t_value, rest_value)
+        values = args[:len(inputs)]
+        n_value, seed_value, rest_value, options = split_settings(args[len(inputs):])
+        return page.grid(page.spec(values), n_value, seed_value, rest_value, options)
 
     def vary_fn(*args):
-        values, rest_args = args[:len(inputs)], args[len(inputs):]
-        name, n_value, seed_value, t_value, rest_value = rest_args
-        return page.vary(page.spec(values), name, n_value, seed_value, t_value, rest_value)
+        values, name = args[:len(inputs)], args[len(inputs)]
+        n_value, seed_value, rest_value, options = split_settings(args[len(inputs) + 1:])
+        return page.vary(page.spec(values), name, n_value, seed_value, rest_value, options)
 
-    def lerp_fn(a, b, steps_value, n_value, seed_value, t_value, rest_value):
-        return page.interpolate(a, b, n_value, steps_value, seed_value, t_value, rest_value)
+    def lerp_fn(a, b, steps_value, *rest_args):
+        n_value, seed_value, rest_value, options = split_settings(rest_args)
+        return page.interpolate(a, b, n_value, steps_value, seed_value, rest_value, options)
 
     grid_outputs = [status, note, grid_image, grid_sets, grid_command]
     gr.on([c.change for c in [*inputs, *settings]], guarded(grid_fn, 3), [*inputs, *settings], grid_outputs,
@@ -409,6 +436,18 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
         return [gr.update(visible=matches(query or "", key, names)) for key, names in keys]
 
     search.change(filter_fn, search, inputs)
+
+
+def _option_control(gr, option, value: Any, index: int):
+    """One control for a model's sampling option: a choice, a checkbox, a number or a text box."""
+    common = {"label": option.name.replace("_", " "), "info": option.help, "elem_id": f"{option.name}-{index}"}
+    if option.choices:
+        return gr.Dropdown(list(option.choices), value=value, **common)
+    if option.type is bool:
+        return gr.Checkbox(value=value, **common)
+    if option.type in (int, float):
+        return gr.Number(value, precision=0 if option.type is int else None, **common)
+    return gr.Textbox(value, **common)
 
 
 def demo_for(directories: Sequence[str | Path], device: str = "auto"):

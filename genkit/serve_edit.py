@@ -63,14 +63,15 @@ class EditView:
 class EditTab:
     """One run's edit tab: its test images (when the cache is here), uploads, and edits."""
 
-    def __init__(self, run, split: str = "test", cache_dir: str | Path | None = None):
+    def __init__(self, run, controls, split: str = "test", cache_dir: str | Path | None = None):
+        """``controls``: the run's attribute controls, as the sampler lays them out
+        (:func:`genkit.serve_app.attribute_controls`)."""
         from genkit.editing import Editor
-        from genkit.serve_app import attribute_controls
 
         self.run = run
         self.split = split
         self.cache_dir = cache_dir
-        self.controls = attribute_controls(run.attribute_names, run.exclusive_groups)
+        self.controls = controls
         self.unavailable: str | None = None
         self.dataset = None
         self.data_note = ""
@@ -148,7 +149,8 @@ class EditTab:
 
     # -- attributes <-> controls -------------------------------------------------------------
     def values(self, vector: torch.Tensor) -> list[Any]:
-        """The controls' values for an attribute vector, in :class:`~genkit.serve_app.Controls` order."""
+        """The controls' values for an attribute vector: each exclusive family's value, each other family's
+        values, then the flags that are on."""
         on = {name for name, v in zip(self.run.attribute_names, vector.tolist()) if v > 0.5}
         values: list[Any] = []
         for names in self.controls.exclusive.values():
@@ -300,7 +302,7 @@ def build_edit_tab(gr, page, index: int, cache_dir: str | Path | None = None) ->
     """The edit tab of run panel ``index`` (called inside the panel's tabs by ``serve_app``)."""
     with gr.Tab("edit an image"):
         try:
-            tab = EditTab(page.run, cache_dir=cache_dir)
+            tab = EditTab(page.run, page.controls, cache_dir=cache_dir)
         except GenkitError as exc:  # a stale cache, an unreadable split: the rest of the page still works
             gr.Markdown(f"⚠️ {html.escape(str(exc))}", elem_id=f"edit-status-{index}")
             return

@@ -53,7 +53,7 @@ def run(runner, cache, tmp_path_factory) -> Path:
 class LinearGaussian(torch.nn.Module):
     """z ~ N(0, I), y = W z + b + σ·noise, with W's columns orthogonal so the exact posterior is diagonal.
 
-    ``forward`` returns that posterior, optionally shifted, as q(z|x, y).
+    ``encode`` returns that posterior, optionally shifted, as q(z|x, y); ``decode`` the mean W z + b.
     """
 
     def __init__(self, sigma: float, shift: float = 0.0):
@@ -69,12 +69,19 @@ class LinearGaussian(torch.nn.Module):
         mu = ((y.flatten(1) - self.b) @ self.W) / self.sigma ** 2 / precision
         return mu, (-precision.log()).expand_as(mu)
 
-    def forward(self, images, condition):
+    def encode(self, images, condition):
         mu, logvar = self.posterior(images)
-        return genkit.ModelOutput(reconstruction=images, mu=mu + self.shift, logvar=logvar)
+        return mu + self.shift, logvar
 
-    def sample(self, condition, z=None, generator=None):
+    def decode(self, z, condition):
         return (z @ self.W.T + self.b).reshape(-1, 3, 2, 2)
+
+    def forward(self, images, condition):
+        mu, logvar = self.encode(images, condition)
+        return genkit.ModelOutput(reconstruction=images, mu=mu, logvar=logvar)
+
+    def sample(self, condition, noise=None, generator=None):
+        return self.decode(noise, condition)
 
     def log_marginal(self, y):
         cov = self.W @ self.W.T + self.sigma ** 2 * torch.eye(12)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import genkit
+from genkit.serve_app import attribute_controls
 from genkit.serve_edit import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, EditTab, change_spec
 from test_editing import _png_header_only
 from test_serve import _browser, _free_port, _start, _stop
@@ -26,7 +27,7 @@ def tab(tiny_run) -> EditTab:
 
     run = genkit.load_run(tiny_run, device="cpu")
     train_classifier(open_run_data(run), epochs=1, device="cpu")  # uploads are read by it
-    return EditTab(run)
+    return EditTab(run, attribute_controls(run.attribute_names, run.exclusive_groups))
 
 
 def _png_bytes(array: np.ndarray) -> bytes:

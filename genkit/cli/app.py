@@ -83,19 +83,20 @@ def build_app() -> typer.Typer:
     from genkit.cli import (classifier_cmd, data_cmd, edit_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd,
                             sample_cmd, serve_cmd, sweep_cmd, train_cmd)
     from genkit.cli.component_flags import CONTEXT_SETTINGS, ComponentCommand
+    from genkit.cli.sampling_flags import CONTEXT_SETTINGS as SAMPLING_CONTEXT, SamplingCommand
     from genkit.errors import PluginError
     from genkit.plugins import load_plugins, pm
 
     app = typer.Typer(cls=GenkitGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                       help="Attribute-conditioned generative image models, built from plugins.")
     app.command("train", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(train_cmd.train)
-    app.command("sample")(sample_cmd.sample)
-    app.command("serve")(serve_cmd.serve)
+    app.command("sample", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(sample_cmd.sample)
+    app.command("serve", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(serve_cmd.serve)
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(data_cmd.app, name="data")
-    app.command("evaluate")(evaluate_cmd.evaluate)
-    app.command("reconstruct")(reconstruct_cmd.reconstruct)
-    app.command("edit")(edit_cmd.edit)
+    app.command("evaluate", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(evaluate_cmd.evaluate)
+    app.command("reconstruct", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(reconstruct_cmd.reconstruct)
+    app.command("edit", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(edit_cmd.edit)
     app.command("sweep", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(sweep_cmd.sweep)
     app.add_typer(classifier_cmd.app, name="classifier")
 

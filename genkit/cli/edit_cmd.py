@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from genkit.cli import console
+from genkit.cli.sampling_flags import SAMPLE_OPT
 
 #: the most rows (images) one figure holds
 MAX_ROWS = 64
@@ -20,6 +21,7 @@ THREADED_ROWS = 16
 
 
 def edit(
+    ctx: typer.Context,
     run: Path = typer.Option(..., "--run", "-r", help="Run folder written by `genkit train`."),
     changes: list[str] = typer.Option(
         ..., "--set", "-s", help='Attributes to change, as in --attrs: NAME on, -NAME off; a value of an exclusive '
@@ -35,21 +37,19 @@ def edit(
         None, "--from", help='With --image: corrections to the classifier\'s reading, as in --set, e.g. '
                              '"shape::square,-large".'),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN/edits.png)."),
-    sample_opt: Optional[list[str]] = typer.Option(
-        None, "--sample-opt", help="Sampling option KEY=VALUE of a model that edits by inverting its sampler "
-                                   "(repeatable)."),
     classifier: Optional[str] = typer.Option(None, "--classifier",
                                              help="Attribute classifier that reads --image (default: the recipe's)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where HDF5 caches and classifiers live."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    sample_opt: Optional[list[str]] = SAMPLE_OPT,
 ) -> None:
     """Change attributes of real images and write original | reconstruction | edit side by side as a PNG.
 
     The image is encoded with its own attributes and drawn again with the changed ones (the
-    posterior mean for a model with an encoder; the inverted sampler's noise otherwise). See
-    docs/editing.md.
+    posterior mean for a model with an encoder; the inverted sampler's noise otherwise, drawn
+    with its sampling options, given as flags). See docs/editing.md.
     """
-    from genkit.cli.options import parse_options
+    from genkit.cli.sampling_flags import given_options
     from genkit.errors import UsageError
     from genkit.files import check_output_file
 
@@ -63,8 +63,6 @@ def edit(
         if out.suffix.lower() != ".png":
             raise UsageError(f"--out {out} must end in .png")
         check_output_file(out)
-    options = parse_options(sample_opt, "--sample-opt")
-
     import torch
 
     from genkit.editing import Editor, edit as edit_images, parse_change
@@ -74,6 +72,8 @@ def edit(
         torch.set_num_threads(1)  # a few images: one thread (see THREADED_ROWS)
 
     loaded = load_run(run, device=device)
+    options = loaded.resolve_options(given_options(ctx.args, sample_opt, loaded.sampling_options,
+                                                   loaded.config.model.name, "edit"))
     names, groups = loaded.attribute_names, loaded.exclusive_groups
     for spec in changes:  # every change checked before any image is read
         parse_change(spec, names, groups)

@@ -20,10 +20,16 @@ class TrainingOptions:
     MODEL = typer.Option(DEFAULT_RECIPE.model, "--model", "-m", help="Model name (see `genkit plugins`).")
     DATA = typer.Option(DEFAULT_RECIPE.dataset, "--data", "-d", help="Dataset name (see `genkit plugins`).")
     CONDITIONER = typer.Option(DEFAULT_RECIPE.conditioner, "--conditioner", help="Conditioner name.")
-    LOSS = typer.Option(DEFAULT_RECIPE.loss, "--loss", help="Loss name.")
-    BATCH_SIZE = typer.Option(_D.batch_size, "--batch-size",
-                              help="Images per optimiser step (global: split over processes).")
-    LR = typer.Option(_D.lr, "--lr", help="Adam learning rate.")
+    LOSS = typer.Option(None, "--loss", help=f"Loss name (default: the model's own loss, else {DEFAULT_RECIPE.loss}).",
+                        show_default=False)
+    BATCH_SIZE = typer.Option(None, "--batch-size", show_default=False,
+                              help=f"Images per optimiser step (global: split over processes; default "
+                                   f"{_D.batch_size}, or the model's own).")
+    LR = typer.Option(None, "--lr", show_default=False,
+                      help=f"Adam learning rate (default {_D.lr:g}, or the model's own).")
+    EMA = typer.Option(None, "--ema", show_default=False,
+                       help="Decay of the weights' moving average that sampling uses, e.g. 0.999 (default 0: off, "
+                            "or the model's own).")
     IMAGE_SIZE = typer.Option(None, "--image-size", help="S or HxW (default: the dataset's own size).")
     SEED = typer.Option(_D.seed, "--seed", help="Seed for weights, shuffling and noise.")
     DEVICE = typer.Option(_D.device, "--device", help="auto, cpu, cuda or cuda:N.")

@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from genkit.cli import console
+from genkit.cli.sampling_flags import SAMPLE_OPT
 
 
 def serve(
+    ctx: typer.Context,
     run: list[Path] = typer.Option(..., "--run", "-r", help="Run folder written by `genkit train` (repeatable: "
                                                             "a picker chooses between them)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(7860, "--port", "-p", help="Port to listen on."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    sample_opt: Optional[list[str]] = SAMPLE_OPT,
 ) -> None:
-    """Open an interactive sampler page for trained runs: attributes, seed, temperature, grids.
+    """Open an interactive sampler page for trained runs: attributes, seed, the model's sampling options, grids.
 
-    Runs offline (no analytics, CDN or share tunnel) and serves until Ctrl-C.
+    The models' sampling options given as flags (--temperature, --guidance, ...) set the page's
+    starting values. Runs offline (no analytics, CDN or share tunnel) and serves until Ctrl-C.
     """
+    from genkit.cli.sampling_flags import given_options
     from genkit.runs import load_run
     from genkit.serve_app import RunPage, check_port, import_gradio, page_labels, serve as serve_pages
 
     directories = [Path(d) for d in run]
     runs = [load_run(d, device=device) for d in directories]  # every folder checked before the server starts
+    declared = {name: option for r in runs for name, option in r.sampling_options.items()}
+    models = ", ".join(dict.fromkeys(r.config.model.name for r in runs))
+    given = given_options(ctx.args, sample_opt, declared, models, "serve")
+    pages = [RunPage(r, label, {k: v for k, v in given.items() if k in r.sampling_options})
+             for r, label in zip(runs, page_labels(directories))]
     check_port(host, port)
     import_gradio()
-    pages = [RunPage(r, label) for r, label in zip(runs, page_labels(directories))]
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{shown}:{port}/"
 

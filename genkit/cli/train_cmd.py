@@ -25,10 +25,11 @@ def train(
     model: str = T.MODEL,
     data: str = T.DATA,
     conditioner: str = T.CONDITIONER,
-    loss: str = T.LOSS,
+    loss: Optional[str] = T.LOSS,
     epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Passes over the training split (default {_D.epochs})."),
-    batch_size: int = T.BATCH_SIZE,
-    lr: float = T.LR,
+    batch_size: Optional[int] = T.BATCH_SIZE,
+    lr: Optional[float] = T.LR,
+    ema: Optional[float] = T.EMA,
     image_size: Optional[str] = T.IMAGE_SIZE,
     seed: int = T.SEED,
     device: str = T.DEVICE,
@@ -64,6 +65,9 @@ def train(
     if nproc is not None and distributed.world_from_env().size == 1:
         code = distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc"))
         raise typer.Exit(code)
+    from genkit.planning import default_loss
+
+    loss = loss or default_loss(model)
     flags = given_flags(ctx, {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss})
     if resume is not None:
         if flags:
@@ -94,8 +98,8 @@ def train(
     options = component_options(model_opt, loss_opt, cond_opt, data_opt, flags)
     config = plan_run(
         model, data, conditioner, loss, **options, root=root, image_size=image_size, limit=limit, hold_out=hold_out,
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision, compile=compile,
-        log_every=log_every, data_in=data_in, workers=workers, checkpoint_every=checkpoint_every)
+        epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, seed=seed, device=device, precision=precision,
+        compile=compile, log_every=log_every, data_in=data_in, workers=workers, checkpoint_every=checkpoint_every)
     progress, callback = console.cache_progress(f"preparing {data} cache")
     try:
         with console.training_display() as display:
