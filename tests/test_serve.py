@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 import genkit
 from genkit import sampling
 from genkit.cli.app import build_app
-from genkit.serve_app import (ANY, RunPage, attribute_controls, check_request, command_line, matches,
+from genkit.serve_page import (ANY, RunPage, attribute_controls, check_request, command_line, matches,
                               spec_from_values)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,7 +371,8 @@ def test_the_page_notes_when_no_training_vector_agrees(page):
 
 def test_several_runs_get_a_picker_with_distinct_labels(tiny_run, tmp_path):
     pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
-    from genkit.serve_app import build_page, page_labels
+    from genkit.serve_layout import build_page
+    from genkit.serve_page import page_labels
 
     other = tmp_path / "b" / tiny_run.name
     shutil.copytree(tiny_run, other)

@@ -32,7 +32,8 @@ from genkit.cli.app import build_app as build_cli
 pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
 
 from genkit import serve_guard  # noqa: E402
-from genkit.serve_app import RunPage, build_app, page_labels  # noqa: E402
+from genkit.serve_app import build_app  # noqa: E402
+from genkit.serve_page import RunPage, page_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ["shape::circle", "any", "on", "any", "any", "any"]  # shape, color, then large, left, top, outline

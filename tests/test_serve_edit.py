@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import genkit
-from genkit.serve_app import attribute_controls
+from genkit.serve_page import attribute_controls
 from genkit.serve_edit import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, EditTab, change_spec
 from test_editing import _png_header_only
 from test_serve import _browser, _free_port, _start, _stop
