@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 import genkit
+from conftest import interrupt
 from genkit.cli.app import build_app as build_cli
 
 pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
@@ -290,10 +290,5 @@ def test_the_space_layout_in_the_docs_starts_offline_and_serves_a_grid(tiny_run,
         assert message["success"] and 'src="data:image/png;base64,' in message["output"]["data"][2]
         assert _status(url + "gradio_api/file=/etc/passwd") == 403  # genkit's closed routes, on a Space too
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, err = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert process.returncode == 0 and "Traceback" not in err, err
+        code, err = interrupt(process)
+    assert code == 0 and "Traceback" not in err, err
