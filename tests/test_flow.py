@@ -1,0 +1,218 @@
+"""The ``flow`` model and the ``flow-matching`` loss: the path, the solvers and guidance against
+hand computations on a toy velocity, inversion, condition dropout, sampling options, the meta device."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import genkit
+from genkit.capabilities import has, noise_shape, resolve_sampling_options, sampling_options
+from genkit_plugins.flow import MAX_STEPS, FlowOutput, build
+from genkit_plugins.flow_matching import build as build_loss
+from genkit_plugins.tiled_onehot import TiledOneHot
+
+NAMES = [f"a{i}" for i in range(4)]
+SHAPE = (3, 16, 16)
+
+
+def small_flow(**options) -> torch.nn.Module:
+    return build(SHAPE, TiledOneHot(NAMES), channels=[4, 8], embedding=8, **options)
+
+
+class ToyVelocity(nn.Module):
+    """v(x, t, y) = −x/2 + (t + y₀ − 2·null)/4, recording every call's inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtype_marker = nn.Parameter(torch.zeros(()))  # the model reads its dtype from its parameters
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x, t, vector):
+        self.calls.append((x.clone(), t.clone(), vector.clone()))
+        return -x / 2 + ((t + vector[:, 0] - 2 * vector[:, -1]) / 4)[:, None, None, None]
+
+
+def toy_flow(**options):
+    model = small_flow(**options)
+    model.net = ToyVelocity()
+    return model
+
+
+def test_training_forward_draws_the_straight_path_and_its_velocity():
+    model = toy_flow(condition_dropout=0.0)
+    images = torch.rand(3, *SHAPE)
+    condition = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 1]])
+    torch.manual_seed(7)
+    out = model(images, condition)
+    torch.manual_seed(7)
+    t = torch.rand(3)
+    x0 = torch.randn(3, *SHAPE)
+    x1 = images * 2 - 1
+    x, seen_t, vector = model.net.calls[0]
+    assert isinstance(out, FlowOutput)
+    assert torch.equal(out.t, t) and torch.equal(seen_t, t)
+    assert torch.allclose(out.target, x1 - x0)
+    assert torch.allclose(x, t[:, None, None, None] * x1 + (1 - t[:, None, None, None]) * x0)
+    assert torch.equal(vector, model.conditioner.vector(condition))
+    assert torch.allclose(out.velocity, -x / 2 + ((t + condition[:, 0]) / 4)[:, None, None, None])
+
+
+def test_one_euler_and_one_heun_step_match_the_hand_computation():
+    model = toy_flow()
+    condition = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]])
+    noise = 0.1 * torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    c = condition[:, :1, None, None]
+    v0 = -noise / 2 + (0 + c) / 4                      # v at (x₀, t = 0), guidance 1
+    euler = noise + 1.0 * v0
+    assert torch.allclose(model.sample(condition, noise, guidance=1.0, steps=1, solver="euler"), (euler + 1) / 2)
+    v1 = -euler / 2 + (1 + c) / 4                      # v at the Euler guess, t = 1
+    heun = noise + 1.0 * (v0 + v1) / 2
+    assert torch.allclose(model.sample(condition, noise, guidance=1.0, steps=1, solver="heun"), (heun + 1) / 2)
+    # two Euler steps of h = 1/2: the second at t = 1/2
+    half = noise + 0.5 * v0
+    two = half + 0.5 * (-half / 2 + (0.5 + c) / 4)
+    assert torch.allclose(model.sample(condition, noise, guidance=1.0, steps=2, solver="euler"), (two + 1) / 2)
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.0, 2.5])
+def test_guidance_is_the_null_velocity_plus_w_times_the_difference_in_the_passes_it_needs(guidance):
+    model = toy_flow()
+    condition = torch.tensor([[1.0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    noise = torch.zeros(3, *SHAPE)
+    out = model.sample(condition, noise, guidance=guidance, steps=1, solver="euler")
+    conditional = condition[:, 0] / 4        # v(0, 0, y) = y₀/4
+    unconditional = torch.full((3,), -0.5)  # v(0, 0, null): the null feature is 1, y₀ reads 0
+    expected = unconditional + guidance * (conditional - unconditional)
+    assert torch.allclose(out, ((expected[:, None, None, None] + 1) / 2).expand_as(out).clamp(0, 1))
+    calls = model.net.calls
+    assert len(calls) == 1                # one batched pass per step, whatever the scale
+    null = model.conditioner.vector(model.conditioner.null_condition(3))
+    rows = {0.0: null, 1.0: model.conditioner.vector(condition)}.get(
+        guidance, torch.cat([model.conditioner.vector(condition), null]))
+    assert torch.equal(calls[0][2], rows)
+
+
+@pytest.mark.parametrize("solver, steps, tolerance", [("euler", 400, 3e-3), ("heun", 50, 1e-5)])
+def test_invert_then_sample_gives_back_the_noise(solver, steps, tolerance):
+    model = toy_flow()
+    condition = torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0]])
+    noise = 0.1 * torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(1))
+    for guidance in (1.0, 2.0):
+        images = model.sample(condition, noise, guidance=guidance, steps=steps, solver=solver)
+        assert 0 < images.min() and images.max() < 1  # not clipped, so invertible
+        back = model.invert(images, condition, guidance=guidance, steps=steps, solver=solver)
+        assert (back - noise).abs().max() < tolerance
+    one_step = model.invert(images, condition, guidance=2.0, steps=1, solver=solver)
+    assert (one_step - noise).abs().max() > 10 * tolerance  # the test can fail
+
+
+def test_condition_dropout_replaces_conditions_by_the_null_one_only_in_training():
+    model = toy_flow(condition_dropout=0.5)
+    condition = torch.ones(64, 4)
+    torch.manual_seed(0)
+    model(torch.rand(64, *SHAPE), condition)
+    vectors = model.net.calls[-1][2]
+    null = model.conditioner.vector(model.conditioner.null_condition(1))
+    given = model.conditioner.vector(condition[:1])
+    dropped = (vectors == null).all(dim=1)
+    assert torch.all(dropped | (vectors == given).all(dim=1))
+    assert 16 < int(dropped.sum()) < 48
+    model.eval()
+    model(torch.rand(64, *SHAPE), condition)
+    assert torch.equal(model.net.calls[-1][2], given.expand(64, -1))
+
+
+def test_the_loss_is_the_mean_squared_velocity_error_and_reports_it():
+    velocity, target = torch.randn(2, *SHAPE), torch.randn(2, *SHAPE)
+    result = build_loss()(FlowOutput(velocity, target, torch.rand(2)), torch.rand(2, *SHAPE))
+    expected = (velocity - target).pow(2).mean()
+    assert torch.allclose(result.total, expected)
+    assert set(result.terms) == {"mse"} and torch.allclose(result.terms["mse"], expected)
+
+
+def test_the_loss_names_the_field_a_cvae_output_lacks():
+    output = genkit.ModelOutput(reconstruction=torch.rand(1, *SHAPE), mu=torch.zeros(1, 2), logvar=torch.zeros(1, 2))
+    with pytest.raises(AttributeError, match="velocity"):
+        build_loss()(output, torch.rand(1, *SHAPE))
+
+
+def test_model_and_loss_run_on_the_meta_device():
+    with torch.device("meta"):
+        model = small_flow()
+        images, condition = torch.zeros(2, *SHAPE), torch.zeros(2, len(NAMES))
+        result = build_loss()(model(images, condition), images)
+    assert result.total.device.type == "meta" and result.total.shape == ()
+    assert all(p.device.type == "meta" for p in model.parameters())
+
+
+def test_the_contract_noise_shape_capabilities_and_sampling_options():
+    model = small_flow()
+    assert noise_shape(model) == SHAPE
+    assert has(model, "invert") and not has(model, "posterior") and not has(model, "log_likelihood")
+    options = sampling_options(model)
+    assert list(options) == ["guidance", "steps", "solver"]
+    assert [o.flag for o in options.values()] == ["--guidance", "--sampling-steps", "--solver"]
+    assert options["solver"].choices == ("euler", "heun")
+    assert "classifier-free guidance" in options["guidance"].help
+    samples = model.sample(torch.zeros(2, len(NAMES)), generator=torch.Generator().manual_seed(0), steps=2)
+    assert samples.shape == (2, *SHAPE) and 0 <= samples.min() and samples.max() <= 1
+    assert torch.equal(samples, model.sample(torch.zeros(2, len(NAMES)), torch.randn(
+        2, *SHAPE, generator=torch.Generator().manual_seed(0)), steps=2))
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"guidance": -1}, "--guidance -1 is outside [0, 50]; choose for example 2"),
+    ({"guidance": 1e6}, "--guidance 1e+06 is outside [0, 50]; choose for example 2"),
+    ({"guidance": "-0.5"}, "--guidance -0.5 is outside [0, 50]"),
+    ({"guidance": float("nan")}, "--guidance nan must be a finite number"),
+    ({"guidance": "inf"}, "--guidance inf must be a finite number"),
+    ({"steps": 0}, f"--sampling-steps 0 is outside 1 to {MAX_STEPS}; choose for example 8"),
+    ({"steps": "-3"}, f"--sampling-steps -3 is outside 1 to {MAX_STEPS}"),
+    ({"steps": MAX_STEPS + 1}, f"--sampling-steps {MAX_STEPS + 1} is outside 1 to {MAX_STEPS}"),
+    ({"steps": 2.5}, "--sampling-steps 2.5 must be a whole number"),
+    ({"solver": "rk4"}, "--solver 'rk4' must be one of euler, heun"),
+    ({"temperature": 1.0}, "'temperature' is not a sampling option of model 'flow' (its sampling options: "
+                           "--guidance, --sampling-steps, --solver)"),
+])
+def test_bad_sampling_options_are_refused_in_one_line_naming_the_flag(given, message):
+    with pytest.raises(genkit.UsageError) as caught:
+        resolve_sampling_options(small_flow(), given, "flow")
+    text = str(caught.value)
+    assert text.startswith(message) and "\n" not in text
+
+
+def test_the_model_checks_its_options_itself_too():
+    model = small_flow()
+    for bad in ({"guidance": math.nan}, {"guidance": math.inf}, {"steps": 0}, {"solver": "rk4"}):
+        with pytest.raises(genkit.UsageError):
+            model.sample(torch.zeros(1, len(NAMES)), **bad)
+    assert resolve_sampling_options(model, {"guidance": "0", "steps": "1000", "solver": "heun"}) == \
+        {"guidance": 0.0, "steps": 1000, "solver": "heun"}
+
+
+@pytest.mark.parametrize("options, size, message", [
+    ({"patch": 2, "channels": [4, 8]}, (30, 30), "sides must be multiples of 4); choose 28x28 or 32x32"),
+    ({"patch": 4, "channels": [4, 8]}, (36, 20), "sides must be multiples of 8); choose 32x16 or 40x24"),
+])
+def test_sizes_the_network_cannot_take_are_refused_naming_the_nearest_that_work(options, size, message):
+    with pytest.raises(genkit.UsageError) as caught:
+        build((3, *size), TiledOneHot(NAMES), **options)
+    assert str(caught.value).endswith(message)
+    for nearest in message.rsplit("choose ", 1)[1].split(" or "):  # the advice works as written
+        build((3, *map(int, nearest.split("x"))), TiledOneHot(NAMES), **options)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"condition_dropout": 1.0}, "condition_dropout 1.0 must be in [0, 1)"),
+    ({"patch": 0}, "patch 0 must be a positive whole number"),
+    ({"channels": []}, "channels [] must be one or more positive widths"),
+    ({"blocks": 0}, "blocks 0 must be a positive whole number"),
+])
+def test_bad_model_options_are_refused(options, message):
+    with pytest.raises(genkit.UsageError, match=re.escape(message)):
+        build(SHAPE, TiledOneHot(NAMES), **options)
