@@ -53,7 +53,7 @@ from genkit_plugins.flow import build as build_flow  # noqa: E402
 from genkit_plugins.flow_matching import FlowMatching  # noqa: E402
 from genkit_plugins.tiled_onehot import TiledOneHot  # noqa: E402
 
-FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "norm", "coordinates")
+FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "norm", "coordinates", "data_scale", "prediction", "time_sampling")
 SAMPLING_OPTIONS = ("guidance", "steps", "solver")
 
 
@@ -85,6 +85,10 @@ def train(args) -> None:
     images_u8, attributes = train_set.images_uint8(), train_set.attributes
     n = len(train_set)
     epoch_seconds, losses = [], []
+    record = {"options": options, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": args.seed,
+              "size": args.size, "ema": decays, "parameters": sum(p.numel() for p in model.parameters()),
+              "machine": machine()}
+    (out / "design.json").write_text(json.dumps(record, indent=1))
     model.train()
     for epoch in range(1, args.epochs + 1):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 7919 + epoch))
@@ -105,16 +109,20 @@ def train(args) -> None:
         epoch_seconds.append(time.perf_counter() - started)
         losses.append(float(total / count))
         print(f"epoch {epoch}: loss {losses[-1]:.4f}, {epoch_seconds[-1]:.0f} s", flush=True)
+        if epoch in args.save_at:
+            _save(model, averages, out, f"-e{epoch}")
+    _save(model, averages, out, "")
+    record.update(epoch_seconds=epoch_seconds, losses=losses)
+    (out / "design.json").write_text(json.dumps(record, indent=1))
+
+
+def _save(model, averages: dict, out: Path, suffix: str) -> None:
     names = [name for name, _ in model.named_parameters()]
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "raw.safetensors")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / f"raw{suffix}.safetensors")
     for decay, average in averages.items():
         state = dict(model.state_dict())
         state.update(dict(zip(names, average)))
-        save_file({k: v.contiguous() for k, v in state.items()}, out / f"ema{decay:g}.safetensors")
-    record = {"options": options, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": args.seed,
-              "size": args.size, "ema": decays, "epoch_seconds": epoch_seconds, "losses": losses,
-              "parameters": sum(p.numel() for p in model.parameters()), "machine": machine()}
-    (out / "design.json").write_text(json.dumps(record, indent=1))
+        save_file({k: v.contiguous() for k, v in state.items()}, out / f"ema{decay:g}{suffix}.safetensors")
 
 
 def load_flow(out: Path, weights: str):
@@ -205,6 +213,12 @@ def evaluate(args) -> None:
         size = record["size"]
         options = {"guidance": args.guidance, "steps": args.steps, "solver": args.solver}
         label = f"{args.weights}-g{args.guidance:g}-{args.solver}{args.steps}"
+        if args.shift != 1:
+            model.time_shift = args.shift
+            label += f"-shift{args.shift:g}"
+        if args.interval:
+            model.guidance_interval = tuple(float(v) for v in args.interval.split(","))
+            label += f"-interval{args.interval}"
     metrics = sample_metrics(model, size, options)
     metrics.update({"weights": args.weights, **options})
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_attribute_accuracy"}), flush=True)
@@ -240,6 +254,42 @@ def timing(args) -> None:
                 ("sampler", "64 samples", "vs cvae")))
 
 
+def step_timing(args) -> None:
+    """Seconds per training step (forward, backward, Adam) of the default cvae recipe and each candidate."""
+    from genkit_plugins.gaussian_elbo import GaussianELBO
+
+    names = list(_data(args.size, "test")[0].attribute_names)
+    torch.manual_seed(0)
+    conditioner = TiledOneHot(names)
+    images = torch.rand(args.batch, 3, args.size, args.size)
+    condition = (torch.rand(args.batch, len(names)) > 0.5).float()
+
+    def stepper(model, loss_fn):
+        params = [*model.parameters(), *getattr(loss_fn, "parameters", lambda: [])()]
+        optimizer = torch.optim.Adam(params, lr=1e-4, fused=True)
+
+        def step():
+            result = loss_fn(model(images, condition), images)
+            optimizer.zero_grad(set_to_none=True)
+            result.total.backward()
+            optimizer.step()
+        return step
+
+    cases = {"cvae (default recipe)": stepper(CVAE((3, args.size, args.size), conditioner, prior="learned"),
+                                              GaussianELBO())}
+    for item in args.candidates:
+        label, _, spec = item.partition("=")
+        spec = json.loads(spec)
+        model = build_flow((3, args.size, args.size), conditioner, **{k: v for k, v in spec.items() if k in FLOW_OPTIONS})
+        cases[label] = stepper(model, FlowMatching())
+    times = interleaved(cases, repeats=args.repeats, warmup=3)
+    base = times["cvae (default recipe)"]
+    print(f"machine: {machine()}")
+    print(f"one training step, batch {args.batch} at {args.size}x{args.size}, median of {args.repeats} interleaved\n")
+    print(table([(k, f"{v * 1000:.1f} ms", f"{v / base:.1f}x") for k, v in times.items()],
+                ("model", "step", "vs cvae")))
+
+
 def report(args) -> None:
     rows = []
     for out in map(Path, args.outs):
@@ -267,6 +317,8 @@ def main() -> None:
     p.add_argument("--ema", default="0.999,0.9999")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-at", type=lambda text: [int(e) for e in text.split(",")], default=[],
+                   help="epochs after which to save the weights too (as raw-eN, ema<decay>-eN)")
     p.set_defaults(fn=train)
     p = sub.add_parser("eval")
     p.add_argument("out", nargs="?")
@@ -276,12 +328,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--solver", default="euler")
     p.add_argument("--grid")
+    p.add_argument("--shift", type=float, default=1.0)
+    p.add_argument("--interval")
     p.set_defaults(fn=evaluate)
     p = sub.add_parser("time")
     p.add_argument("candidates", nargs="*")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
     p.set_defaults(fn=timing)
+    p = sub.add_parser("step")
+    p.add_argument("candidates", nargs="*")
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=21)
+    p.set_defaults(fn=step_timing)
     p = sub.add_parser("table")
     p.add_argument("outs", nargs="+")
     p.set_defaults(fn=report)

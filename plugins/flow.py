@@ -42,6 +42,10 @@ DEFAULT_GUIDANCE = 2.0
 DEFAULT_STEPS = 8
 DEFAULT_SOLVER = "euler"
 TIME_FREQUENCIES = 16
+#: with prediction="data", v = (x̂₁ − x_t) / max(1 − t, this), as in Li & He 2025 (JiT)
+MIN_REMAINING = 0.05
+#: the standard deviation assumed of image values in [−1, 1] (EDM's σ_data)
+DATA_STD = 0.5
 
 
 @dataclass
@@ -150,8 +154,12 @@ class FlowModel(nn.Module):
 
     def __init__(self, image_shape: tuple[int, int, int], conditioner, patch: int = 2,
                  channels: tuple[int, ...] = (32, 64), blocks: int = 1, embedding: int = 128,
-                 condition_dropout: float = 0.1, norm: bool = True, coordinates: bool = True):
+                 condition_dropout: float = 0.1, norm: bool = True, coordinates: bool = True,
+                 data_scale: float = 1.0, prediction: str = "velocity", time_sampling: str = "uniform"):
         super().__init__()
+        self.time_sampling = time_sampling
+        self.prediction = prediction
+        self.data_scale = float(data_scale)
         image_channels, height, width = image_shape
         multiple = patch * 2 ** (len(channels) - 1)
         if height % multiple or width % multiple:
@@ -168,6 +176,14 @@ class FlowModel(nn.Module):
         self.net = VelocityNet(image_channels, conditioner.vector_dim, patch, tuple(channels), blocks, embedding,
                                norm, coordinates)
 
+    def to_flow(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] as the flow's data x₁: data_scale·(2·images − 1)."""
+        return (images * 2 - 1) * self.data_scale
+
+    def to_images(self, x: torch.Tensor) -> torch.Tensor:
+        """The flow's x₁ back to images in [0, 1] (clipped)."""
+        return ((x / self.data_scale + 1) / 2).clamp(0, 1)
+
     @property
     def noise_shape(self) -> tuple[int, int, int]:
         """One sample's noise is an image-shaped draw of N(0, I): the flow's start at t = 0."""
@@ -179,9 +195,12 @@ class FlowModel(nn.Module):
         t, the noise and the condition dropout are drawn from torch's global random state, so a
         seeded run draws the same ones, and a resumed run continues them.
         """
-        x1 = images * 2 - 1
+        x1 = self.to_flow(images)
         n = images.shape[0]
-        t = torch.rand(n, device=images.device, dtype=x1.dtype)
+        if self.time_sampling == "logit-normal":  # more of the middle of the path (Esser et al. 2024)
+            t = torch.sigmoid(torch.randn(n, device=images.device, dtype=x1.dtype))
+        else:
+            t = torch.rand(n, device=images.device, dtype=x1.dtype)
         x0 = torch.randn_like(x1)
         tt = t[:, None, None, None]
         xt = tt * x1 + (1 - tt) * x0
@@ -190,33 +209,53 @@ class FlowModel(nn.Module):
             dropped = torch.rand(n, device=images.device) < self.condition_dropout
             null = self.conditioner.vector(self.conditioner.null_condition(n).to(condition))
             vector = torch.where(dropped[:, None], null, vector)
-        return FlowOutput(velocity=self.net(xt, t, vector), target=x1 - x0, t=t)
+        return FlowOutput(velocity=self.predict(xt, t, vector), target=x1 - x0, t=t)
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """The velocity at (x, t): the network's own output, or from its estimate of x₁ (prediction="data")."""
+        if self.prediction == "preconditioned":
+            tt = t[:, None, None, None]
+            sigma = DATA_STD * self.data_scale
+            spread = (tt * sigma) ** 2 + (1 - tt) ** 2   # Var(x_t) for data of std sigma
+            skip = (tt * sigma ** 2 - (1 - tt)) / spread  # the best linear guess of v from x_t
+            return skip * x + sigma / spread.sqrt() * self.net(x / spread.sqrt(), t, vector)
+        out = self.net(x, t, vector)
+        if self.prediction == "velocity":
+            return out
+        remaining = (1 - t).clamp_min(MIN_REMAINING)[:, None, None, None]
+        return (out - x) / remaining
 
     def velocity(self, x: torch.Tensor, t: float, vector: torch.Tensor, null: torch.Tensor | None,
                  guidance: float) -> torch.Tensor:
         """The guided velocity at time ``t``: one pass for guidance 0 or 1, one batch of two otherwise."""
         times = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
         if guidance == 1 or null is None:
-            return self.net(x, times, vector)
+            return self.predict(x, times, vector)
         if guidance == 0:
-            return self.net(x, times, null)
-        both = self.net(torch.cat([x, x]), torch.cat([times, times]), torch.cat([vector, null]))
+            return self.predict(x, times, null)
+        both = self.predict(torch.cat([x, x]), torch.cat([times, times]), torch.cat([vector, null]))
         conditional, unconditional = both.chunk(2)
         return unconditional + guidance * (conditional - unconditional)
+
+    time_shift = 1.0
+    guidance_interval = (0.0, 1.0)
 
     def _integrate(self, x: torch.Tensor, condition: torch.Tensor, guidance: float, steps: int, solver: str,
                    backwards: bool) -> torch.Tensor:
         vector = self.conditioner.vector(condition.to(x.device))
         null = (self.conditioner.vector(self.conditioner.null_condition(x.shape[0]).to(vector))
                 if guidance != 1 else None)
-        grid = [i / steps for i in range(steps + 1)]
+        shift = self.time_shift
+        grid = [u / (u + shift * (1 - u)) for u in (i / steps for i in range(steps + 1))]
         if backwards:
             grid.reverse()
+        low, high = self.guidance_interval
         for t, t_next in zip(grid[:-1], grid[1:]):
             h = t_next - t
-            v = self.velocity(x, t, vector, null, guidance)
+            w = guidance if low <= min(t, t_next) < high else 1.0
+            v = self.velocity(x, t, vector, null, w)
             if solver == "heun":
-                v_next = self.velocity(x + h * v, t_next, vector, null, guidance)
+                v_next = self.velocity(x + h * v, t_next, vector, null, w)
                 v = (v + v_next) / 2
             x = x + h * v
         return x
@@ -240,7 +279,7 @@ class FlowModel(nn.Module):
                                 device=condition.device if generator is None else generator.device)
         dtype = next(self.parameters()).dtype
         x = self._integrate(noise.to(condition.device, dtype), condition, guidance, steps, solver, backwards=False)
-        return ((x + 1) / 2).clamp(0, 1)
+        return self.to_images(x)
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, condition: torch.Tensor, guidance: float = DEFAULT_GUIDANCE,
@@ -249,7 +288,7 @@ class FlowModel(nn.Module):
         same ODE integrated backwards, from t = 1 to t = 0."""
         self.check_sampling_options(guidance, steps, solver)
         dtype = next(self.parameters()).dtype
-        return self._integrate(images.to(condition.device, dtype) * 2 - 1, condition, guidance, steps, solver,
+        return self._integrate(self.to_flow(images.to(condition.device, dtype)), condition, guidance, steps, solver,
                                backwards=True)
 
     @staticmethod
@@ -280,7 +319,8 @@ def _nearest_sizes(height: int, width: int, multiple: int) -> str:
 
 def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channels: list[int] = (32, 64),
           blocks: int = 1, embedding: int = 128, condition_dropout: float = 0.1, norm: bool = True,
-          coordinates: bool = True) -> FlowModel:
+          coordinates: bool = True, data_scale: float = 1.0, prediction: str = "velocity",
+          time_sampling: str = "uniform") -> FlowModel:
     """Conditional rectified flow with classifier-free guidance; Euler or Heun sampling.
 
     :param patch: side of the square patches the network works on (space-to-depth).
@@ -300,7 +340,8 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
             raise genkit.UsageError(f"{name} {value!r} must be a positive whole number, for example "
                                     f"--model-opt {name}={1 if name == 'blocks' else 128}")
     return FlowModel(tuple(image_shape), conditioner, patch=patch, channels=tuple(channels), blocks=blocks,
-                     embedding=embedding, condition_dropout=condition_dropout, norm=norm, coordinates=coordinates)
+                     embedding=embedding, condition_dropout=condition_dropout, norm=norm, coordinates=coordinates,
+                     data_scale=data_scale, prediction=prediction, time_sampling=time_sampling)
 
 
 @genkit.hookimpl
