@@ -53,7 +53,7 @@ from genkit_plugins.flow import build as build_flow  # noqa: E402
 from genkit_plugins.flow_matching import FlowMatching  # noqa: E402
 from genkit_plugins.tiled_onehot import TiledOneHot  # noqa: E402
 
-FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "norm", "coordinates", "data_scale", "prediction", "time_sampling")
+FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "norm", "coordinates", "data_scale", "prediction", "time_sampling", "upsample")
 SAMPLING_OPTIONS = ("guidance", "steps", "solver")
 
 
@@ -244,6 +244,10 @@ def timing(args) -> None:
             for p in model.parameters():
                 p.normal_(0, 0.05)
         options = {k: v for k, v in spec.items() if k in SAMPLING_OPTIONS}
+        if "interval" in spec:
+            model.guidance_interval = tuple(spec["interval"])
+        if "channels_last" in spec:
+            model = model.to(memory_format=torch.channels_last)
         cases[label] = lambda m=model, o=options: m.sample(condition, **o)
     with torch.no_grad():
         times = interleaved(cases, repeats=args.repeats)

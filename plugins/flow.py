@@ -87,20 +87,29 @@ class VelocityNet(nn.Module):
     """v(x_t, t, y) on patches: stem, a U-Net of FiLM residual blocks, a zero-initialised head."""
 
     def __init__(self, image_channels: int, vector_dim: int, patch: int, channels: tuple[int, ...],
-                 blocks: int, embedding: int, norm: bool = True, coordinates: bool = True):
+                 blocks, embedding: int, norm: bool = True, coordinates: bool = True,
+                 upsample: str = "conv"):
         super().__init__()
+        per_level = [blocks] * len(channels) if isinstance(blocks, int) else list(blocks)
+        self.upsample_mode = upsample
         self.patch = patch
         patched = image_channels * patch * patch
         self.coordinates = coordinates
         self.stem = nn.Conv2d(patched + (2 if coordinates else 0), channels[0], 3, padding=1)
         self.embed = nn.Sequential(nn.Linear(2 * TIME_FREQUENCIES + vector_dim, embedding), nn.SiLU(),
                                    nn.Linear(embedding, embedding), nn.SiLU())
-        self.down = nn.ModuleList(nn.ModuleList(ResidualBlock(c, norm) for _ in range(blocks)) for c in channels)
+        self.down = nn.ModuleList(nn.ModuleList(ResidualBlock(c, norm) for _ in range(k))
+                                  for c, k in zip(channels, per_level))
         self.downsample = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1)
                                         for a, b in zip(channels[:-1], channels[1:]))
-        self.upsample = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(channels[:-1], channels[1:]))
-        self.up = nn.ModuleList(nn.ModuleList(ResidualBlock(c, norm) for _ in range(blocks)) for c in channels[:-1])
-        widths = [c for c in channels for _ in range(blocks)] + [c for c in reversed(channels[:-1]) for _ in range(blocks)]
+        if upsample == "shuffle":  # a 1x1 convolution to 4 times the channels at low resolution, then depth-to-space
+            self.upsample = nn.ModuleList(nn.Conv2d(b, 4 * a, 1) for a, b in zip(channels[:-1], channels[1:]))
+        else:
+            self.upsample = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(channels[:-1], channels[1:]))
+        self.up = nn.ModuleList(nn.ModuleList(ResidualBlock(c, norm) for _ in range(k))
+                                for c, k in zip(channels[:-1], per_level))
+        widths = [c for c, k in zip(channels, per_level) for _ in range(k)] + \
+            [c for c, k in reversed(list(zip(channels[:-1], per_level))) for _ in range(k)]
         self.film_widths = widths
         self.film = nn.Linear(embedding, 2 * sum(widths))
         nn.init.zeros_(self.film.weight)  # FiLM starts as the identity
@@ -132,7 +141,10 @@ class VelocityNet(nn.Module):
                 skips.append(h)
                 h = self.downsample[level](h)
         for level in reversed(range(len(self.up))):
-            h = skips[level] + self.upsample[level](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            if self.upsample_mode == "shuffle":
+                h = skips[level] + F.pixel_shuffle(self.upsample[level](h), 2)
+            else:
+                h = skips[level] + self.upsample[level](F.interpolate(h, scale_factor=2.0, mode="nearest"))
             for block in self.up[level]:
                 h = block(h, next(film), next(film))
         return F.pixel_shuffle(self.head(F.silu(h)), self.patch)
@@ -155,7 +167,8 @@ class FlowModel(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], conditioner, patch: int = 2,
                  channels: tuple[int, ...] = (32, 64), blocks: int = 1, embedding: int = 128,
                  condition_dropout: float = 0.1, norm: bool = True, coordinates: bool = True,
-                 data_scale: float = 1.0, prediction: str = "velocity", time_sampling: str = "uniform"):
+                 data_scale: float = 1.0, prediction: str = "velocity", time_sampling: str = "uniform",
+                 upsample: str = "conv"):
         super().__init__()
         self.time_sampling = time_sampling
         self.prediction = prediction
@@ -174,7 +187,7 @@ class FlowModel(nn.Module):
         self.conditioner = conditioner
         self.condition_dropout = float(condition_dropout)
         self.net = VelocityNet(image_channels, conditioner.vector_dim, patch, tuple(channels), blocks, embedding,
-                               norm, coordinates)
+                               norm, coordinates, upsample)
 
     def to_flow(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] as the flow's data x₁: data_scale·(2·images − 1)."""
@@ -320,7 +333,7 @@ def _nearest_sizes(height: int, width: int, multiple: int) -> str:
 def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channels: list[int] = (32, 64),
           blocks: int = 1, embedding: int = 128, condition_dropout: float = 0.1, norm: bool = True,
           coordinates: bool = True, data_scale: float = 1.0, prediction: str = "velocity",
-          time_sampling: str = "uniform") -> FlowModel:
+          time_sampling: str = "uniform", upsample: str = "conv") -> FlowModel:
     """Conditional rectified flow with classifier-free guidance; Euler or Heun sampling.
 
     :param patch: side of the square patches the network works on (space-to-depth).
@@ -335,13 +348,14 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
     if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
         raise genkit.UsageError(f"channels {channels!r} must be one or more positive widths, for example "
                                 "--model-opt channels=[32,64]")
-    for name, value in (("blocks", blocks), ("embedding", embedding)):
+    for name, value in (("embedding", embedding),):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise genkit.UsageError(f"{name} {value!r} must be a positive whole number, for example "
                                     f"--model-opt {name}={1 if name == 'blocks' else 128}")
     return FlowModel(tuple(image_shape), conditioner, patch=patch, channels=tuple(channels), blocks=blocks,
                      embedding=embedding, condition_dropout=condition_dropout, norm=norm, coordinates=coordinates,
-                     data_scale=data_scale, prediction=prediction, time_sampling=time_sampling)
+                     data_scale=data_scale, prediction=prediction, time_sampling=time_sampling,
+                     upsample=upsample)
 
 
 @genkit.hookimpl
