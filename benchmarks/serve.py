@@ -59,12 +59,12 @@ def handler_latency(run_dir: Path, repeats: int) -> tuple[float, float]:
     page = RunPage(genkit.load_run(run_dir, device="cpu"), run_dir.name)
     run = page.run
     condition = run.condition("shape::circle,large", 16)
-    page.grid("shape::circle,large", 16, 0, 1.0, "data")  # warm-up
+    page.grid("shape::circle,large", 16, 0, "data")  # warm-up
     grid, bare = [], []
     with torch.no_grad():
         for seed in range(1, repeats + 1):
             start = time.perf_counter()
-            page.grid("shape::circle,large", 16, seed, 1.0, "data")
+            page.grid("shape::circle,large", 16, seed, "data")
             grid.append(time.perf_counter() - start)
             start = time.perf_counter()
             run.model.sample(condition, run.latents(16, seed))
@@ -87,11 +87,11 @@ def http_round_trip(url: str, repeats: int) -> float:
 
     client = Client(url, verbose=False)
     args = ("shape::circle", "any", "on", "any", "any", "any")  # shape, color, large, left, top, outline
-    client.predict(*args, 16, 0, 1.0, "data", api_name="/run")
+    client.predict(*args, 16, 0, "data", 1.0, api_name="/run")
     times = []
     for seed in range(1, repeats + 1):
         start = time.perf_counter()
-        client.predict(*args, 16, seed, 1.0, "data", api_name="/run")
+        client.predict(*args, 16, seed, "data", 1.0, api_name="/run")
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 

@@ -190,10 +190,14 @@ def convert(option: SamplingOption, value: Any) -> Any:
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
+            raise UsageError(f"{option.flag} {shown(value)} must be a finite number; {option.help}")
         if kind is int and value != int(value):
             raise bad
-        if not math.isfinite(value):
-            raise UsageError(f"{option.flag} {shown(value)} must be a finite number; {option.help}")
         value = kind(value)
     if kind is str and not isinstance(value, str):
         raise bad

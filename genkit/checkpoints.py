@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a folder ``checkpoints/<tag>/`` holding ``model.safetensors`` (the weights),
-``loss.safetensors`` (the loss's own state, only for a loss that is a module with state) and
+``loss.safetensors`` (the loss's own state, only for a loss that is a module with state),
+``ema.safetensors`` (the averaged weights, only with ``--ema``) and
 ``state.pt`` (optimizer state, RNG states, epoch, step and the epoch's partial sums: tensors and
 plain Python values only, read back with ``torch.load(weights_only=True)``, so loading never
 unpickles code). Each checkpoint is written into a temporary folder and renamed into place;
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from genkit.averaging import EMA_FILE
 from genkit.errors import UsageError
 from genkit.files import atomic_dir, atomic_path, reporting_write_errors, write_text_atomic
 from genkit.run_folder import LOSS_WEIGHTS_FILE, WEIGHTS_FILE
@@ -29,14 +31,27 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "state.pt"
 KEEP = 2
+#: the only folders rotation may delete: genkit's own checkpoints, ``step-<9 digits>``
+STEP_FOLDER = re.compile(r"step-\d{9,}")
+#: what a save killed midway leaves beside them: ``.step-….partial-<pid>`` or ``.step-….old-<pid>``
+LEFTOVER = re.compile(r"\.step-\d{9,}\.(partial|old)-\d+")
+
+
+def step_tag(step: int) -> str:
+    """The folder name of the checkpoint at ``step``: ``step-000000016``."""
+    return f"step-{step:09d}"
 
 
 def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict[str, Any],
-                    loss: Any = None) -> Path:
+                    loss: Any = None, average: torch.nn.Module | None = None) -> Path:
     """Write checkpoint ``tag`` and point ``latest`` at it; older ones beyond the last two go.
 
-    ``loss`` is saved too when it has state of its own (``loss.safetensors``). A failure while writing (a full disk) is a :class:`genkit.files.WriteError`; the half-written
-    folder is removed and ``latest`` still names the previous, complete checkpoint.
+    ``loss`` is saved too when it has state of its own (``loss.safetensors``), and ``average``
+    (the averaged weights of ``--ema``) as ``ema.safetensors``. A failure while writing (a full
+    disk) is a :class:`genkit.files.WriteError`; the half-written folder is removed and ``latest``
+    still names the previous, complete checkpoint. Rotation deletes only genkit's own ``step-*``
+    folders and the leftovers of its own interrupted saves: anything else under ``checkpoints/``
+    (a copy the user made, their notes) is never touched.
     """
     root = Path(run_dir) / CHECKPOINTS
     with reporting_write_errors(root):
@@ -46,16 +61,25 @@ def save_checkpoint(run_dir: Path, tag: str, model: torch.nn.Module, state: dict
         save_weights(model, partial / WEIGHTS_FILE)
         if loss_has_state(loss):
             save_weights(loss, partial / LOSS_WEIGHTS_FILE)
+        if average is not None:
+            save_weights(average, partial / EMA_FILE)
         with atomic_path(partial / STATE_FILE) as tmp:
             torch.save(state, tmp)
     write_text_atomic(root / LATEST, tag + "\n")
-    complete = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for old in complete[:-KEEP]:
-        if old.name != tag:
-            shutil.rmtree(old, ignore_errors=True)
-    for leftover in root.glob(".*.partial-*"):  # from a process killed while saving
-        shutil.rmtree(leftover, ignore_errors=True)
+    rotate(root, keep=tag)
     return final
+
+
+def rotate(root: Path, keep: str) -> None:
+    """Delete genkit's own checkpoints beyond the newest :data:`KEEP` (never ``keep``), and the
+    temporary folders of saves that were killed; nothing whose name genkit did not make."""
+    own = sorted(p for p in root.iterdir() if STEP_FOLDER.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    for old in own[:-KEEP]:
+        if old.name != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.iterdir():
+        if LEFTOVER.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -66,13 +90,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         path = root / pointer.read_text().strip()
         if path.name and not path.name.startswith(".") and path.is_dir():
             return path
-    complete = sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+    complete = sorted(p for p in root.iterdir() if STEP_FOLDER.fullmatch(p.name) and p.is_dir()) \
+        if root.is_dir() else []
     return complete[-1] if complete else None
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.device | str = "cpu",
-                    loss: Any = None) -> dict[str, Any]:
-    """Load weights into ``model`` (and the loss's state into ``loss``) and return the saved training state.
+                    loss: Any = None, average: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Load weights into ``model`` (the loss's state into ``loss``, the averaged weights into ``average``)
+    and return the saved training state.
 
     A truncated or corrupt file is a :class:`UsageError` naming it.
     """
@@ -80,6 +106,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.devi
         load_weights(model, path / WEIGHTS_FILE)
         if loss_has_state(loss):
             load_weights(loss, path / LOSS_WEIGHTS_FILE, what="loss")
+        if average is not None:
+            load_weights(average, path / EMA_FILE, what="averaged model")
     except UsageError as exc:
         raise UsageError(f"{exc}; delete {path} to resume from the checkpoint before it") from None
     state_file = path / STATE_FILE

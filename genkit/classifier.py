@@ -27,6 +27,7 @@ from genkit.plugins import registry
 from genkit.recipe import DEFAULT_RECIPE
 from genkit.components import POSITIONAL_ARGS
 from genkit.distributed import resolve_device
+from genkit.limits import derived_seed
 from genkit.weights import load_weights, save_weights
 from genkit_datasets.cache import CacheInfo
 from genkit_datasets.torch_dataset import CachedImageDataset
@@ -76,6 +77,10 @@ def train_command(info: CacheInfo, name: str = DEFAULT_CLASSIFIER) -> str:
         parts += ["--data-opt", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     if name != DEFAULT_CLASSIFIER:
         parts += ["--classifier", name]
+    from genkit_datasets.cache import default_cache_dir
+
+    if info.path.parent.resolve() != default_cache_dir().resolve():  # the cache lives where --cache-dir put it
+        parts += ["--cache-dir", str(info.path.parent)]
     try:
         from genkit.data import open_source
 
@@ -170,7 +175,7 @@ def train_classifier(info: CacheInfo, name: str = DEFAULT_CLASSIFIER, options: d
     steps = math.ceil(len(train_set) / batch_size)
     model.train()
     for epoch in range(1, epochs + 1):
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(derived_seed(seed * 7919, epoch)))
         for step, start in enumerate(range(0, len(order), batch_size), start=1):
             idx = order[start:start + batch_size]
             batch = images[idx].to(chosen).float().div_(255)

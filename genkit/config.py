@@ -50,6 +50,8 @@ class TrainSpec:
     data_in: str = "auto"
     workers: int = 0
     checkpoint_every: int = 0
+    #: decay of the exponential moving average of the weights that sampling and evaluation use (0: off)
+    ema: float = 0.0
 
 
 @dataclass
@@ -79,6 +81,8 @@ class RunConfig:
             raise UsageError(f"format {shown(version)} is not a whole number")
         data = _checked(DataSpec, raw.get("data"), "data")
         data["image_size"] = _image_size(data.get("image_size", (64, 64)))
+        for key in ("attribute_names", "exclusive_groups"):
+            _names(data.get(key, []), f"data.{key}")
         return cls(
             data=DataSpec(**data),
             conditioner=ComponentSpec(**_checked(ComponentSpec, raw.get("conditioner"), "conditioner")),
@@ -175,6 +179,39 @@ def _image_size(value: Any) -> tuple[int, int]:
     return parse_image_size(value)
 
 
+def _names(value: list, where: str) -> None:
+    """A list of names: each a non-empty string, none twice."""
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"{where}[{i}] is {shown(json.dumps(name), quote=False)}, but every name must be "
+                             "non-empty text, like \"Smiling\"")
+    if len(set(value)) != len(value):
+        twice = next(name for name in value if value.count(name) > 1)
+        raise UsageError(f"{where} lists {shown(twice)} twice; each name must appear once")
+
+
 def _json_type(value: Any) -> str:
     return {bool: "true/false", int: "a whole number", float: "a number", str: "text", dict: "an object",
             list: "a list", tuple: "a list"}.get(type(value), type(value).__name__)
+
+
+def flat_settings(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
+    """Every setting of a config by its ``config.json`` path (``train.lr``, ``loss.options.beta``).
+
+    Values are JSON scalars; a list or an object that is a value (``data.image_size``) is its JSON
+    text, so two configs compare setting by setting (``genkit runs diff``, TensorBoard's hparams).
+    """
+    raw = config.to_dict() if isinstance(config, RunConfig) else config
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict) and ("." not in path or path.endswith(".options")):  # sections, options
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, (dict, list, tuple)):
+            flat[path] = json.dumps(value)
+        else:
+            flat[path] = value
+
+    walk(raw, "")
+    return flat

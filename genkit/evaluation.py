@@ -1,5 +1,10 @@
 """Metrics of a trained run on held-out data; they use only the model contract, so any model works.
 
+Each metric needs something of the model (:mod:`genkit.capabilities`): the sample metrics
+(attribute accuracy, diversity, fd) need only ``sample``; the likelihood bounds (mse, kl, elbo,
+cll) need a posterior (``encode``/``decode``); ``log_likelihood`` needs the model's own. A metric
+whose capability the model lacks is ``None`` (``null`` in JSON), computed at no cost.
+
 Decoder likelihood. The decoder outputs a mean image ŷ(x, z) in [0, 1]; genkit scores it with a
 Gaussian of fixed standard deviation σ on every pixel and channel, p(y|x,z) = N(y; ŷ, σ²I)
 (σ = 0.1 by default, in the units of pixels scaled to [0, 1]). With D = 3·H·W values per image:
@@ -32,24 +37,31 @@ nats per image (higher is better); they are comparable between runs evaluated wi
   at this sample size. Genkit's own distance on its own classifier, not the Inception FID.
   None when the classifier has no ``features`` method.
 
-Sampling uses ``model.sample(condition, z)`` with z ~ N(0, I), which a model maps through its
-prior; scoring q's draws needs the decoder itself: ``model.sample(condition, z)`` for a model with
-the N(0, I) prior (it decodes z as given), ``model.decode(z, condition)`` for one with a
-conditional prior.
+* ``log_likelihood``: the model's own ``log_likelihood(images, condition)`` (exact or a bound,
+  as the model defines it), nats per image: comparable only between runs of the same model.
+
+Sampling uses ``model.sample(condition, noise, **options)`` with noise ~ N(0, I) of the model's
+``noise_shape`` and the sampling options given (the model's defaults otherwise); scoring q's draws
+uses ``model.decode(z, condition)``, and the prior is ``model.prior_params(condition)`` when the
+model has one, N(0, I) otherwise.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import time
 from typing import Any, Callable
 
 import torch
 
+from genkit import capabilities
 from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, features_of, get_classifier, predict
 from genkit.data import prepare_dataset
-from genkit.errors import GenkitRuntimeError, UsageError
+from genkit.errors import UsageError
 from genkit.gaussian import gaussian_kl
+from genkit.limits import check_seed, derived_seed
+from genkit.memory import items_that_fit, require_memory
 from genkit.frechet import frechet_distance
 from genkit.runs import Run
 from genkit_datasets.cache import CacheInfo
@@ -59,10 +71,14 @@ DEFAULT_SIGMA = 0.1
 DEFAULT_SAMPLES = 100
 DIVERSITY_SETS = 32
 DIVERSITY_PER_SET = 8
+#: images reconstructed in one forward pass
+RECONSTRUCT_BATCH = 256
 LOG_2PI = math.log(2 * math.pi)
 
 #: ``progress(stage, done, total)``; stages: "likelihood", then "samples".
 EvalProgress = Callable[[str, int, int], None]
+#: the keys of the likelihood bounds, ``None`` for a model without a posterior
+BOUND_KEYS = ("mse", "mse_per_pixel", "kl", "elbo", "cll", "cll_ge_elbo_fraction")
 
 
 def open_run_data(run: Run, data: str | None = None, data_options: dict[str, Any] | None = None,
@@ -94,23 +110,44 @@ def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(dim=-1)
 
 
-def _decoder(model, has_prior: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if not has_prior:
-        return lambda z, condition: model.sample(condition, z)
-    decode = getattr(model, "decode", None)
-    if not callable(decode):
-        raise GenkitRuntimeError(
-            f"{type(model).__name__} returns a conditional prior but has no decode(z, condition); "
-            "the likelihood bounds need it to decode draws of q(z|x,y)")
-    return decode
+def prior(model, condition: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """μ and log σ² of the model's prior p(z|x): its ``prior_params(condition)``, or N(0, I) without one."""
+    params = getattr(model, "prior_params", None)
+    if callable(params):
+        mu, logvar = params(condition)
+        return mu.float(), logvar.float()
+    return torch.zeros_like(like), torch.zeros_like(like)
 
 
-def check_settings(samples: int, sigma: float) -> None:
-    """A :class:`UsageError` unless ``samples`` is a positive integer and ``sigma`` a positive number."""
+#: σ must keep σ² a normal, finite float64: the likelihood divides by 2σ² and takes log(2πσ²)
+SIGMA_RANGE = (1e-150, 1e150)
+
+
+def check_settings(samples: int, sigma: float, seed: int = 0) -> None:
+    """A :class:`UsageError` unless ``samples`` is a positive integer, ``sigma`` a positive number whose
+    square float64 holds, and ``seed`` a seed (0 ... 2**63 - 1)."""
     if samples < 1:
         raise UsageError(f"--samples {samples} must be a positive integer (the default is 100)")
     if not (sigma > 0 and math.isfinite(sigma)):
         raise UsageError(f"--sigma {sigma} must be a positive number, for example 0.1")
+    low, high = SIGMA_RANGE
+    if not low <= sigma <= high:
+        raise UsageError(f"--sigma {sigma:g} is too {'small' if sigma < low else 'large'}: the likelihood needs σ² as "
+                         f"a number, so σ must lie between {low:g} and {high:g}; for example --sigma 0.1")
+    check_seed(seed)
+
+
+def check_samples_fit(model, samples: int, batch_size: int) -> None:
+    """Refuse ``samples`` importance samples per image whose draws cannot fit in memory, before any work.
+
+    :func:`likelihood_bounds` holds, for each of ``batch_size`` images, every draw of z (float32)
+    and two float64 figures per draw at once.
+    """
+    latent = math.prod(capabilities.noise_shape(model))  # a VAE's noise is its latent vector
+    per_sample = batch_size * (4 * latent + 16)
+    fits = items_that_fit(per_sample)
+    require_memory(samples * per_sample, f"--samples {samples} ({batch_size} images at a time, {latent} latent "
+                   "values per draw)", f"ask for at most --samples {fits}")
 
 
 @torch.no_grad()
@@ -119,19 +156,16 @@ def likelihood_bounds(model, images: torch.Tensor, condition: torch.Tensor, samp
                       chunk: int = 1024) -> dict[str, torch.Tensor]:
     """Per-image ``mse``, ``kl``, ``elbo`` and ``cll`` (float64, shape (B,)) for images in [0, 1].
 
-    See the module docstring for the definitions. ``chunk`` bounds how many images are decoded
-    at once.
+    See the module docstring for the definitions; ``model`` must have a posterior
+    (``encode``/``decode``). ``chunk`` bounds how many images are decoded at once.
     """
     check_settings(samples, sigma)
-    out = model(images, condition)
-    mu, logvar = out.mu.float(), out.logvar.float()
-    prior_mu, prior_logvar = out.extras.get("prior_mu"), out.extras.get("prior_logvar")
-    has_prior = prior_mu is not None
-    if has_prior:
-        prior_mu, prior_logvar = prior_mu.float(), prior_logvar.float()
-    else:
-        prior_mu, prior_logvar = torch.zeros_like(mu), torch.zeros_like(logvar)
-    decode = _decoder(model, has_prior)
+    if not capabilities.has(model, "posterior"):
+        raise UsageError(f"{type(model).__name__} has no posterior (encode and decode): the likelihood bounds "
+                         "need one")
+    mu, logvar = (t.float() for t in model.encode(images, condition))
+    prior_mu, prior_logvar = prior(model, condition, mu)
+    decode = model.decode
     b, latent = mu.shape
     pixels = images[0].numel()
     log_norm = -0.5 * pixels * math.log(2 * math.pi * sigma ** 2)
@@ -162,15 +196,46 @@ def likelihood_bounds(model, images: torch.Tensor, condition: torch.Tensor, samp
     }
 
 
+def can_reconstruct(model) -> bool:
+    """A model reconstructs through its posterior, or by inverting its sampler."""
+    return capabilities.has(model, "posterior") or capabilities.has(model, "invert")
+
+
 @torch.no_grad()
-def reconstruct(run: Run, images: torch.Tensor, condition: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """The model's reconstructions (one draw of z ~ q(z|x,y), seeded) of images in [0, 1], on the CPU."""
-    run.model.eval()
+def reconstruct(run: Run, images: torch.Tensor, condition: torch.Tensor, seed: int = 0,
+                options: dict[str, Any] | None = None) -> torch.Tensor:
+    """The model's reconstructions of images in [0, 1], on the CPU.
+
+    With a posterior: one draw z ~ q(z|x,y) (seeded), decoded. Without one, a model that can
+    invert its sampler: the noise ``invert`` finds, sampled again with the same options. A model
+    with neither has no reconstructions (a :class:`UsageError`). Images go through the model
+    :data:`RECONSTRUCT_BATCH` at a time, so its activations stay bounded.
+    """
+    model = run.model
+    model.eval()
     device = run.device
+    if capabilities.has(model, "posterior"):
+        def rebuild(images: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+            mu, logvar = model.encode(images, condition)
+            return model.decode(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu), condition)
+    elif capabilities.has(model, "invert"):
+        resolved = run.resolve_options(options)
+        generator = torch.Generator(device).manual_seed(seed)
+
+        def rebuild(images: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+            noise = model.invert(images, condition, **resolved)
+            return capabilities.sample(model, condition, noise, generator, resolved)
+    else:
+        raise UsageError(f"model {run.config.model.name!r} has neither a posterior (encode/decode) nor an inverse of "
+                         "its sampler (invert), so it cannot reconstruct images")
+    parts = []
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        out = run.model(images.to(device).float(), condition.to(device).float())
-    return out.reconstruction.float().clamp(0, 1).cpu()
+        for start in range(0, len(images), RECONSTRUCT_BATCH):
+            stop = start + RECONSTRUCT_BATCH
+            parts.append(rebuild(images[start:stop].to(device).float(), condition[start:stop].to(device).float())
+                         .float().clamp(0, 1).cpu())
+    return torch.cat(parts)
 
 
 def pairwise_rms(images: torch.Tensor) -> torch.Tensor:
@@ -198,33 +263,41 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
                  data_options: dict[str, Any] | None = None, root: str | None = None, cache_dir: str | None = None,
                  classifier_name: str = DEFAULT_CLASSIFIER, train_classifier: bool = False,
                  batch_size: int = 128, progress: EvalProgress | None = None,
-                 classifier_progress=None) -> dict[str, Any]:
+                 classifier_progress=None, options: dict[str, Any] | None = None,
+                 on_message: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every metric of ``run`` on ``split`` (see the module docstring), as a JSON-ready dict.
 
-    Seeded: the same arguments give the same figures. The caller's random state is untouched.
+    ``options`` are the model's sampling options (its defaults otherwise). Seeded: the same
+    arguments give the same figures. The caller's random state is untouched. ``on_message``
+    hears how long the work is expected to take, before it starts.
     """
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit} must be a positive integer")
-    check_settings(samples, sigma)
+    check_settings(samples, sigma, seed)
+    options = run.resolve_options(options)
+    if capabilities.has(run.model, "posterior"):
+        check_samples_fit(run.model, samples, batch_size)
     info = open_run_data(run, data, data_options, root, cache_dir)
     dataset = CachedImageDataset(info.path, split, limit=limit, in_memory=True)
     classifier, record, trained_now = get_classifier(info, classifier_name, train_if_needed=train_classifier,
                                                      device=run.device, progress=classifier_progress)
     run.model.eval()
     device = run.device
+    found = capabilities.capabilities(run.model)
     with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        if on_message is not None:
+            on_message(estimate(run, dataset, samples, options, found["posterior"], batch_size))
         torch.manual_seed(seed)
-        sums, cll_ge_elbo = _likelihood(run, dataset, samples, sigma, seed, batch_size, progress)
+        bounds = _likelihood(run, dataset, samples, sigma, seed, batch_size, progress) if found["posterior"] else None
+        own = _own_likelihood(run, dataset, seed, batch_size) if found["log_likelihood"] else None
         per_attribute, real_per_attribute, generated_features = _attribute_accuracies(
-            run, dataset, classifier, seed + 1, batch_size, progress)
-        diversity, data_diversity = _diversities(run, dataset, seed + 2)
+            run, dataset, classifier, derived_seed(seed, 1), batch_size, progress, options)
+        diversity, data_diversity = _diversities(run, dataset, derived_seed(seed, 2), options)
         fd, fd_floor, reference_split = _frechet_distances(info, dataset, classifier, generated_features, run.device,
-                                                           seed + 3)
+                                                           derived_seed(seed, 3))
 
     n = len(dataset)
-    pixels = math.prod(dataset.image_shape)
     names = list(info.attribute_names)
-    mse = sums["mse"] / n
     return {
         "run": str(run.directory),
         "dataset": info.dataset,
@@ -233,16 +306,15 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         "image_size": list(info.image_size),
         "data_matches_training": info.fingerprint == run.config.data.cache_fingerprint,
         "config": run.config.to_dict(),
-        "likelihood": f"gaussian, fixed sigma={sigma}",
+        "capabilities": found,
+        "sampling_options": options,
+        "likelihood": f"gaussian, fixed sigma={sigma}" if bounds is not None else None,
         "sigma": sigma,
-        "samples": samples,
+        "samples": samples if bounds is not None else None,
         "seed": seed,
-        "mse": mse,
-        "mse_per_pixel": mse / pixels,
-        "kl": sums["kl"] / n,
-        "elbo": sums["elbo"] / n,
-        "cll": sums["cll"] / n,
-        "cll_ge_elbo_fraction": cll_ge_elbo / n,
+        **(_bound_means(bounds, n, math.prod(dataset.image_shape)) if bounds is not None
+           else dict.fromkeys(BOUND_KEYS)),
+        "log_likelihood": own,
         "attribute_accuracy": float(per_attribute.mean()),
         "per_attribute_accuracy": {a: float(v) for a, v in zip(names, per_attribute)},
         "min_attribute_accuracy": float(per_attribute.min()),
@@ -259,6 +331,55 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         "classifier": {"name": record.name, "trained_now": trained_now, "valid_accuracy": record.accuracy,
                        "fingerprint": record.fingerprint},
     }
+
+
+def _bound_means(bounds: tuple[dict[str, float], int], n: int, pixels: int) -> dict[str, float]:
+    sums, cll_ge_elbo = bounds
+    mse = sums["mse"] / n
+    return {"mse": mse, "mse_per_pixel": mse / pixels, "kl": sums["kl"] / n, "elbo": sums["elbo"] / n,
+            "cll": sums["cll"] / n, "cll_ge_elbo_fraction": cll_ge_elbo / n}
+
+
+def _own_likelihood(run: Run, dataset: CachedImageDataset, seed: int, batch_size: int) -> float:
+    """The mean of the model's own ``log_likelihood`` over the split, nats per image."""
+    generator = torch.Generator(run.device).manual_seed(derived_seed(seed, 4))
+    images_u8, attributes, total = dataset.images_uint8(), dataset.attributes, 0.0
+    for start in range(0, len(dataset), batch_size):
+        images = images_u8[start:start + batch_size].to(run.device).float().div_(255)
+        cond = attributes[start:start + batch_size].to(run.device)
+        total += float(run.model.log_likelihood(images, cond, generator=generator).double().sum())
+    return total / len(dataset)
+
+
+def estimate(run: Run, dataset: CachedImageDataset, samples: int, options: dict[str, Any], posterior: bool,
+             batch_size: int) -> str:
+    """How long the evaluation will take, from one timed batch of samples (and of decodes): one line."""
+    probe = min(16, len(dataset))
+    condition = dataset.attributes[:probe].to(run.device)
+    generator = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    capabilities.sample(run.model, condition, capabilities.draw_noise(run.model, probe, generator).to(run.device),
+                        torch.Generator(run.device).manual_seed(0), options)
+    per_sample = (time.perf_counter() - started) / probe
+    drawn = len(dataset) + DIVERSITY_SETS * DIVERSITY_PER_SET
+    seconds = per_sample * drawn
+    parts = [f"{drawn:,} samples ({per_sample * 1000:.1f} ms each)"]
+    if posterior:
+        images = dataset.images_uint8()[:probe].to(run.device).float().div_(255)
+        started = time.perf_counter()
+        mu, _ = run.model.encode(images, condition)
+        run.model.decode(mu, condition)
+        per_decode = (time.perf_counter() - started) / probe
+        seconds += per_decode * samples * len(dataset)
+        parts.append(f"{samples * len(dataset):,} decodes for the likelihood bounds")
+    return f"evaluating {len(dataset):,} {dataset.split} images: {' and '.join(parts)}, about {_duration(seconds)}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
 def _likelihood(run: Run, dataset: CachedImageDataset, samples: int, sigma: float, seed: int, batch_size: int,
@@ -281,7 +402,8 @@ def _likelihood(run: Run, dataset: CachedImageDataset, samples: int, sigma: floa
 
 
 def _attribute_accuracies(run: Run, dataset: CachedImageDataset, classifier, seed: int, batch_size: int,
-                          progress: EvalProgress | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                          progress: EvalProgress | None, options: dict[str, Any]
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per-attribute accuracy of one sample per evaluation vector, and of the real images; the
     samples' classifier features (None without ``features``)."""
     generator = torch.Generator().manual_seed(seed)
@@ -289,8 +411,9 @@ def _attribute_accuracies(run: Run, dataset: CachedImageDataset, classifier, see
     predictions, features = [], []
     for start in range(0, n, batch_size):
         cond = attributes[start:start + batch_size].to(run.device)
-        z = torch.randn(len(cond), run.model.latent_dim, generator=generator).to(run.device)
-        images = run.model.sample(cond, z).float().clamp(0, 1)
+        noise = capabilities.draw_noise(run.model, len(cond), generator).to(run.device)
+        images = capabilities.sample(run.model, cond, noise, _sampler_generator(run, seed, start), options)
+        images = images.float().clamp(0, 1)
         predictions.append(predict(classifier, images, run.device))
         features.append(features_of(classifier, images, run.device))
         if progress:
@@ -334,16 +457,24 @@ def _matching_rows(pool: torch.Tensor, wanted: torch.Tensor, generator: torch.Ge
     return torch.tensor(rows, dtype=torch.long)
 
 
-def _diversities(run: Run, dataset: CachedImageDataset, seed: int) -> tuple[float, float | None]:
+def _sampler_generator(run: Run, seed: int, offset: int) -> torch.Generator:
+    """A generator for a sampler that draws noise of its own, seeded per batch (results do not depend on batching
+    of earlier stages)."""
+    return torch.Generator(run.device).manual_seed(derived_seed(seed * 1_000_003, offset))
+
+
+def _diversities(run: Run, dataset: CachedImageDataset, seed: int,
+                 options: dict[str, Any]) -> tuple[float, float | None]:
     """Mean pairwise RMS distance of samples sharing a vector, and of real images sharing one."""
     generator = torch.Generator().manual_seed(seed)
     attributes, images_u8 = dataset.attributes, dataset.images_uint8()
     vectors = distinct_vectors(attributes, DIVERSITY_SETS)
     generated, real = [], []
-    for vector in vectors:
+    for index, vector in enumerate(vectors):
         cond = vector.to(run.device).reshape(1, -1).expand(DIVERSITY_PER_SET, -1)
-        z = torch.randn(DIVERSITY_PER_SET, run.model.latent_dim, generator=generator).to(run.device)
-        generated.append(pairwise_rms(run.model.sample(cond, z).float().clamp(0, 1).cpu()))
+        noise = capabilities.draw_noise(run.model, DIVERSITY_PER_SET, generator).to(run.device)
+        images = capabilities.sample(run.model, cond, noise, _sampler_generator(run, seed, index), options)
+        generated.append(pairwise_rms(images.float().clamp(0, 1).cpu()))
         rows = (attributes == vector).all(dim=1).nonzero().flatten()[:DIVERSITY_PER_SET]
         if len(rows) >= 2:
             real.append(pairwise_rms(images_u8[rows].float() / 255))

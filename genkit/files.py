@@ -5,6 +5,10 @@ temporary name beside its target and renamed into place; on any failure the temp
 removed, so a full disk or a crash never leaves a half-written file taken for a good one. An
 ``OSError`` while writing (no space left, quota, read-only file system, no permission) becomes a
 :class:`WriteError`: one line naming the file and the reason, exit code 1.
+
+A file renamed into place gets the mode the user's umask gives a new file (0644 under umask
+022), whatever the library that wrote it chose (safetensors writes 0600), so a run folder shared
+with a colleague or a serving account is readable as a whole or not at all.
 """
 
 from __future__ import annotations
@@ -56,6 +60,25 @@ def reporting_write_errors(path: str | Path) -> Iterator[None]:
         raise WriteError(path, write_reason(exc), exc.errno) from exc
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the platform says (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path) -> None:
+    """Give the file ``path`` the mode ``open()`` would have given it: 0666 less the umask."""
+    if path.is_file() and not path.is_symlink():
+        os.chmod(path, 0o666 & ~current_umask())
+
+
 def _remove(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
@@ -70,13 +93,15 @@ def _remove(path: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
-    On any failure the temporary file is removed and ``path`` is left as it was.
+    On any failure the temporary file is removed and ``path`` is left as it was. The file gets
+    the mode the umask gives a new file, whatever wrote it.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with reporting_write_errors(path):
             yield tmp
+            follow_umask(tmp)
             os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -3,7 +3,7 @@
 ``genkit sample --n N`` decodes its N images a batch at a time straight into the uint8 grid it
 writes, so memory holds the grid (one byte per pixel and channel) and one batch, never N float
 images. A grid that cannot fit in the memory available is refused before anything is drawn,
-with the largest ``--n`` that fits in the message. What is drawn (conditions, latent codes) is
+with the largest ``--n`` that fits in the message. What is drawn (conditions, noise) is
 :mod:`genkit.sampling`'s; this module only bounds and paints.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,14 +19,17 @@ from PIL import Image
 
 from genkit.errors import UsageError
 from genkit.files import atomic_path
+from genkit.sampling import batches
 from genkit.memory import ALLOCATION_SHARE, available_bytes, format_bytes, items_that_fit
 
-#: images decoded at once while filling a grid
-SAMPLE_BATCH = 256
 #: the padding between grid cells, as torchvision's make_grid (white)
 PADDING = 2
 #: PNG (and Pillow) cannot hold an image wider or taller than this
 MAX_GRID_SIDE = 2**31 - 1
+#: what a grid made from float images (``save_grid``) costs per pixel and channel at its peak: the
+#: images, their clamped copy, make_grid's float grid, save_image's scaled copy and its bytes
+#: (12.5 measured by benchmarks/sample_memory.py for ``genkit sample --vary``)
+FLOAT_GRID_BYTES_PER_VALUE = 14
 
 
 def grid_shape(count: int, nrow: int, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -39,18 +43,21 @@ def grid_shape(count: int, nrow: int, image_shape: tuple[int, int, int]) -> tupl
 
 
 def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: str | None = None,
-               bytes_per_value: float = 1.0, extra_per_image: int = 0) -> None:
+               bytes_per_value: float = 1.0, extra_per_image: int = 0, columns_flag: str | None = "--nrow") -> None:
     """Refuse a grid of ``count`` images that cannot fit in memory (or in a PNG), naming the largest that can.
 
     ``bytes_per_value`` is what the grid costs per pixel and channel while it is made (1 for the
     streamed uint8 grid; more where float images are kept); ``extra_per_image`` adds per-image
-    costs such as the latent codes. ``asked`` names the request in the message (``--n N``).
+    costs such as the noise. ``asked`` names the request in the message (``--n N``);
+    ``columns_flag`` is the option that sets the images per row, where the user chooses it (None
+    for grids whose columns follow from what is drawn, such as ``--vary`` and ``--interpolate``).
     """
     asked = asked or f"--n {count}"
     height, width, channels = grid_shape(count, nrow, image_shape)
     if max(height, width) > MAX_GRID_SIDE:
         raise UsageError(f"{asked} makes a grid {height}x{width} pixels, more than a PNG can hold "
-                         f"({MAX_GRID_SIDE} a side); ask for fewer images or a larger --nrow")
+                         f"({MAX_GRID_SIDE} a side); ask for fewer images"
+                         + (f" or a larger {columns_flag}" if columns_flag else ""))
     needed = height * width * channels * bytes_per_value + count * extra_per_image
     available = available_bytes()
     if needed <= ALLOCATION_SHARE * available:
@@ -65,24 +72,21 @@ def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: 
 
 
 @torch.no_grad()
-def write_grid(run, condition: torch.Tensor, z: torch.Tensor, nrow: int, path: str | Path,
-               batch_size: int = SAMPLE_BATCH) -> Path:
-    """The samples of ``condition`` (n, dim) at noise ``z`` (n, latent) as a PNG grid at ``path``.
+def write_grid(run, condition: torch.Tensor, noise: torch.Tensor, nrow: int, path: str | Path,
+               options: dict[str, Any] | None = None, seed: int = 0, batch_size: int | None = None) -> Path:
+    """The samples of ``condition`` (n, dim) at ``noise`` (n, *noise_shape) as a PNG grid at ``path``.
 
-    The same pixels as ``save_grid(run.model.sample(condition, z), nrow)``, decoded a batch at a
-    time; call :func:`check_grid` first, before drawing ``condition`` and ``z``.
+    The same pixels as ``save_grid(sampling.decode(run, condition, noise, options), nrow)``, drawn a
+    batch at a time; call :func:`check_grid` first, before drawing ``condition`` and ``noise``.
     """
-    n = len(z)
+    n = len(noise)
     shape = tuple(run.config.image_shape)
     channels, height, width = shape
     grid_h, grid_w, _ = grid_shape(n, nrow, shape)
     canvas = np.full((grid_h, grid_w, channels), 255, dtype=np.uint8)
     cols = min(nrow, n)
-    run.model.eval()
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        images = run.model.sample(condition[start:stop].to(run.device), z[start:stop].to(run.device)).float().cpu()
-        pixels = images.clamp(0, 1).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for start, images in batches(run, condition, noise, run.resolve_options(options), seed, batch_size):
+        pixels = images.cpu().clamp(0, 1).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         for k, image in enumerate(pixels, start=start):
             if n == 1:
                 canvas[:] = image

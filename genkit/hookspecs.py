@@ -7,7 +7,8 @@ Each ``register_*`` hook receives a ``register`` callback and calls it once per 
         register("my-model", build_my_model, description="...")
 
 The callback's signature is ``register(name: str, factory: Callable, *, description: str = "",
-flags: Sequence[str] | Mapping[str, str] = ())``; ``description`` defaults to the first line of
+flags: Sequence[str] | Mapping[str, str] = ())`` (models also take ``default_loss`` and
+``train_defaults``); ``description`` defaults to the first line of
 the factory's docstring; ``flags`` names options that get a short CLI flag of their own
 (``flags=("beta",)`` → ``--beta``; ``{"mode": "--conditioning"}`` to name it differently), with
 the help text of the option's ``:param name:`` line in the factory's docstring. A factory is called later,
@@ -54,10 +55,14 @@ def register_conditioners(register):
     ``factory(attribute_names: list[str], **options)`` (the first parameter passed by position, and
     named ``attribute_names``) returns a :class:`genkit.Conditioner`
     (a ``torch.nn.Module``) with ``attribute_names``, ``dim`` (the length of the condition
-    vector), ``encode(spec) -> Tensor`` (``"A,B,-C"`` to a vector),
-    ``input_layer(image_channels, out_channels, kernel_size, stride=1, padding=0)`` (the first
-    encoder layer, taking ``(images, condition)``) and ``join_latent(z, condition) -> Tensor``
-    with ``latent_extra_dim`` extra features (the decoder input).
+    vector) and ``encode(spec) -> Tensor`` (``"A,B,-C"`` to a vector). A model uses whichever
+    of these forms it needs: ``input_layer(image_channels, out_channels, kernel_size, stride=1,
+    padding=0)`` (a first encoder layer taking ``(images, condition)``) and ``join_latent(z,
+    condition) -> Tensor`` with ``latent_extra_dim`` extra features (a decoder input), for
+    models that tile or join the condition; ``vector(condition) -> Tensor (B, vector_dim)``
+    (plain features for a model that embeds the condition) and ``null_condition(n) -> Tensor
+    (n, dim)`` (the condition that gives no attribute, for classifier-free guidance). A model
+    that needs a form the conditioner lacks is refused when the run is planned.
     """
 
 
@@ -65,18 +70,30 @@ def register_conditioners(register):
 def register_models(register):
     """Register generative models.
 
-    :param register: ``register(name, factory, *, description="", flags=())``.
+    :param register: ``register(name, factory, *, description="", flags=(), default_loss=None,
+        train_defaults=None)``; ``default_loss`` names the loss the model trains with when the
+        user names none, ``train_defaults`` the training settings it trains best with
+        (``{"ema": 0.999}``; any :class:`genkit.TrainSpec` field), used where the user gives none.
 
     ``factory(image_shape: tuple[int, int, int], conditioner: Conditioner, **options)`` (the first
     two passed by position, and named ``image_shape`` and ``conditioner``) returns a
-    :class:`genkit.Model` (a ``torch.nn.Module``): ``forward(images, condition)`` returns a
-    :class:`genkit.ModelOutput` (``reconstruction`` in [0, 1], ``mu``, ``logvar``, ``z``) and
-    ``sample(condition, z=None, generator=None)`` returns images in [0, 1]; ``latent_dim`` is
-    the size of z. Build the first encoder layer with ``conditioner.input_layer(...)`` and the
-    decoder input with ``conditioner.join_latent(z, condition)`` so any conditioner fits.
-    A model with a conditional prior returns it in ``extras["prior_mu"]`` and
-    ``extras["prior_logvar"]`` and also provides ``decode(z, condition)``, which
-    ``genkit evaluate`` uses to score latent codes drawn from q.
+    :class:`genkit.Model` (a ``torch.nn.Module``). What every model has: ``forward(images,
+    condition)``, whose output only its loss reads (genkit never looks inside), ``noise_shape``
+    (the shape of one sample's noise: ``(latent_dim,)`` for a VAE, ``(C, H, W)`` for a flow) and
+    ``sample(condition, noise=None, generator=None, *, <sampling options>)`` returning images in
+    [0, 1] from noise ~ N(0, I) of that shape. Its keyword parameters with defaults after
+    ``generator`` are its sampling options (a CVAE's ``temperature``, a flow's ``guidance`` and
+    ``steps``): flags of ``genkit sample``/``evaluate``/``serve``, controls of the page,
+    ``Run.sample`` keywords and ``genkit sweep --vary sample.NAME``; help from ``sample``'s
+    ``:param name:`` lines; ``sampling_flags = {"steps": "--sampling-steps"}`` renames a flag;
+    ``check_sampling_options(**options)`` may refuse values (raise ``genkit.UsageError``).
+    What a model may have, found by its methods (:mod:`genkit.capabilities`): a posterior,
+    ``encode(images, condition) -> (mu, logvar)`` and ``decode(z, condition)`` (with
+    ``prior_params(condition) -> (mu, logvar)`` for a conditional prior), which gives the
+    likelihood bounds of ``genkit evaluate``, ``genkit reconstruct`` and editing by encoding;
+    ``invert(images, condition, **sampling options) -> noise``, a deterministic sampler run
+    backwards; ``log_likelihood(images, condition, generator=None) -> (B,)``, its own. A
+    capability a model lacks is reported as absent (``null`` metrics, a one-line refusal).
     """
 
 
@@ -87,9 +104,11 @@ def register_losses(register):
     :param register: ``register(name, factory, *, description="", flags=())``.
 
     ``factory(**options)`` returns a :class:`genkit.Loss`: a callable
-    ``loss(output: ModelOutput, images: Tensor) -> LossResult`` whose ``total`` is minimised
-    and whose ``terms`` (a ``dict[str, Tensor]`` of scalars, for example ``mse`` and ``kl``)
-    are logged separately.
+    ``loss(output, images: Tensor) -> LossResult``, where ``output`` is whatever the model's
+    ``forward`` returned (a :class:`genkit.ModelOutput` for the bundled CVAE), whose ``total`` is
+    minimised and whose ``terms`` (a ``dict[str, Tensor]`` of scalars, for example ``mse`` and
+    ``kl``) are logged separately. A loss that reads a field the model's output lacks is refused
+    for that model when the run is planned (the pair is tried once on PyTorch's meta device).
 
     A loss may be a ``torch.nn.Module`` that owns parameters (a learned decoder σ, say): genkit
     moves it to the training device, trains its parameters with the model's in one optimizer

@@ -14,12 +14,15 @@ they come from (``genkit_datasets.*``, ``genkit.gaussian``) may be reorganised.
 - The bundled formats' readers and constants (:func:`celeba_index`, :func:`cub_index`,
   :func:`folder_index`, :func:`shapes_index`, ...), to build a variant of a bundled dataset.
 - Losses: :func:`gaussian_kl`, the closed-form KL that ``beta-elbo`` trains with and
-  ``genkit evaluate`` reports.
+  ``genkit evaluate`` reports, and :func:`float32_option`, which refuses an option the loss
+  would compute with in float32 but float32 cannot hold (``1e300`` overflows, ``1e-300`` rounds
+  to zero) in one line, before any training.
 """
 
 from __future__ import annotations
 
 from genkit.gaussian import gaussian_kl
+from genkit.limits import float32_option
 from genkit_datasets.annotations import (IMAGE_SUFFIXES, bad_row, file_digest, find_file, fingerprint, has_images,
                                          list_images, parse_int, read_lines)
 from genkit_datasets.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
@@ -54,6 +57,7 @@ __all__ = [
     "file_digest",
     "find_file",
     "fingerprint",
+    "float32_option",
     "folder_index",
     "gaussian_kl",
     "has_images",

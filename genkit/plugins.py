@@ -132,9 +132,11 @@ def registry(kind: str) -> Registry:
     for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
 
-        def register(name, factory, *, description: str = "", flags=(), _plugin=plugin_name):
+        def register(name, factory, *, description: str = "", flags=(), default_loss=None, train_defaults=None,
+                     _plugin=plugin_name):
             try:
-                reg.add(name, factory, plugin=_plugin, description=description, flags=flags)
+                reg.add(name, factory, plugin=_plugin, description=description, flags=flags,
+                        default_loss=default_loss, train_defaults=train_defaults)
             except PluginError as exc:  # refuse this one component; the plugin's others still register
                 errors.append(exc)
 

@@ -43,6 +43,10 @@ class Component:
     description: str = ""
     #: option name -> flag (``{"beta": "--beta"}``), as declared by the plugin when registering.
     flags: Mapping[str, str] = field(default_factory=dict)
+    #: a model's own loss, trained with when the user names none (``--model flow`` → ``flow-matching``)
+    default_loss: str | None = None
+    #: training settings a model trains best with, used where the user gives none (``{"ema": 0.999}``)
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def cli_flags(self, skip: tuple[str, ...] = ()) -> list[Flag]:
         """The declared flags with their defaults and the help text from the factory's docstring."""
@@ -97,19 +101,27 @@ class Registry:
         self._items: dict[str, Component] = {}
 
     def add(self, name: str, factory: Callable[..., Any], *, plugin: str, description: str = "",
-            flags: Iterable[str] | Mapping[str, str] = ()) -> None:
+            flags: Iterable[str] | Mapping[str, str] = (), default_loss: str | None = None,
+            train_defaults: Mapping[str, Any] | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise PluginError(plugin, f"registered a {SINGULAR[self.kind]} with an invalid name {name!r}")
+        what = f"{SINGULAR[self.kind]} {name!r}"
         if not callable(factory):
-            raise PluginError(plugin, f"registered {SINGULAR[self.kind]} {name!r} with a factory that is not callable")
-        declared = _declared_flags(flags, factory, plugin, f"{SINGULAR[self.kind]} {name!r}")
+            raise PluginError(plugin, f"registered {what} with a factory that is not callable")
+        declared = _declared_flags(flags, factory, plugin, what)
+        if (default_loss is not None or train_defaults) and self.kind != "models":
+            raise PluginError(plugin, f"registered {what} with default_loss or train_defaults, which only models declare")
+        if default_loss is not None and (not isinstance(default_loss, str) or not default_loss):
+            raise PluginError(plugin, f"registered {what} with default_loss {default_loss!r}; give a loss's name")
+        train_defaults = _declared_train_defaults(train_defaults, plugin, what)
         if name in self._items:
             holder = self._items[name].plugin
             raise DuplicateComponentError(
                 plugin,
                 f"cannot register {SINGULAR[self.kind]} {name!r}: plugin {holder!r} already registered it",
             )
-        self._items[name] = Component(self.kind, name, factory, plugin, description or _first_line(factory), declared)
+        self._items[name] = Component(self.kind, name, factory, plugin, description or _first_line(factory), declared,
+                                      default_loss, train_defaults)
 
     def get(self, name: str) -> Component:
         try:
@@ -162,6 +174,26 @@ def _declared_flags(flags: Iterable[str] | Mapping[str, str], factory: Callable[
         if not isinstance(flag, str) or not FLAG_PATTERN.match(flag):
             raise PluginError(plugin, f"registered {what} with flag {flag!r}; flags look like --name")
     return pairs
+
+
+def _declared_train_defaults(defaults: Mapping[str, Any] | None, plugin: str, what: str) -> dict[str, Any]:
+    """``train_defaults`` checked: known training settings, each of its setting's type."""
+    from dataclasses import fields
+
+    from genkit.config import TrainSpec
+
+    settings = {f.name: f.default for f in fields(TrainSpec)}
+    checked: dict[str, Any] = {}
+    for key, value in dict(defaults or {}).items():
+        if key not in settings:
+            raise PluginError(plugin, f"registered {what} with train_defaults {key!r}, which is not a training setting "
+                                      f"(settings: {', '.join(settings)})")
+        allowed = _COMPATIBLE.get(type(settings[key]), (type(settings[key]),))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and not isinstance(settings[key], bool)):
+            raise PluginError(plugin, f"registered {what} with train_defaults {key}={value!r}; it must be "
+                                      f"{_TYPE_NAMES.get(type(settings[key]), type(settings[key]).__name__)}")
+        checked[key] = value
+    return checked
 
 
 def option_docs(factory: Callable[..., Any]) -> dict[str, str]:
@@ -221,7 +253,12 @@ def _declared_types(component: Component, key: str, default: Any) -> tuple[type,
 
 
 def _check_type(component: Component, key: str, value: Any, default: Any) -> None:
-    """An option must be given as the JSON type its annotation or default says (a bool, number, text, list)."""
+    """An option must be given as the JSON type its annotation or default says (a bool, number, text, list),
+    and every whole number in it must fit a 64-bit integer (what PyTorch takes)."""
+    huge = _huge_int(value)
+    if huge is not None:
+        raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} holds {shown(huge)}, outside the "
+                         f"whole numbers genkit passes on (-2**63 to 2**63 - 1), like {key}={_example(default)}")
     declared = _declared_types(component, key, default)
     if declared is None:
         return
@@ -230,6 +267,16 @@ def _check_type(component: Component, key: str, value: Any, default: Any) -> Non
         wanted = " or ".join(dict.fromkeys(_TYPE_NAMES.get(d, d.__name__) for d in declared))
         raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} is {shown(value)}, but it must be "
                          f"{wanted}, like {key}={_example(default)}")
+
+
+def _huge_int(value: Any) -> int | None:
+    """The first whole number in ``value`` (or in its lists and objects) that a 64-bit integer cannot hold."""
+    from genkit.limits import fits_int64
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if fits_int64(value) else value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return next((found for item in items if (found := _huge_int(item)) is not None), None)
 
 
 def _example(default: Any) -> str:

@@ -31,14 +31,15 @@ RESUMABLE_SETTINGS = ("epochs", "lr", "root", "workers", "data_in", "device")
 def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | None = None,
            cache_dir: str | Path | None = None, data_progress: Progress | None = None, *,
            lr: float | None = None, root: str | Path | None = None, workers: int | None = None,
-           data_in: str | None = None, device: str | None = None) -> Run | None:
+           data_in: str | None = None, device: str | None = None, tensorboard: bool | None = None) -> Run | None:
     """Continue the run in ``run_dir`` from its latest checkpoint.
 
     The settings that do not change what the checkpoint means may be changed: ``epochs`` (train
     further), ``lr`` (continue a diverged run more gently), ``root`` (the data moved), ``workers``,
     ``data_in`` and ``device``. The new values go into the run's ``config.json`` and each resume is
     logged in ``resumes.jsonl`` (step, time, what changed from what). Returns None when the run
-    has already finished its epochs (nothing to do).
+    has already finished its epochs (nothing to do). ``tensorboard`` is :func:`genkit.train`'s: the
+    TensorBoard curves continue from the checkpoint's step.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -47,13 +48,13 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
     config = RunConfig.load(config_path)
     wanted = {"epochs": epochs, "lr": lr, "root": absolute_root(root), "workers": workers, "data_in": data_in,
               "device": device}
-    changes = resume_changes(config, {k: v for k, v in wanted.items() if v is not None})
+    changes = resume_changes(config, {k: v for k, v in wanted.items() if v is not None}, source=config_path)
     config = apply_changes(config, changes)
     try:
         check_training_fits(config)
     except UsageError as exc:
         raise UsageError(f"{config_path}: {exc}") from None
-    trainer = Trainer(config, run_dir, observer, cache_dir, data_progress, resume=True)
+    trainer = Trainer(config, run_dir, observer, cache_dir, data_progress, resume=True, tensorboard=tensorboard)
     if trainer.state.epoch > config.train.epochs:
         distributed.shutdown(trainer.world)
         return None
@@ -65,14 +66,19 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
     return trainer.run()
 
 
-def resume_changes(config: RunConfig, wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{setting: (old, new)}`` for the settings ``wanted`` changes; each new value is checked first."""
+def resume_changes(config: RunConfig, wanted: dict[str, Any], source: str | Path | None = None
+                   ) -> dict[str, tuple[Any, Any]]:
+    """``{setting: (old, new)}`` for the settings ``wanted`` changes; each new value is checked first.
+
+    A bad value kept from the config file ``source`` is named as that file's setting, not as a flag.
+    """
     unknown = sorted(set(wanted) - set(RESUMABLE_SETTINGS))
     if unknown:
         raise UsageError(f"{unknown[0]!r} cannot be changed when resuming; what can: {', '.join(RESUMABLE_SETTINGS)}")
     current = {**asdict(config.train), "root": config.data.root}
     changes = {k: (current[k], v) for k, v in wanted.items() if current[k] != v}
-    check_training_settings(replace(config.train, **{k: v for k, (_, v) in changes.items() if k != "root"}))
+    check_training_settings(replace(config.train, **{k: v for k, (_, v) in changes.items() if k != "root"}),
+                            source=source, given=set(wanted))
     return changes
 
 

@@ -10,8 +10,11 @@ step), ``samples/epoch_NNN.png`` with ``samples/rows.json``, ``loss_curve.png``,
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from pathlib import Path
+
+from genkit.errors import UsageError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -40,11 +43,45 @@ def epoch_grid_file(run_dir: str | Path, epoch: int) -> Path:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """The records of a ``.jsonl`` file; none when it does not exist yet."""
+    """The records of a ``.jsonl`` file; none when it does not exist yet.
+
+    A last line cut short (a crash or a full disk while it was written by another tool: it has no
+    closing newline and is not JSON) is left out, as if it had never been written; any other
+    line that is not a JSON object is a :class:`UsageError` naming the file and the line.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); restore it or delete "
+                         "it (its records are lost)") from None
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:  # JSONDecodeError, or a number too long for Python to read
+            if number == len(lines):  # the last line, without its newline: cut short while being written
+                break
+            reason = getattr(exc, "msg", None) or type(exc).__name__
+            raise UsageError(f"{path}, line {number}: not a JSON record ({reason}); fix or delete that line") from None
+        if not isinstance(record, dict) and number == len(lines):  # cut short to something like ``12``
+            break
+        if not isinstance(record, dict):
+            raise UsageError(f"{path}, line {number}: a JSON {type(record).__name__}, not a record; fix or delete that "
+                             "line")
+        records.append(record)
+    return records
+
+
+def finite_numbers(record: dict, skip=()) -> dict[str, float]:
+    """The finite numbers of a record: no flags, texts, lists, nulls (a capability the model lacks) or NaN."""
+    return {k: float(v) for k, v in record.items()
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def default_run_dir(model: str, data: str, base: str | Path = "runs") -> Path:

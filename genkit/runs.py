@@ -2,7 +2,9 @@
 
 The folder's layout is :mod:`genkit.run_folder`'s; weights are safetensors, so loading a run
 never unpickles code. ``train_attributes.safetensors`` (the training attribute vectors) serves
-``rest="data"``; ``loss.safetensors`` holds the loss's own state when it has some (a learned σ).
+``rest="data"`` and is checked when the run is loaded; ``loss.safetensors`` holds the loss's own
+state when it has some (a learned σ) and is read only when ``Run.loss`` is first used (sampling
+never needs it).
 """
 
 from __future__ import annotations
@@ -12,26 +14,49 @@ from typing import Any
 
 import torch
 
+from genkit import capabilities
 from genkit.components import build_components
 from genkit.config import RunConfig
 from genkit.distributed import resolve_device
 from genkit.errors import UsageError
+from genkit.limits import check_seed
 from genkit.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
-from genkit.sampling import Samples, generate, noise, parse_attrs, warn_note
+from genkit.sampling import (ATTRIBUTES_FILE, AttributeTable, Samples, check_images_fit, decode, generate, parse_attrs,
+                             warn_note)
 from genkit.weights import load_weights, loss_has_state
 
 
 class Run:
-    """A trained run: its config, the rebuilt model, and sampling by attribute names."""
+    """A trained run: its config, the rebuilt model, and sampling by attribute names.
+
+    What the model can do beyond sampling is in :attr:`capabilities`; its sampling options (a
+    CVAE's temperature, a flow's guidance and steps) in :attr:`sampling_options`, and they are
+    keyword arguments of :meth:`sample` and :meth:`generate`.
+    """
 
     def __init__(self, directory: Path, config: RunConfig, model: torch.nn.Module, conditioner: Any,
-                 loss: Any, device: torch.device):
+                 loss: Any, device: torch.device, loss_state: Path | None = None):
         self.directory = directory
         self.config = config
         self.model = model
         self.conditioner = conditioner
-        self.loss = loss
+        self._loss = loss
+        #: the loss's saved state, read on first use of :attr:`loss`: sampling never needs it
+        self._loss_state = loss_state
         self.device = device
+
+    @property
+    def loss(self) -> Any:
+        """The run's loss, with its own trained state (``loss.safetensors``) read in when first asked for.
+
+        Sampling never uses the loss, so a run folder without ``loss.safetensors`` (a Space that
+        ships only what sampling needs) samples; asking for the loss then names the missing file.
+        """
+        if self._loss_state is not None:
+            load_weights(self._loss, self._loss_state, what="loss")
+            self._loss_state = None
+            self._loss.to(self.device)
+        return self._loss
 
     @property
     def attribute_names(self) -> list[str]:
@@ -51,29 +76,49 @@ class Run:
             parse_attrs(attrs, self.attribute_names, self.exclusive_groups)
         return vector.to(self.device, torch.float32).reshape(1, -1).expand(n, -1)
 
+    @property
+    def capabilities(self) -> dict[str, bool]:
+        """What the model can do besides sampling: ``{"posterior": ..., "invert": ..., "log_likelihood": ...}``."""
+        return capabilities.capabilities(self.model)
+
+    @property
+    def sampling_options(self) -> dict[str, capabilities.SamplingOption]:
+        """The options the model's sampler takes (name, flag, default, type, choices, help)."""
+        return capabilities.sampling_options(self.model)
+
+    def resolve_options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``options`` over the model's defaults, checked; a :class:`UsageError` naming the model's own otherwise."""
+        return capabilities.resolve_sampling_options(self.model, options or {}, self.config.model.name)
+
+    def noise(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` draws of the model's noise from N(0, I) (shape ``(n, *noise_shape)``), reproducible by seed."""
+        check_seed(seed, "seed")
+        return capabilities.draw_noise(self.model, n, torch.Generator().manual_seed(seed)).to(self.device)
+
     def latents(self, n: int, seed: int = 0) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randn(n, self.model.latent_dim, generator=generator).to(self.device)
+        """The same as :meth:`noise` (its name before models other than VAEs)."""
+        return self.noise(n, seed)
 
     @torch.no_grad()
-    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, temperature: float = 1.0,
-               rest: str = "data") -> torch.Tensor:
+    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, rest: str = "data",
+               **options: Any) -> torch.Tensor:
         """``n`` images (n, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
 
         ``rest="data"`` takes the attributes not named from training vectors that agree with the
         named ones (a warning when none does, and then they are off); ``rest="off"`` switches
-        them off. ``temperature`` scales the prior noise. A vector ``attrs`` is used as it is.
+        them off. ``options`` are the model's sampling options (``temperature=0.7`` for the cvae).
+        A vector ``attrs`` is used as it is.
         """
         if isinstance(attrs, torch.Tensor):
-            self.model.eval()
-            z = noise(self, n, seed, temperature)
-            return self.model.sample(self.condition(attrs, n), z.to(self.device)).float().cpu()
-        return self.generate(attrs, n=n, seed=seed, temperature=temperature, rest=rest).images
+            resolved = self.resolve_options(options)
+            check_images_fit(self, n, f"n={n}")
+            return decode(self, self.condition(attrs, n), self.noise(n, seed), resolved, seed)
+        return self.generate(attrs, n=n, seed=seed, rest=rest, **options).images
 
-    def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, temperature: float = 1.0,
-                 rest: str = "data") -> Samples:
+    def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, rest: str = "data",
+                 **options: Any) -> Samples:
         """Like :meth:`sample`, also returning each sample's attribute set and the fallback note."""
-        return warn_note(generate(self, attrs, n=n, seed=seed, temperature=temperature, rest=rest))
+        return warn_note(generate(self, attrs, n=n, seed=seed, rest=rest, options=self.resolve_options(options)))
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:
@@ -88,10 +133,12 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     except UsageError as exc:
         raise UsageError(f"{directory / CONFIG_FILE}: {exc}") from None
     load_weights(model, directory / WEIGHTS_FILE)
-    if loss_has_state(loss):
-        load_weights(loss, directory / LOSS_WEIGHTS_FILE, what="loss")
     chosen = resolve_device(device)
     model.to(chosen).eval()
     if isinstance(loss, torch.nn.Module):
         loss.to(chosen)
-    return Run(directory, config, model, conditioner, loss, chosen)
+    loaded = Run(directory, config, model, conditioner, loss, chosen,
+                 loss_state=directory / LOSS_WEIGHTS_FILE if loss_has_state(loss) else None)
+    if (directory / ATTRIBUTES_FILE).is_file():  # checked now, so a damaged table stops `serve` at its start
+        loaded._attribute_table = (AttributeTable.load(directory, loaded.attribute_names), None)
+    return loaded

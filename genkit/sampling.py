@@ -1,4 +1,4 @@
-"""Sampling by attribute names: parsing ``--attrs``, filling the attributes left unspecified, temperature.
+"""Sampling by attribute names: parsing ``--attrs``, filling the attributes left unspecified, drawing.
 
 One implementation for ``Run.sample``, ``genkit sample`` and ``genkit serve``.
 
@@ -16,8 +16,9 @@ The training vectors come from ``RUN/train_attributes.safetensors`` (written whe
 starts: the distinct vectors of the training split and their counts), else from the dataset's
 cache when it is on this machine; without either, the rest is off, with a note.
 
-Temperature scales the prior's standard-normal noise ε (``z = T·ε`` for the standard prior; a
-learned prior maps ε to μ_p + σ_p·ε), so T < 1 draws nearer the mode, T > 1 further out.
+The noise is the model's (``noise_shape``), drawn from N(0, I) by seed; what the sampler does
+with it, and the options it takes (a CVAE's temperature, a flow's guidance and steps), are the
+model's own (:mod:`genkit.capabilities`). Images are drawn ``SAMPLE_BATCH`` at a time.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genkit import capabilities
 from genkit.errors import UsageError, shown
 
 REST_MODES = ("data", "off")
 ATTRIBUTES_FILE = "train_attributes.safetensors"
+#: images drawn in one call of the sampler: what a model's activations cost is bounded by this batch
+SAMPLE_BATCH = 256
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -69,9 +73,10 @@ def parse_attrs(spec: str | Sequence[str], names: Sequence[str], exclusive_group
         if not item:
             continue
         on = not item.startswith("-")
-        name = item.lstrip("+-").strip()
-        if not name:
-            raise UsageError(f"{shown(item)} names no attribute; write NAME to switch one on and -NAME to switch it off")
+        name = item[1:].strip() if item[0] in "+-" else item  # one sign at most: "+-large" says nothing clear
+        if not name or name[0] in "+-":
+            raise UsageError(f"{shown(item)} names no attribute clearly; write NAME to switch one on and -NAME to "
+                             "switch it off")
         if name not in known:
             raise UsageError(f"unknown attribute {name!r}; list the valid ones with `genkit data info`")
         if state.get(name, on) != on:
@@ -92,20 +97,9 @@ def check_exclusive(request: AttributeRequest, exclusive_groups: Sequence[str]) 
                              f"one value per image; keep one of them")
 
 
-def check_temperature(temperature: Any) -> float:
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
-        raise UsageError(f"temperature {temperature!r} must be a positive finite number, for example 1.0 "
-                         "(below 1 nearer the mode, above 1 more varied)")
-    return value
-
-
 def check_rest(rest: str) -> str:
     if rest not in REST_MODES:
-        raise UsageError(f"rest {rest!r} is not known; choose data (unlisted attributes from the training data) "
+        raise UsageError(f"rest {shown(rest)} is not known; choose data (unlisted attributes from the training data) "
                          "or off (unlisted attributes off)")
     return rest
 
@@ -128,14 +122,11 @@ class AttributeTable:
 
     def save(self, run_dir: str | Path) -> Path:
         """``RUN/train_attributes.safetensors``, written atomically."""
-        from safetensors.torch import save_file
-
-        from genkit.files import atomic_path
+        from genkit.weights import save_tensors
 
         path = Path(run_dir) / ATTRIBUTES_FILE
-        with atomic_path(path) as tmp:
-            save_file({"vectors": self.vectors, "counts": self.counts}, str(tmp),
-                      metadata={"attribute_names": json.dumps(self.names)})
+        save_tensors({"vectors": self.vectors, "counts": self.counts}, path,
+                     {"attribute_names": json.dumps(self.names)})
         return path
 
     @classmethod
@@ -154,6 +145,10 @@ class AttributeTable:
                 counts.shape != (vectors.shape[0],):
             raise UsageError(f"{path} does not match the run's attribute names; delete it, and unlisted attributes "
                              "come from the dataset cache or are off")
+        problem = _table_problem(vectors, counts)
+        if problem:
+            raise UsageError(f"{path} is damaged ({problem}); delete it, and unlisted attributes come from the dataset "
+                             "cache or are off")
         return cls(list(names), vectors.to(torch.uint8), counts.to(torch.int64))
 
     def agreeing(self, request: AttributeRequest) -> torch.Tensor:
@@ -175,6 +170,18 @@ class AttributeTable:
         rng = np.random.default_rng([int(seed) % 2**63, 0x7E57])
         picks = rng.choice(len(candidates), size=n, p=weights / weights.sum())
         return self.vectors[candidates[torch.from_numpy(picks)]].clone()
+
+
+def _table_problem(vectors: torch.Tensor, counts: torch.Tensor) -> str | None:
+    """What is wrong with a table's vectors (0/1 each) and counts (whole, not negative, some above 0), if anything."""
+    if vectors.dtype.is_floating_point or vectors.dtype.is_complex or counts.dtype.is_floating_point \
+            or counts.dtype.is_complex:
+        return "its vectors and counts must be whole numbers"
+    if len(vectors) == 0 or not bool(((vectors == 0) | (vectors == 1)).all()):
+        return "its vectors must hold only 0 and 1" if len(vectors) else "it holds no vectors"
+    if bool((counts < 0).any()) or int(counts.sum()) <= 0:
+        return "its counts must be 0 or more, and not all 0"
+    return None
 
 
 def training_attributes(run) -> tuple[AttributeTable | None, str | None]:
@@ -286,29 +293,60 @@ class Samples:
     note: str | None = None
 
 
-def noise(run, n: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
-    """The prior noise ε for ``n`` samples, scaled by the temperature; reproducible by seed."""
-    return run.latents(n, seed) * check_temperature(temperature)
+def batches(run, condition: torch.Tensor, noise: torch.Tensor, options: dict[str, Any], seed: int = 0,
+            batch_size: int | None = None):
+    """The samples of ``condition`` at ``noise`` with the model's ``options``, ``batch_size`` at a time:
+    yields ``(start, images)`` with images float on the run's device. A sampler that draws fresh
+    noise of its own gets a generator seeded by ``seed``."""
+    run.model.eval()
+    batch_size = batch_size or SAMPLE_BATCH
+    generator = torch.Generator(run.device).manual_seed(int(seed) % 2**63)
+    for start in range(0, len(noise), batch_size):
+        stop = min(start + batch_size, len(noise))
+        yield start, capabilities.sample(run.model, condition[start:stop].to(run.device),
+                                         noise[start:stop].to(run.device), generator, options).float()
+
+
+def check_images_fit(run, count: int, what: str) -> None:
+    """Refuse ``count`` float images of the run's size that cannot fit in memory, before any is drawn."""
+    from genkit.memory import require_memory
+
+    per_image = 4 * math.prod(run.config.image_shape)
+    require_memory(count * per_image, f"{what} ({count} images of {'x'.join(map(str, run.config.image_shape[1:]))})",
+                   "ask for fewer images")
 
 
 @torch.no_grad()
-def _decode(run, condition: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    run.model.eval()
-    return run.model.sample(condition.to(run.device), z.to(run.device)).float().cpu()
+def decode(run, condition: torch.Tensor, noise: torch.Tensor, options: dict[str, Any], seed: int = 0) -> torch.Tensor:
+    """All the samples of ``condition`` at ``noise``, on the CPU, drawn in batches into one tensor (never the
+    batches and their concatenation at once)."""
+    images = None
+    for start, part in batches(run, condition, noise, options, seed):
+        part = part.cpu()
+        if images is None:
+            images = part if len(part) == len(noise) else part.new_empty((len(noise), *part.shape[1:]))
+        if images is not part:
+            images[start:start + len(part)] = part
+    return images
 
 
-def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, temperature: float = 1.0,
-             rest: str = "data") -> Samples:
-    """``n`` images with ``attrs``; the rest filled as ``rest`` says (see the module docstring)."""
+def generate(run, attrs: str | Sequence[str], n: int = 16, seed: int = 0, rest: str = "data",
+             options: dict[str, Any] | None = None) -> Samples:
+    """``n`` images with ``attrs``; the rest filled as ``rest`` says (see the module docstring).
+
+    ``options`` are the model's sampling options, already resolved (``run.resolve_options``).
+    """
     if n < 1:
         raise UsageError(f"n {n} must be a positive integer")
-    z = noise(run, n, seed, temperature)
+    check_images_fit(run, n, f"n={n}")
+    options = run.resolve_options(options)
+    z = run.noise(n, seed)
     cond = conditions(run, attrs, n, seed, rest)
-    return Samples(_decode(run, cond.condition, z), cond.attribute_sets, cond.note)
+    return Samples(decode(run, cond.condition, z, options, seed), cond.attribute_sets, cond.note)
 
 
-def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: int = 0, temperature: float = 1.0,
-         rest: str = "off") -> Samples:
+def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: int = 0, rest: str = "off",
+         options: dict[str, Any] | None = None) -> Samples:
     """Per attribute two rows, off then on over ``attrs``, the same ``n`` codes in every row (Figure 5).
 
     With ``rest="data"`` each column's other attributes come from a training vector that has the
@@ -317,7 +355,9 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
     names_all = run.attribute_names
     request = parse_attrs(attrs, names_all, run.exclusive_groups)
     varied = _varied_names(run, names, request)  # every name checked before anything is drawn
-    z = noise(run, n, seed, temperature)
+    check_images_fit(run, 2 * len(varied) * n, f"n={n} with {len(varied)} varied attribute(s)")
+    options = run.resolve_options(options)
+    z = run.noise(n, seed)
     rows, sets, notes = [], [], []
     for name in varied:
         if rest == "off":  # exactly the grid `genkit sample --vary` always drew
@@ -325,7 +365,7 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
             switch = run.conditioner.encode(name)
             off_set = [x for x in request.on if x != name]
             for c, attribute_set in ((base * (1 - switch), off_set), (torch.maximum(base, switch), off_set + [name])):
-                rows.append(_decode(run, c.reshape(1, -1).expand(n, -1).float(), z))
+                rows.append(decode(run, c.reshape(1, -1).expand(n, -1).float(), z, options, seed))
                 sets += [attribute_set] * n
             continue
         cond = conditions(run, attrs, n, seed, check_rest(rest), force_on=[name])
@@ -333,8 +373,8 @@ def vary(run, attrs: str | Sequence[str], names: Sequence[str], n: int, seed: in
             notes.append(cond.note)
         off_sets = [[x for x in s if x != name] for s in cond.attribute_sets]
         off_vectors = torch.tensor([[1 if a in set(s) else 0 for a in names_all] for s in off_sets], dtype=torch.uint8)
-        rows += [_decode(run, _encode_rows(run.conditioner, off_vectors, names_all).float(), z),
-                 _decode(run, cond.condition, z)]
+        rows += [decode(run, _encode_rows(run.conditioner, off_vectors, names_all).float(), z, options, seed),
+                 decode(run, cond.condition, z, options, seed)]
         sets += off_sets + cond.attribute_sets
     return Samples(torch.cat(rows), sets, notes[0] if notes else None)
 
@@ -357,21 +397,23 @@ def _varied_names(run, names: Sequence[str], request: AttributeRequest) -> list[
     return varied
 
 
-def interpolate(run, pair: tuple[str, str], n: int, steps: int, seed: int = 0, temperature: float = 1.0,
-                rest: str = "off") -> Samples:
-    """``n`` rows (latent codes) × ``steps`` columns, the condition moving linearly from one set to the other.
+def interpolate(run, pair: tuple[str, str], n: int, steps: int, seed: int = 0, rest: str = "off",
+                options: dict[str, Any] | None = None) -> Samples:
+    """``n`` rows (noise draws) × ``steps`` columns, the condition moving linearly from one set to the other.
 
     With ``rest="data"`` each end's unlisted attributes are filled per row as for a grid.
     """
     if steps < 2:
         raise UsageError(f"steps {steps} must be at least 2 (the two ends)")
-    z = noise(run, n, seed, temperature)
+    check_images_fit(run, n * steps, f"n={n} with steps={steps}")
+    options = run.resolve_options(options)
+    z = run.noise(n, seed)
     ends = [conditions(run, spec, n, seed, rest) for spec in pair]
     weights = torch.linspace(0, 1, steps)
     rows, sets = [], []
     for i in range(n):
         cond = torch.stack([(1 - t) * ends[0].condition[i] + t * ends[1].condition[i] for t in weights])
-        rows.append(_decode(run, cond, z[i:i + 1].expand(steps, -1)))
+        rows.append(decode(run, cond, z[i:i + 1].expand(steps, *z.shape[1:]), options, seed))
         sets += [ends[0].attribute_sets[i]] + [[]] * (steps - 2) + [ends[1].attribute_sets[i]]
     note = next((e.note for e in ends if e.note), None)
     return Samples(torch.cat(rows), sets, note)

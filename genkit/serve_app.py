@@ -15,6 +15,7 @@ Which ``group::value`` families hold one value per image is the dataset's declar
 from __future__ import annotations
 
 import base64
+import errno
 import html
 import io
 import os
@@ -26,14 +27,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from genkit import sampling
-from genkit.errors import GenkitError, UsageError
+from genkit.errors import GenkitError, UsageError, shown
 
 MAX_N = 64
 ANY = "any"
 FLAG_CHOICES = ["any", "on", "off"]
 #: Gradio routes that read, write or fetch files or expose developer tools; the page needs none of them.
 CLOSED_ROUTES = ("/file=", "/file/", "/upload", "/proxy=", "/stream/", "/run-history", "/vibe", "/dev/",
-                 "/monitoring", "/process_recording", "/profiling", "/custom_component", "/login", "/logout")
+                 "/monitoring", "/process_recording", "/profiling", "/custom_component", "/login", "/logout",
+                 "/deep_link")
 INSTALL_HINT = 'genkit serve needs Gradio: pip install "genkit-cvae[serve]"'
 
 
@@ -79,14 +81,16 @@ def spec_from_values(controls: Controls, values: Sequence[Any]) -> str:
         if value in (None, "", ANY):
             continue
         if value not in names:
-            raise UsageError(f"{value!r} is not a value of {group!r}; choose one of the list or any")
+            raise UsageError(f"{shown(value)} is not a value of {group!r}; choose one of the list or any")
         items.append(value)
     for group, names in controls.families.items():
         chosen = values[position] or []
         position += 1
+        if not isinstance(chosen, list):
+            raise UsageError(f"{group!r} takes a list of values, not {shown(chosen)}; choose from the list")
         for value in chosen:
             if value not in names:
-                raise UsageError(f"{value!r} is not a value of {group!r}; choose from the list")
+                raise UsageError(f"{shown(value)} is not a value of {group!r}; choose from the list")
             items.append(value)
     for name in controls.flags:
         value = values[position] or ANY
@@ -96,7 +100,7 @@ def spec_from_values(controls: Controls, values: Sequence[Any]) -> str:
         elif value == "off":
             items.append(f"-{name}")
         elif value != ANY:
-            raise UsageError(f"{name}: {value!r} is not on, off or any")
+            raise UsageError(f"{name}: {shown(value)} is not on, off or any")
     return ",".join(items)
 
 
@@ -108,26 +112,33 @@ def matches(query: str, group: str, names: Sequence[str]) -> bool:
 
 # --- requests -------------------------------------------------------------------------------
 
-def check_request(n: Any, seed: Any, temperature: Any, rest: str) -> tuple[int, int, float, str]:
-    """The page's own bounds: n in 1-64, an integer seed, a positive finite temperature, rest data or off."""
-    try:
-        n_value = int(n)
-    except (TypeError, ValueError):
-        raise UsageError(f"number of samples {n!r} must be a whole number from 1 to {MAX_N}") from None
-    if n_value != n or not 1 <= n_value <= MAX_N:
-        raise UsageError(f"number of samples {n} is outside 1-{MAX_N}; choose 1 to {MAX_N}")
-    try:
-        seed_value = int(seed)
-    except (TypeError, ValueError):
-        raise UsageError(f"seed {seed!r} must be a whole number") from None
-    if seed_value != seed or seed_value < 0:
-        raise UsageError(f"seed {seed} must be a whole number, 0 or more")
-    return n_value, seed_value, sampling.check_temperature(temperature), sampling.check_rest(rest)
+def check_request(n: Any, seed: Any, rest: Any) -> tuple[int, int, str]:
+    """The page's own bounds: n a whole number in 1-64, a seed in 0 ... 2**63 - 1, rest data or off (the
+    model checks its own sampling options). Values come from the network as they are: any JSON."""
+    from genkit.limits import check_seed
+
+    if not _whole(n):
+        raise UsageError(f"number of samples {shown(n)} must be a whole number from 1 to {MAX_N}")
+    if not 1 <= n <= MAX_N:
+        raise UsageError(f"number of samples {shown(n)} is outside 1-{MAX_N}; choose 1 to {MAX_N}")
+    if not _whole(seed):
+        raise UsageError(f"seed {shown(seed)} must be a whole number from 0 to 2**63 - 1")
+    seed_value = check_seed(int(seed), "seed")
+    return int(n), seed_value, sampling.check_rest(rest)
 
 
-def command_line(run_dir: str | Path, attrs: str, n: int, seed: int, temperature: float, rest: str,
+def _whole(value: Any) -> bool:
+    """A whole number, as JSON sends it (5 or 5.0), and not true/false."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and value == value and abs(value) != float("inf") and value == int(value)
+
+
+def command_line(run_dir: str | Path, attrs: str, n: int, seed: int, rest: str, flags: Sequence[str] = (),
                  vary: str | None = None, interpolate: tuple[str, str] | None = None, steps: int = 8) -> str:
-    """The ``genkit sample`` invocation that draws the same grid."""
+    """The ``genkit sample`` invocation that draws the same grid; ``flags`` set the model's sampling options."""
     parts = ["genkit", "sample", "--run", str(run_dir)]
     if interpolate is None:
         parts += ["--attrs", attrs] if attrs else []
@@ -135,7 +146,7 @@ def command_line(run_dir: str | Path, attrs: str, n: int, seed: int, temperature
         parts += ["--vary", vary]
     if interpolate is not None:
         parts += ["--interpolate", interpolate[0], interpolate[1], "--steps", str(steps)]
-    parts += ["--n", str(n), "--seed", str(seed), "--temperature", f"{temperature:g}", "--rest", rest]
+    parts += ["--n", str(n), "--seed", str(seed), *flags, "--rest", rest]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -200,15 +211,38 @@ class View:
 
 
 class RunPage:
-    """One run's controls and views."""
+    """One run's controls and views.
 
-    def __init__(self, run, label: str):
+    ``defaults`` override the model's own sampling defaults on the page (``genkit serve --guidance 3``).
+    ``run_path`` is what the page shows as the run's folder (in the ``genkit sample --run ...``
+    line and in notes): the folder as given by default, its label when the page is served beyond
+    this machine, where the server's paths are of no use to a visitor.
+    """
+
+    def __init__(self, run, label: str, defaults: dict[str, Any] | None = None, run_path: str | Path | None = None):
         self.run = run
         self.label = label
+        self.run_path = str(run_path) if run_path is not None else str(run.directory)
         self.controls = attribute_controls(run.attribute_names, run.exclusive_groups)
+        self.options = run.sampling_options
+        self.defaults = run.resolve_options(defaults)
+
+    def public(self, text: str) -> str:
+        """``text`` with the run's folder written as :attr:`run_path`."""
+        own = str(self.run.directory)
+        return text.replace(own, self.run_path) if own != self.run_path else text
 
     def spec(self, values: Sequence[Any]) -> str:
         return spec_from_values(self.controls, values)
+
+    def sampling(self, options: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+        """The model's options for a request (the page's defaults for those not sent), checked, and the flags
+        that give them on the command line."""
+        from genkit.cli.sampling_flags import command_flags
+
+        resolved = self.run.resolve_options({**self.defaults, **{k: v for k, v in (options or {}).items()
+                                                                 if v is not None}})
+        return resolved, command_flags(resolved, self.options)
 
     def describe(self) -> str:
         config = self.run.config
@@ -222,47 +256,57 @@ class RunPage:
                 f"{data.image_size[0]}×{data.image_size[1]}), model `{config.model.name}`{options(config.model)}, "
                 f"loss `{config.loss.name}`{options(config.loss)}")
 
-    def grid(self, attrs: str, n: Any, seed: Any, temperature: Any, rest: str) -> View:
-        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
+    def grid(self, attrs: str, n: Any, seed: Any, rest: str, options: dict[str, Any] | None = None) -> View:
+        n, seed, rest = check_request(n, seed, rest)
+        options, flags = self.sampling(options)
         self.run.condition(attrs)
-        result = sampling.generate(self.run, attrs, n=n, seed=seed, temperature=temperature, rest=rest)
+        result = sampling.generate(self.run, attrs, n=n, seed=seed, rest=rest, options=options)
         nrow = min(8, n)
         return View(image_html(grid_png(result.images, nrow), "genkit-grid.png", f"{n} samples of [{attrs}]"),
-                    sets_html(result.attribute_sets, nrow), result.note or "",
-                    command_line(self.run.directory, attrs, n, seed, temperature, rest))
+                    sets_html(result.attribute_sets, nrow), self.public(result.note or ""),
+                    command_line(self.run_path, attrs, n, seed, rest, flags))
 
-    def vary(self, attrs: str, name: str, n: Any, seed: Any, temperature: Any, rest: str) -> View:
-        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
+    def vary(self, attrs: str, name: str, n: Any, seed: Any, rest: str, options: dict[str, Any] | None = None) -> View:
+        n, seed, rest = check_request(n, seed, rest)
+        options, flags = self.sampling(options)
         if name not in self.run.attribute_names:
-            raise UsageError(f"attribute {name!r} is not in this run; choose one from the list")
+            raise UsageError(f"attribute {shown(name)} is not in this run; choose one from the list")
         self.run.condition(attrs)
-        result = sampling.vary(self.run, attrs, [name], n, seed, temperature, rest)
+        result = sampling.vary(self.run, attrs, [name], n, seed, rest, options)
         return View(image_html(grid_png(result.images, n), "genkit-vary.png", f"{name} off and on over [{attrs}]"),
-                    sets_html(result.attribute_sets, n), result.note or "",
-                    command_line(self.run.directory, attrs, n, seed, temperature, rest, vary=name))
+                    sets_html(result.attribute_sets, n), self.public(result.note or ""),
+                    command_line(self.run_path, attrs, n, seed, rest, flags, vary=name))
 
-    def interpolate(self, start: str, end: str, n: Any, steps: Any, seed: Any, temperature: Any, rest: str) -> View:
-        n, seed, temperature, rest = check_request(n, seed, temperature, rest)
-        try:
-            steps = int(steps)
-        except (TypeError, ValueError):
-            steps = 0
-        if not 2 <= steps <= 16:
+    def interpolate(self, start: str, end: str, n: Any, steps: Any, seed: Any, rest: str,
+                    options: dict[str, Any] | None = None) -> View:
+        n, seed, rest = check_request(n, seed, rest)
+        options, flags = self.sampling(options)
+        if not (_whole(steps) and 2 <= steps <= 16):
             raise UsageError("steps must be a whole number from 2 to 16")
+        steps = int(steps)
         n = min(n, 16)
         for spec in (start, end):
+            if not isinstance(spec, str):
+                raise UsageError(f"an interpolation end is {shown(spec)}; type attributes as A,B,-C")
             self.run.condition(spec)
-        result = sampling.interpolate(self.run, (start, end), n, steps, seed, temperature, rest)
+        result = sampling.interpolate(self.run, (start, end), n, steps, seed, rest, options)
         return View(image_html(grid_png(result.images, steps), "genkit-interpolate.png", f"[{start}] to [{end}]"),
-                    sets_html(result.attribute_sets, steps), result.note or "",
-                    command_line(self.run.directory, "", n, seed, temperature, rest, interpolate=(start, end),
+                    sets_html(result.attribute_sets, steps), self.public(result.note or ""),
+                    command_line(self.run_path, "", n, seed, rest, flags, interpolate=(start, end),
                                  steps=steps))
 
 
 def page_labels(directories: Sequence[Path]) -> list[str]:
-    """Each run's folder name, or its full path where two names collide."""
-    names = [d.name for d in directories]
-    return [d.name if names.count(d.name) == 1 else str(d) for d in directories]
+    """Each run's folder name; where two names collide, as many of the last parts of their paths as
+    tell them apart (``a/shapes``, ``b/shapes``), never more of the server's paths than that."""
+    parts = [Path(d).resolve().parts for d in directories]
+    labels = []
+    for mine in parts:
+        depth = 1
+        while depth < len(mine) and sum(other[-depth:] == mine[-depth:] for other in parts) > 1:
+            depth += 1
+        labels.append(str(Path(*mine[-depth:])))
+    return labels
 
 
 # --- the Gradio page ------------------------------------------------------------------------
@@ -306,7 +350,8 @@ def build_page(pages: Sequence[RunPage]):
                 _build_panel(gr, demo, page, index)
             panels.append(panel)
         if len(pages) > 1:
-            picker.change(lambda label: [gr.update(visible=p.label == label) for p in pages], picker, panels)
+            picker.change(lambda label: [gr.update(visible=p.label == label) for p in pages], picker, panels,
+                          preprocess=False)
     return demo
 
 
@@ -337,9 +382,11 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
                 seed = gr.Number(0, label="seed", precision=0, elem_id=f"seed-{index}")
                 randomize = gr.Button("randomize", elem_id=f"randomize-{index}")
                 n = gr.Slider(1, MAX_N, value=16, step=1, label="samples", elem_id=f"n-{index}")
-                temperature = gr.Number(1.0, label="temperature", elem_id=f"temperature-{index}")
                 rest = gr.Radio(list(sampling.REST_MODES), value="data", label="unlisted attributes",
                                 elem_id=f"rest-{index}")
+            with gr.Row():
+                option_controls = [_option_control(gr, option, page.defaults[name], index)
+                                   for name, option in page.options.items()]
             status = gr.Markdown("", elem_id=f"status-{index}")
             note = gr.Markdown("", elem_id=f"note-{index}")
             with gr.Tab("grid"):
@@ -349,7 +396,7 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
                                           interactive=False)
             with gr.Tab("vary one attribute"):
                 vary_name = gr.Dropdown(page.run.attribute_names, value=page.run.attribute_names[0],
-                                        label="attribute (off above, on below, same latent codes)",
+                                        label="attribute (off above, on below, same noise)",
                                         elem_id=f"vary-name-{index}")
                 vary_button = gr.Button("vary", elem_id=f"vary-{index}")
                 vary_image = gr.HTML("", elem_id=f"vary-image-{index}")
@@ -366,46 +413,69 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
                 lerp_sets = gr.HTML("")
                 lerp_command = gr.Textbox(label="the same grid from the command line", interactive=False)
 
-    settings = [n, seed, temperature, rest]
+    settings = [n, seed, rest, *option_controls]
+    option_names = list(page.options)
+
+    def split_settings(values) -> tuple[Any, Any, Any, dict[str, Any]]:
+        n_value, seed_value, rest_value, *option_values = values
+        return n_value, seed_value, rest_value, dict(zip(option_names, option_values))
 
     def guarded(view_fn, outputs_count: int):
         def run(*args):
             try:
                 view = view_fn(*args)
             except GenkitError as exc:
-                return [_status(str(exc)), gr.update()] + [gr.update()] * outputs_count
+                return [_status(page.public(str(exc))), gr.update()] + [gr.update()] * outputs_count
             except Exception as exc:  # a bug must not take the server down; show it and keep serving
-                return [_status(f"internal error ({type(exc).__name__}: {exc})"), gr.update()] + \
+                detail = page.public(shown(str(exc), quote=False))
+                return [_status(f"internal error ({type(exc).__name__}: {detail})"), gr.update()] + \
                     [gr.update()] * outputs_count
             return ["", view.note and _status(view.note), view.html, view.sets, view.command]
         return run
 
     def grid_fn(*args):
-        values, (n_value, seed_value, t_value, rest_value) = args[:len(inputs)], args[len(inputs):]
-        return page.grid(page.spec(values), n_value, seed_value, t_value, rest_value)
+        values = args[:len(inputs)]
+        n_value, seed_value, rest_value, options = split_settings(args[len(inputs):])
+        return page.grid(page.spec(values), n_value, seed_value, rest_value, options)
 
     def vary_fn(*args):
-        values, rest_args = args[:len(inputs)], args[len(inputs):]
-        name, n_value, seed_value, t_value, rest_value = rest_args
-        return page.vary(page.spec(values), name, n_value, seed_value, t_value, rest_value)
+        values, name = args[:len(inputs)], args[len(inputs)]
+        n_value, seed_value, rest_value, options = split_settings(args[len(inputs) + 1:])
+        return page.vary(page.spec(values), name, n_value, seed_value, rest_value, options)
 
-    def lerp_fn(a, b, steps_value, n_value, seed_value, t_value, rest_value):
-        return page.interpolate(a, b, n_value, steps_value, seed_value, t_value, rest_value)
+    def lerp_fn(a, b, steps_value, *rest_args):
+        n_value, seed_value, rest_value, options = split_settings(rest_args)
+        return page.interpolate(a, b, n_value, steps_value, seed_value, rest_value, options)
 
+    # preprocess=False: the views get the values as sent and check them themselves (RunPage, check_request),
+    # so a value no control could send is refused in one line, not echoed back whole by Gradio's checks
     grid_outputs = [status, note, grid_image, grid_sets, grid_command]
     gr.on([c.change for c in [*inputs, *settings]], guarded(grid_fn, 3), [*inputs, *settings], grid_outputs,
-          trigger_mode="always_last")
-    demo.load(guarded(grid_fn, 3), [*inputs, *settings], grid_outputs)
+          trigger_mode="always_last", preprocess=False)
+    demo.load(guarded(grid_fn, 3), [*inputs, *settings], grid_outputs, preprocess=False)
     vary_button.click(guarded(vary_fn, 3), [*inputs, vary_name, *settings],
-                      [status, note, vary_image, vary_sets, vary_command])
+                      [status, note, vary_image, vary_sets, vary_command], preprocess=False)
     lerp_button.click(guarded(lerp_fn, 3), [start, end, steps, *settings],
-                      [status, note, lerp_image, lerp_sets, lerp_command])
+                      [status, note, lerp_image, lerp_sets, lerp_command], preprocess=False)
     randomize.click(lambda: random.randrange(2**31), None, seed)
 
-    def filter_fn(query: str):
-        return [gr.update(visible=matches(query or "", key, names)) for key, names in keys]
+    def filter_fn(query: Any):
+        query = query if isinstance(query, str) else ""
+        return [gr.update(visible=matches(query[:200], key, names)) for key, names in keys]
 
-    search.change(filter_fn, search, inputs)
+    search.change(filter_fn, search, inputs, preprocess=False)
+
+
+def _option_control(gr, option, value: Any, index: int):
+    """One control for a model's sampling option: a choice, a checkbox, a number or a text box."""
+    common = {"label": option.name.replace("_", " "), "info": option.help, "elem_id": f"{option.name}-{index}"}
+    if option.choices:
+        return gr.Dropdown(list(option.choices), value=value, **common)
+    if option.type is bool:
+        return gr.Checkbox(value=value, **common)
+    if option.type in (int, float):
+        return gr.Number(value, precision=0 if option.type is int else None, **common)
+    return gr.Textbox(value, **common)
 
 
 def demo_for(directories: Sequence[str | Path], device: str = "auto"):
@@ -421,9 +491,40 @@ def demo_for(directories: Sequence[str | Path], device: str = "auto"):
 
 
 def launch_options() -> dict[str, Any]:
-    """``Blocks.launch`` keywords for the offline look: system fonts, no footer links, no SSR, no share link."""
+    """``Blocks.launch`` keywords for the offline look: system fonts, no footer links, no SSR, no share link,
+    and Gradio's per-session state capped as under ``genkit serve``."""
+    from genkit.serve_guard import SESSION_CAPACITY
+
     gr = import_gradio()
-    return {"theme": offline_theme(gr), "footer_links": [], "ssr_mode": False, "share": False}
+    return {"theme": offline_theme(gr), "footer_links": [], "ssr_mode": False, "share": False,
+            "state_session_capacity": SESSION_CAPACITY}
+
+
+def serve_folders(directories: Sequence[str | Path], device: str = "auto", host: str | None = None,
+                  port: int | None = None) -> None:
+    """Serve the page for these run folders as ``genkit serve`` does (its bounds and closed routes), until Ctrl-C.
+
+    For a Hugging Face Space's ``app.py``: the host and port default to ``GRADIO_SERVER_NAME`` and
+    ``GRADIO_SERVER_PORT`` (which Spaces set), else 127.0.0.1:7860. A bad folder or a taken port
+    is one line on stderr and exit code 2, as on the command line.
+    """
+    import sys
+
+    from genkit.runs import load_run
+
+    host = host if host is not None else os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    try:
+        port = port if port is not None else int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+        directories = [Path(d) for d in directories]
+        runs = [load_run(d, device=device) for d in directories]
+        check_port(host, port)
+        import_gradio()
+    except (GenkitError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code if isinstance(exc, GenkitError) else 2) from None
+    pages = [RunPage(r, label) for r, label in zip(runs, page_labels(directories))]
+    serve(pages, host=host, port=port,
+          on_ready=lambda: print(f"serving {len(pages)} run(s) on {host}:{port} (Ctrl-C stops)", file=sys.stderr))
 
 
 # --- the server -----------------------------------------------------------------------------
@@ -443,6 +544,9 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(f"--host {host} is not an address of this machine; use 127.0.0.1 (this machine only), "
+                                 "0.0.0.0 (every interface) or one of its own addresses") from None
             raise UsageError(f"port {port} on {host} is not free ({exc.strerror}); pass --port with a free port, "
                              "or stop the server using it") from None
 
@@ -452,6 +556,8 @@ def build_app(pages: Sequence[RunPage]):
     gr = import_gradio()
     import fastapi
     from fastapi.responses import PlainTextResponse
+
+    from genkit.serve_guard import MAX_REQUEST_BYTES, SESSION_CAPACITY, BodyLimit
 
     app = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -463,9 +569,13 @@ def build_app(pages: Sequence[RunPage]):
         return await call_next(request)
 
     demo = build_page(pages)
-    return gr.mount_gradio_app(app, demo, path="", footer_links=[], allowed_paths=[], ssr_mode=False,
-                               show_error=False, max_file_size=1, pwa=False, mcp_server=False,
-                               theme=offline_theme(gr), enable_monitoring=False)
+    demo.state_session_capacity = SESSION_CAPACITY  # read when mounted: the sessions whose state Gradio keeps
+    mounted = gr.mount_gradio_app(app, demo, path="", footer_links=[], allowed_paths=[], ssr_mode=False,
+                                  show_error=False, max_file_size=1, pwa=False, mcp_server=False,
+                                  theme=offline_theme(gr), enable_monitoring=False)
+    limited = BodyLimit(mounted, MAX_REQUEST_BYTES)  # outermost: a large body is refused before anything reads it
+    limited.blocks = demo  # the Gradio Blocks it serves (its per-session state, for tests)
+    return limited
 
 
 def serve(pages: Sequence[RunPage], host: str = "127.0.0.1", port: int = 7860, on_ready=None,
@@ -482,14 +592,18 @@ def serve(pages: Sequence[RunPage], host: str = "127.0.0.1", port: int = 7860, o
 
     import torch
 
+    from genkit.serve_guard import MAX_CONNECTIONS, quiet_gradio_tracebacks
+
     torch.set_num_threads(threads)
 
     with tempfile.TemporaryDirectory(prefix="genkit-serve-") as scratch:
         os.environ["GRADIO_TEMP_DIR"] = scratch  # gradio's own scratch space, private and removed on exit
         app = build_app(pages)
+        quiet_gradio_tracebacks()
         import uvicorn
 
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                limit_concurrency=MAX_CONNECTIONS)
         server = uvicorn.Server(config)
         if on_ready is not None:
             original = server.startup

@@ -3,9 +3,13 @@
 ``genkit sweep --vary loss.beta=0.25,0.5,0.75,0.9`` is the paper's §5.3 β sweep;
 ``--vary model.prior=standard,learned`` compares priors; several ``--vary`` make a grid. A
 component flag given comma-separated values (``--beta 0.25,0.5``) is the same as its ``--vary``.
+``--vary sample.OPTION=...`` varies one of the model's sampling options (a flow's guidance): it
+trains nothing more, each trained run is evaluated at every value (and ``run=`` evaluates an
+existing run folder, training nothing at all).
 
-``out/<option>-<value>[_<option>-<value>...]/`` holds each run folder (with its
-``evaluation_<split>.json``); ``out/`` gets the table, the figures and the plot
+``out/<option>-<value>[_<option>-<value>...]/`` holds each run folder (``out/run`` when only
+sampling options vary) with its ``evaluation_<split>.json`` (``evaluation_<split>_<option>-<value>.json``
+per sampling point); ``out/`` gets the table, the figures and the plot
 (:mod:`genkit.sweep_report`). A finished run folder with the same settings is reused, so an
 interrupted sweep picks up where it stopped (an unfinished one resumes from its checkpoint); a
 folder holding a run with other settings is refused rather than overwritten.
@@ -15,16 +19,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from genkit.capabilities import convert, resolve_sampling_options, sampling_options
 from genkit.classifier import get_classifier
-from genkit.components import POSITIONAL_ARGS
+from genkit.components import POSITIONAL_ARGS, model_outline
 from genkit.config import RunConfig, TrainSpec
 from genkit.data import prepare_dataset
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA, evaluate_run
 from genkit.files import write_text_atomic
 from genkit.planning import plan_run
@@ -32,6 +38,7 @@ from genkit.plugins import registry
 from genkit.run_folder import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, evaluation_file, read_jsonl
 from genkit.runs import Run, load_run
 from genkit.resuming import resume
+from genkit.sweep_report import Evaluated, write_outputs
 from genkit.training import train
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -41,11 +48,15 @@ VARY_KINDS = {"data": ("datasets", "data_options", "data"),
               "model": ("models", "model_options", "model"),
               "loss": ("losses", "loss_options", "loss")}
 TRAIN_SETTINGS = {f.name: f.default for f in fields(TrainSpec)}
+#: ``--vary sample.OPTION``: one of the model's sampling options; evaluated per value, never retrained
+SAMPLE = "sample"
+#: the run folder of a sweep that varies only sampling options
+SINGLE_RUN = "run"
 
 
 @dataclass(frozen=True)
 class Varied:
-    """One swept option: ``kind`` is data, conditioner, model, loss or train."""
+    """One swept option: ``kind`` is data, conditioner, model, loss, train or sample."""
 
     kind: str
     option: str
@@ -56,6 +67,12 @@ class Varied:
     @property
     def key(self) -> str:
         return f"{self.kind}.{self.option}"
+
+    def show(self, value: Any) -> str:
+        """``value`` as its folder name and table label show it: short (``0.001``), unless two of
+        this option's values would then look alike (0.001 and 0.0010000001: each exactly)."""
+        short = [_show(v) for v in self.values]
+        return _show(value, exact=len(set(short)) < len(short))
 
 
 def parse_values(text: str, given_as: str, default: Any) -> tuple[Any, ...]:
@@ -75,16 +92,19 @@ def parse_values(text: str, given_as: str, default: Any) -> tuple[Any, ...]:
 def _typed(item: str, default: Any, given_as: str) -> Any:
     try:
         value = json.loads(item)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or a number too long for Python to read): kept as text
         value = item
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise UsageError(f"{given_as} value {item!r} is not true or false")
     elif isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{given_as} value {item!r} is not a number")
+            raise UsageError(f"{given_as} value {shown(item)} is not a number")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, and 1e400 (read as inf)
+            raise UsageError(f"{given_as} value {shown(item)} is not a finite number; give numbers such as "
+                             f"{_show(default)}")
         if isinstance(default, int) and not isinstance(default, bool) and value != int(value):
-            raise UsageError(f"{given_as} value {item!r} is not a whole number")
+            raise UsageError(f"{given_as} value {shown(item)} is not a whole number")
         value = type(default)(value)
     return value
 
@@ -101,7 +121,7 @@ def parse_vary(items: list[str], components: dict[str, str]) -> list[Varied]:
         target, sep, text = item.partition("=")
         kind, dot, option = target.strip().partition(".")
         given_as = f"--vary {target.strip()}"
-        kinds = ", ".join([*VARY_KINDS, "train"])
+        kinds = ", ".join([*VARY_KINDS, "train", SAMPLE])
         if not sep or not dot or not option:
             raise UsageError(f"--vary {item!r} is not KIND.OPTION=V1,V2; KIND is one of {kinds}, "
                              "for example --vary train.lr=1e-3,2e-3")
@@ -113,6 +133,12 @@ def parse_vary(items: list[str], components: dict[str, str]) -> list[Varied]:
             default = TRAIN_SETTINGS[option]
         elif kind in VARY_KINDS:
             default = option_default(kind, components[kind], option, given_as)
+        elif kind == SAMPLE:  # typed against the model's own options once the model is known (plan_sweep)
+            items = [t.strip() for t in text.split(",") if t.strip()]
+            if not items:
+                raise UsageError(f"{given_as} is empty; give one or more values separated by commas")
+            varied.append(Varied(kind, option, tuple(items), given_as))
+            continue
         else:
             raise UsageError(f"{given_as}: {kind!r} is not a kind of option; use one of {kinds}")
         varied.append(Varied(kind, option, parse_values(text, given_as, default), given_as))
@@ -153,7 +179,7 @@ def varied_from_flags(flags: dict[str, dict[str, str]], components: dict[str, st
 
 def point_label(point: dict[str, Any], varied: list[Varied]) -> str:
     """``beta=0.25`` or ``beta=0.25, prior=learned``: what tells one run of the sweep from the others."""
-    return ", ".join(f"{column}={_show(point[v.key])}" for v, column in zip(varied, columns(varied)))
+    return ", ".join(f"{column}={v.show(point[v.key])}" for v, column in zip(varied, columns(varied)))
 
 
 def columns(varied: list[Varied]) -> list[str]:
@@ -163,41 +189,89 @@ def columns(varied: list[Varied]) -> list[str]:
 
 
 def run_folder(out: str | Path, point: dict[str, Any], varied: list[Varied]) -> Path:
-    """``out/beta-0.25`` or ``out/beta-0.25_prior-learned``."""
-    parts = [f"{column}-{_show(point[v.key])}" for v, column in zip(varied, columns(varied))]
-    return Path(out) / re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))
+    """``out/beta-0.25`` or ``out/beta-0.25_prior-learned`` (``out/run`` when nothing is varied)."""
+    return Path(out) / (point_name(point, varied) or SINGLE_RUN)
 
 
-def _show(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def point_name(point: dict[str, Any], varied: list[Varied]) -> str:
+    """``beta-0.25_prior-learned``: a point as a file-name part."""
+    parts = [f"{column}-{v.show(point[v.key])}" for v, column in zip(varied, columns(varied))]
+    return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))
+
+
+def _show(value: Any, exact: bool = False) -> str:
+    if isinstance(value, float):
+        return repr(value) if exact else f"{value:g}"
+    return str(value)
+
+
+def check_folders(out: Path, points: list[dict[str, Any]], varied: list[Varied]) -> None:
+    """Refuse a sweep two of whose runs would share a folder (values alike once made a folder name)."""
+    seen: dict[Path, str] = {}
+    for point in points:
+        folder, label = run_folder(out, point, varied), point_label(point, varied)
+        if folder in seen:
+            raise UsageError(f"the sweep's runs [{shown(seen[folder], quote=False)}] and [{shown(label, quote=False)}] "
+                             f"would share the folder {shown(folder.name, quote=False)} in {shown(str(out), quote=False)}: their values differ only in "
+                             "characters a folder name cannot hold; give values that differ in letters or digits")
+        seen[folder] = label
 
 
 @dataclass
 class SweepPlan:
     out: Path
     varied: list[Varied]
-    #: per run: {"loss.beta": 0.25, ...}
+    #: per run: {"loss.beta": 0.25, ...} (the trained options only)
     points: list[dict[str, Any]]
     configs: list[RunConfig]
     #: per run: "new" (train it), "done" (reuse it) or "resume" (continue from its checkpoint)
     states: list[str]
+    #: per evaluation of each run: {"sample.guidance": 2.0} ([{}] when no sampling option varies)
+    sample_points: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    #: the sampling options each sample point evaluates with (the model's defaults filled in)
+    sample_options: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    #: an existing run folder evaluated instead of training (``genkit sweep --run``)
+    existing: Path | None = None
+
+    @property
+    def trained(self) -> list[Varied]:
+        return [v for v in self.varied if v.kind != SAMPLE]
+
+    @property
+    def sampled(self) -> list[Varied]:
+        return [v for v in self.varied if v.kind == SAMPLE]
 
     def folder(self, index: int) -> Path:
-        return run_folder(self.out, self.points[index], self.varied)
+        return self.existing if self.existing is not None else run_folder(self.out, self.points[index], self.trained)
 
     def label(self, index: int) -> str:
-        return point_label(self.points[index], self.varied)
+        return point_label(self.points[index], self.trained) or (self.existing.name if self.existing else SINGLE_RUN)
+
+    def evaluations(self) -> list[tuple[int, int]]:
+        """``(run, sample point)`` for every evaluation, runs outermost."""
+        return [(i, j) for i in range(len(self.points)) for j in range(len(self.sample_points))]
+
+    def evaluation_label(self, index: int, sample: int) -> str:
+        point = {**self.points[index], **self.sample_points[sample]}
+        return point_label(point, [v for v in self.varied if v.key in point]) or self.label(index)
+
+    def evaluation_path(self, index: int, sample: int, split: str) -> Path:
+        name = point_name(self.sample_points[sample], self.sampled)
+        path = evaluation_file(self.folder(index), split)
+        return path.with_name(f"{path.stem}_{name}{path.suffix}") if name else path
 
 
-def plan_sweep(varied: list[Varied], out: str | Path, **plan_kwargs: Any) -> SweepPlan:
+def plan_sweep(varied: list[Varied], out: str | Path, run: str | Path | None = None,
+               sample_options: dict[str, Any] | None = None, **plan_kwargs: Any) -> SweepPlan:
     """Validate every run of the sweep and the output folder; nothing is written yet.
 
     ``plan_kwargs`` are :func:`genkit.plan_run`'s arguments; each run gets its grid point's
-    values over them.
+    values over them. ``run`` evaluates that existing run folder instead (only sampling options
+    may vary then); ``sample_options`` are sampling options every evaluation uses.
     """
     if not varied:
-        raise UsageError("nothing to vary; give --vary KIND.OPTION=V1,V2 (KIND: data, conditioner, model, loss or "
-                         "train; one value makes a sweep of one run) or a component flag with several "
+        raise UsageError("nothing to vary; give --vary KIND.OPTION=V1,V2 (KIND: data, conditioner, model, loss, "
+                         "train or sample; one value makes a sweep of one run) or a component flag with several "
                          "comma-separated values")
     keys = [v.key for v in varied]
     for key in keys:
@@ -206,7 +280,11 @@ def plan_sweep(varied: list[Varied], out: str | Path, **plan_kwargs: Any) -> Swe
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder for the sweep")
-    points = [dict(zip([v.key for v in varied], combo)) for combo in itertools.product(*(v.values for v in varied))]
+    trained = [v for v in varied if v.kind != SAMPLE]
+    if run is not None:
+        return _plan_existing(Path(run), varied, trained, out, sample_options)
+    points = [dict(zip([v.key for v in trained], combo)) for combo in itertools.product(*(v.values for v in trained))]
+    check_folders(out, points, trained)
     configs, states = [], []
     for point in points:
         kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in plan_kwargs.items()}
@@ -219,8 +297,52 @@ def plan_sweep(varied: list[Varied], out: str | Path, **plan_kwargs: Any) -> Swe
                 kwargs[target] = {**(kwargs.get(target) or {}), option: value}
         config = plan_run(**kwargs)
         configs.append(config)
-        states.append(_existing_run_state(run_folder(out, point, varied), config))
-    return SweepPlan(out, list(varied), points, configs, states)
+        states.append(_existing_run_state(run_folder(out, point, trained), config))
+    varied, sample_points, resolved = _sample_points(varied, configs[0], sample_options)
+    return SweepPlan(out, varied, points, configs, states, sample_points, resolved)
+
+
+def _plan_existing(run: Path, varied: list[Varied], trained: list[Varied], out: Path,
+                   sample_options: dict[str, Any] | None) -> SweepPlan:
+    """A sweep over the sampling options of one run that exists already."""
+    if trained:
+        raise UsageError(f"{trained[0].given_as} changes training, but --run evaluates a trained run; vary only "
+                         "sample.OPTION with --run, or leave out --run to train a run per value")
+    if not run.is_dir():
+        raise UsageError(f"run folder {run} does not exist; pass the folder `genkit train` wrote")
+    config = RunConfig.load(run / CONFIG_FILE)
+    varied, sample_points, resolved = _sample_points(varied, config, sample_options)
+    return SweepPlan(out, varied, [{}], [config], ["done"], sample_points, resolved, existing=run)
+
+
+def _sample_points(varied: list[Varied], config: RunConfig, base: dict[str, Any] | None
+                   ) -> tuple[list[Varied], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sampling options varied, typed and checked against the model's own declaration (built on the
+    meta device); every point's full options checked by the model too."""
+    model = model_outline(config)
+    declared = sampling_options(model)
+    typed: list[Varied] = []
+    for v in varied:
+        if v.kind != SAMPLE:
+            typed.append(v)
+            continue
+        option = declared.get(v.option)
+        if option is None:
+            own = ", ".join(declared) or "none"
+            raise UsageError(f"{v.given_as}: model {config.model.name!r} has no sampling option {v.option!r}; its "
+                             f"sampling options are: {own}")
+        values: list[Any] = []
+        for item in v.values:
+            value = convert(option, item)
+            if value in values:
+                raise UsageError(f"{v.given_as} value {item} is listed twice; give each value once")
+            values.append(value)
+        typed.append(Varied(v.kind, v.option, tuple(values), v.given_as))
+    sampled = [v for v in typed if v.kind == SAMPLE]
+    points = [dict(zip([v.key for v in sampled], combo)) for combo in itertools.product(*(v.values for v in sampled))]
+    resolved = [resolve_sampling_options(model, {**(base or {}), **{k.split(".", 1)[1]: x for k, x in p.items()}},
+                                         config.model.name) for p in points]
+    return typed, points, resolved
 
 
 def _comparable(config: RunConfig) -> dict[str, Any]:
@@ -229,7 +351,7 @@ def _comparable(config: RunConfig) -> dict[str, Any]:
     flat = {"data": data.name, "image_size": list(data.image_size), "limit": data.limit,
             "conditioner": config.conditioner.name, "model": config.model.name, "loss": config.loss.name,
             "epochs": train_spec.epochs, "batch_size": train_spec.batch_size, "lr": train_spec.lr,
-            "seed": train_spec.seed}
+            "seed": train_spec.seed, "ema": train_spec.ema}
     for prefix, options in (("data", data.options), ("conditioner", config.conditioner.options),
                             ("model", config.model.options), ("loss", config.loss.options)):
         flat.update({f"{prefix}.{k}": v for k, v in options.items()})
@@ -272,10 +394,16 @@ def prepare_sweep(plan: SweepPlan, split: str = "test", cache_dir: str | Path | 
 
 def run_sweep(plan: SweepPlan, observer=None, cache_dir: str | Path | None = None, split: str = "test",
               samples: int = DEFAULT_SAMPLES, sigma: float = DEFAULT_SIGMA, eval_seed: int = 0,
-              classifier_progress=None) -> list[dict[str, Any]]:
-    """Train (or reuse) and evaluate every run, then write the table, figures and plot; returns the rows."""
-    from genkit.sweep_report import write_outputs
+              classifier_progress=None, tensorboard: bool | None = None) -> list[dict[str, Any]]:
+    """Train (or reuse) and evaluate every run at every sample point, then write the table, figures and
+    plot; returns the rows.
 
+    ``tensorboard`` is :func:`genkit.train`'s: each run folder is a TensorBoard run with its settings
+    as hparams, so ``tensorboard --logdir OUT`` overlays the points; each evaluation is a sub-run.
+    """
+    from genkit.tensorboard import log_evaluation, wanted as tensorboard_wanted
+
+    logging = tensorboard_wanted(tensorboard)
     plan.out.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
     for i, (config, state) in enumerate(zip(plan.configs, plan.states)):
@@ -285,22 +413,29 @@ def run_sweep(plan: SweepPlan, observer=None, cache_dir: str | Path | None = Non
             runs.append(load_run(directory, device=config.train.device))
         elif state == "resume":
             _message(observer, f"{label}: resuming the unfinished run in {directory}")
-            resumed = resume(directory, observer=observer, cache_dir=cache_dir)
+            resumed = resume(directory, observer=observer, cache_dir=cache_dir, tensorboard=logging)
             runs.append(resumed if resumed is not None else load_run(directory, device=config.train.device))
         else:
             _message(observer, f"{label}: training into {directory}")
-            runs.append(train(config, directory, observer=observer, cache_dir=cache_dir))
-    results = []
-    for i, run in enumerate(runs):
-        _message(observer, f"{plan.label(i)}: evaluating on {split} with S={samples} importance samples")
+            runs.append(train(config, directory, observer=observer, cache_dir=cache_dir, tensorboard=logging))
+    entries: list[Evaluated] = []
+    for i, j in plan.evaluations():
+        run, label, options = runs[i], plan.evaluation_label(i, j), plan.sample_options[j]
+        _message(observer, f"{label}: evaluating on {split}")
         result = evaluate_run(run, split=split, samples=samples, sigma=sigma, seed=eval_seed, cache_dir=cache_dir,
-                              train_classifier=True, classifier_progress=classifier_progress)
-        write_text_atomic(evaluation_file(run.directory, split), json.dumps(result, indent=1))
+                              train_classifier=True, classifier_progress=classifier_progress, options=options,
+                              on_message=lambda text, label=label: _message(observer, f"{label}: {text}"))
+        path = plan.evaluation_path(i, j, split)
+        write_text_atomic(path, json.dumps(result, indent=1))
+        if logging:
+            log_evaluation(run.directory, path.stem, result, warn=lambda text: _message(observer, text))
         final = (read_jsonl(run.directory / METRICS_FILE) or [{}])[-1]
         terms = {k: v for k, v in final.items() if k.startswith("val_")}
-        results.append({**dict(zip(columns(plan.varied), plan.points[i].values())), **result, **terms})
-    write_outputs(plan, runs, results, split=split, cache_dir=cache_dir)
-    return results
+        point = {**plan.points[i], **plan.sample_points[j]}
+        varied = dict(zip(columns(plan.varied), (point[v.key] for v in plan.varied)))
+        entries.append(Evaluated(label, plan.label(i), run, options, {**varied, **result, **terms}))
+    write_outputs(plan.out, entries, columns(plan.varied), split=split, cache_dir=cache_dir)
+    return [entry.result for entry in entries]
 
 
 def _message(observer, text: str) -> None:

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import torch
 
-from genkit import distributed
+from genkit import capabilities, distributed
+from genkit.averaging import WeightAverage
 from genkit.batches import Batches, choose_placement
 from genkit.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from genkit.components import build_components
@@ -34,11 +35,13 @@ from genkit.data import prepare_dataset
 from genkit.errors import GenkitRuntimeError, UsageError
 from genkit.files import WriteError, check_output_dir, reporting_write_errors, write_text_atomic
 from genkit.images import plot_curves, save_grid
+from genkit.limits import derived_seed
 from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, LOSS_WEIGHTS_FILE, METRICS_FILE, ROWS_FILE, SAMPLES_DIR,
                                STEPS_FILE, WEIGHTS_FILE, default_run_dir, epoch_grid_file, read_jsonl)
 from genkit.runs import Run
 from genkit.sampling import AttributeTable
 from genkit.signals import TrainingInterrupted, stop_on_signals
+from genkit.tensorboard import TensorBoardLog, wanted as tensorboard_wanted
 from genkit.timing import DataWaitClock
 from genkit.weights import loss_has_state, loss_parameters, save_weights
 from genkit_datasets.cache import Progress
@@ -48,13 +51,16 @@ __all__ = ["Observer", "Trainer", "TrainingInterrupted", "evaluate_loss", "make_
 
 GRID_ROWS = 8
 GRID_COLS = 8
+#: the most an epoch's grid may take to draw: a model whose samples cost more gets fewer columns
+GRID_SECONDS = 10.0
 
 
 class Observer(Protocol):
     """What the training loop reports; the CLI draws it with rich. Every method is optional.
 
-    ``on_step`` gets ``None`` between logged steps, and at a logged step every loss term averaged
-    over the window, ``images_per_s`` and ``data_wait_s``. ``on_epoch_end``'s record holds the
+    ``on_step`` gets ``None`` between logged steps, and at a logged step its ``steps.jsonl`` record:
+    ``step``, ``epoch_float``, every loss term averaged over the window, ``images_per_s`` and
+    ``data_wait_s``. ``on_epoch_end``'s record holds the
     epoch's metrics and, when the loss reported any through its optional ``warnings()``, a list
     of messages under ``"warnings"`` to show with them.
     """
@@ -72,6 +78,18 @@ def notify(observer, method: str, *args) -> None:
         fn(*args)
 
 
+class Observers:
+    """Several observers as one: each event goes to each of them, in order."""
+
+    def __init__(self, *observers):
+        self.observers = [o for o in observers if o is not None]
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args: [notify(o, method, *args) for o in self.observers]
+
+
 @dataclass
 class LoopState:
     """Where the loop stands: what a checkpoint saves besides the weights and the optimizer."""
@@ -84,6 +102,8 @@ class LoopState:
     seen: int = 0
     epochs_log: list[dict] = field(default_factory=list)
     steps_log: list[dict] = field(default_factory=list)
+    #: samples per row of the epoch grids, chosen once from what a sample costs (kept on resume)
+    grid_cols: int = GRID_COLS
 
 
 class Window:
@@ -114,8 +134,11 @@ class Trainer:
     """Trains one run folder; ``resume=True`` continues from its latest checkpoint."""
 
     def __init__(self, config: RunConfig, out_dir: Path | None, observer: Observer | None = None,
-                 cache_dir: str | Path | None = None, data_progress: Progress | None = None, resume: bool = False):
+                 cache_dir: str | Path | None = None, data_progress: Progress | None = None, resume: bool = False,
+                 tensorboard: bool | None = None):
         self.config, self.observer = config, observer
+        self._tensorboard = tensorboard_wanted(tensorboard)  # asked for and missing: refused before any work
+        self._tensorboard_log: TensorBoardLog | None = None
         self.out = Path(out_dir) if out_dir is not None else default_run_dir(config.model.name, config.data.name)
         self._start_processes(resume)
         self._open_data(cache_dir, data_progress, resume)
@@ -176,6 +199,9 @@ class Trainer:
         self.loss_params = loss_parameters(self.loss_fn)
         self.precision = _effective_precision(spec.precision, self.device, self.observer)
         self.optimizer = make_optimizer(self.model, spec.lr, extra=self.loss_params)
+        # --ema: an averaged copy of the weights; it is what the grids, validation and the run folder use
+        self.average = WeightAverage(self.model, spec.ema) if spec.ema else None
+        self.sampling_model = self.average.model if self.average is not None else self.model
         self.step_model = self.model
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -199,6 +225,9 @@ class Trainer:
             return self._run()
         except WriteError as exc:
             raise self.write_failed(exc) from None
+        finally:
+            if self._tensorboard_log is not None:  # finished, interrupted or failed: its events are flushed
+                self._tensorboard_log.close()
 
     def _run(self) -> Run:
         if self.world.is_main:
@@ -211,17 +240,19 @@ class Trainer:
                     f"training {self.config.model.name} on {data.name}: {len(self.train_set)} images "
                     f"{data.image_size[0]}x{data.image_size[1]}, data in {self.placement_reason}, device {self.device}"
                     + (f", {self.world.size} processes" if self.world.distributed else ""))
-        grid_cond, grid_z = self._grid_inputs()
+            if self._tensorboard:
+                self._open_tensorboard()
+        grid_cond, grid_noise = self._grid_inputs()
         self.model.train()
         if self.state.step == 0:  # a checkpoint before the first step: a diverging run always has a finite state
             self._checkpoint()  # (decided from the step, not the folder, so every DDP replica agrees)
         with stop_on_signals() as stop:
             while self.state.epoch <= self.config.train.epochs:
                 self._train_epoch(stop)
-                self._finish_epoch(grid_cond, grid_z)
+                self._finish_epoch(grid_cond, grid_noise)
         distributed.shutdown(self.world)
         self.model.eval()
-        return Run(self.out, self.config, self.model, self.conditioner, self.loss_fn, self.device)
+        return Run(self.out, self.config, self.sampling_model, self.conditioner, self.loss_fn, self.device)
 
     def _train_epoch(self, stop: dict) -> None:
         """One pass over this process's share of the training split; one step reads top to bottom."""
@@ -240,6 +271,8 @@ class Trainer:
             result.total.backward()
             self._average_loss_gradients()
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.model)
             state.step += 1
             state.batch_in_epoch += 1
             window.add(result, images.shape[0])
@@ -307,13 +340,19 @@ class Trainer:
         metrics["data_wait_s"] = self.data_wait.take()
         state.steps_log.append({"step": state.step,
                                 "epoch_float": state.epoch - 1 + state.batch_in_epoch / len(self.batches), **metrics})
-        notify(self.observer, "on_step", state.epoch, state.batch_in_epoch, metrics)
+        notify(self.observer, "on_step", state.epoch, state.batch_in_epoch, state.steps_log[-1])
 
     def _raise_if_diverged(self, window: Window) -> None:
         """A non-finite loss ends the run, naming the last finite checkpoint and how to continue from it."""
         bad_step = window.bad_step()
         if bad_step < 0:
             return
+        if bad_step == 1:  # the first forward pass, on the initial weights: no learning rate was involved yet
+            loss, model = self.config.loss, self.config.model
+            raise GenkitRuntimeError(
+                f"the loss was non-finite at step 1, on the initial weights before any update, so a lower --lr "
+                f"cannot help: check the options of loss {loss.name!r} ({json.dumps(loss.options)}) and model "
+                f"{model.name!r} ({json.dumps(model.options)}), and start a new run with other values")
         lr = self.config.train.lr
         gentler = min(lr / 10, TrainSpec().lr)  # a tenth, and never above the default rate
         checkpoint = latest_checkpoint(self.out)
@@ -322,7 +361,7 @@ class Trainer:
             f"the loss became non-finite at step {bad_step} (epoch {self.state.epoch}); {kept}. Resume from it with "
             f"a lower --lr (now {lr:g}): `genkit train --resume {self.out} --lr {gentler:g}`")
 
-    def _finish_epoch(self, grid_cond: torch.Tensor, grid_z: torch.Tensor) -> None:
+    def _finish_epoch(self, grid_cond: torch.Tensor, grid_noise: torch.Tensor) -> None:
         """The epoch's record (train terms over every replica, validation terms, warnings), its grid, a checkpoint."""
         spec, state = self.config.train, self.state
         keys = sorted(state.sums)
@@ -339,14 +378,10 @@ class Trainer:
         if warnings:
             record["warnings"] = warnings
         if self.world.is_main:
-            record.update({f"val_{k}": v for k, v in evaluate_loss(self.model, self.loss_fn, self.valid_set,
+            record.update({f"val_{k}": v for k, v in evaluate_loss(self.sampling_model, self.loss_fn, self.valid_set,
                                                                    self.device, spec.batch_size,
                                                                    self.precision).items()})
-            self.model.eval()
-            with torch.no_grad():
-                save_grid(self.model.sample(grid_cond, grid_z), epoch_grid_file(self.out, state.epoch),
-                          nrow=GRID_COLS)
-            self.model.train()
+            save_grid(self._draw(grid_cond, grid_noise), epoch_grid_file(self.out, state.epoch), nrow=state.grid_cols)
         state.epochs_log.append(record)
         state.epoch += 1
         state.batch_in_epoch, state.sums, state.seen = 0, {}, 0
@@ -357,22 +392,67 @@ class Trainer:
         notify(self.observer, "on_epoch_end", record["epoch"], record)
 
     def _grid_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fixed attribute sets (rows) and fixed latent codes (columns), so epochs compare."""
+        """Fixed attribute sets (rows) and fixed noise (columns), so epochs compare.
+
+        A new run times one row first and takes fewer columns when a grid would take more than
+        ``GRID_SECONDS`` to draw (a model with a costly sampler); the choice is kept on resume.
+        """
         seen: list[torch.Tensor] = []
         for vector in self.valid_set.attributes:
             if not any(torch.equal(vector, s) for s in seen):
                 seen.append(vector)
             if len(seen) == GRID_ROWS:
                 break
-        cond = torch.stack(seen).repeat_interleave(GRID_COLS, dim=0).to(self.device)
-        generator = torch.Generator().manual_seed(self.config.train.seed + 1)
-        z = torch.randn(GRID_COLS, self.model.latent_dim, generator=generator).repeat(len(seen), 1).to(self.device)
+        vectors = torch.stack(seen)
+        generator = torch.Generator().manual_seed(derived_seed(self.config.train.seed, 1))
+        noise = capabilities.draw_noise(self.model, GRID_COLS, generator)
+        if self.world.is_main and self.state.step == 0:
+            seconds = self._time_row(vectors[0], noise)
+            cols = GRID_COLS if seconds * len(seen) <= GRID_SECONDS else \
+                max(2, int(GRID_SECONDS / (seconds / GRID_COLS * len(seen))))
+            self.state.grid_cols = cols
+            per_grid = seconds / GRID_COLS * cols * len(seen)
+            notify(self.observer, "on_message", f"epoch grids: {len(seen)} rows of {cols} samples, about "
+                                                f"{per_grid:.1f} s each" + ("" if cols == GRID_COLS else
+                                                                           " (fewer columns: samples are costly)"))
+        cols = self.state.grid_cols
+        cond = vectors.repeat_interleave(cols, dim=0).to(self.device)
+        noise = noise[:cols].repeat(len(seen), *([1] * (noise.dim() - 1))).to(self.device)
         if self.world.is_main:
             names = self.config.data.attribute_names
             rows = [",".join(n for n, v in zip(names, s.tolist()) if v > 0.5) or "(none)" for s in seen]
             (self.out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / SAMPLES_DIR / ROWS_FILE, json.dumps(rows, indent=1))
-        return cond, z
+        return cond, noise
+
+    def _draw(self, condition: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Samples of the model the run samples with, at its default sampling options; training's random
+        state is left as it was (a sampler that draws fresh noise uses a seeded generator of its own)."""
+        model = self.sampling_model
+        was_training = model.training
+        model.eval()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            generator = torch.Generator(self.device).manual_seed(derived_seed(self.config.train.seed, 2))
+            images = capabilities.sample(model, condition, noise, generator).float()
+        model.train(was_training)
+        return images
+
+    def _time_row(self, vector: torch.Tensor, noise: torch.Tensor) -> float:
+        """Seconds to draw one row of the grid (``GRID_COLS`` samples)."""
+        condition = vector.reshape(1, -1).expand(len(noise), -1).to(self.device)
+        started = time.perf_counter()
+        self._draw(condition, noise.to(self.device))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - started
+
+    def _open_tensorboard(self) -> None:
+        """The run's TensorBoard events (main process only), fed as a second observer."""
+        state = self.state
+        self._tensorboard_log = TensorBoardLog(self.out, self.config, state.step, state.epochs_log, state.steps_log,
+                                               warn=lambda text: notify(self.observer, "on_message", text))
+        self.observer = Observers(self.observer, self._tensorboard_log)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _checkpoint_state(self) -> dict[str, Any]:
@@ -382,7 +462,10 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "step": state.step,
             "sums": dict(state.sums), "seen": state.seen, "world_size": self.world.size,
+            "grid_cols": state.grid_cols,
         }
+        if self.average is not None:
+            saved["ema_updates"] = self.average.updates
         if torch.cuda.is_available():
             saved["rng_cuda"] = torch.cuda.get_rng_state_all()
         return saved
@@ -391,12 +474,12 @@ class Trainer:
         """The run folder's weights and logs, then the checkpoint: written last, it is the commit point,
         so a failure anywhere before it leaves the previous checkpoint in force and the resume redoes the rest."""
         if self.world.is_main:
-            save_weights(self.model, self.out / WEIGHTS_FILE)
+            save_weights(self.sampling_model, self.out / WEIGHTS_FILE)  # what load_run samples with
             if loss_has_state(self.loss_fn):
                 save_weights(self.loss_fn, self.out / LOSS_WEIGHTS_FILE)
             write_text_atomic(self.out / STEPS_FILE, "".join(json.dumps(s) + "\n" for s in self.state.steps_log))
             save_checkpoint(self.out, f"step-{self.state.step:09d}", self.model, self._checkpoint_state(),
-                            loss=self.loss_fn)
+                            loss=self.loss_fn, average=self.average and self.average.model)
         distributed.barrier(self.world)
 
     def _restore(self) -> None:
@@ -404,7 +487,10 @@ class Trainer:
         if checkpoint is None:  # stopped before its first checkpoint was complete: start it again
             notify(self.observer, "on_message", f"{self.out} has no checkpoint yet; starting it from step 0")
             return
-        saved = load_checkpoint(checkpoint, self.model, map_location="cpu", loss=self.loss_fn)
+        saved = load_checkpoint(checkpoint, self.model, map_location="cpu", loss=self.loss_fn,
+                                average=self.average and self.average.model)
+        if self.average is not None:
+            self.average.updates = int(saved["ema_updates"])
         self.model.to(self.device)
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn.to(self.device)
@@ -415,10 +501,10 @@ class Trainer:
         if "rng_cuda" in saved and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng_cuda"])
         if self.world.distributed:  # each replica its own noise, reproducibly
-            torch.manual_seed(self.config.train.seed * 7919 + self.world.rank + saved["step"])
+            torch.manual_seed(derived_seed(self.config.train.seed * 7919, self.world.rank + saved["step"]))
         self.state = LoopState(
             epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"], step=saved["step"],
-            sums=dict(saved["sums"]), seen=saved["seen"],
+            sums=dict(saved["sums"]), seen=saved["seen"], grid_cols=int(saved.get("grid_cols", GRID_COLS)),
             epochs_log=read_jsonl(self.out / METRICS_FILE)[: saved["epoch"] - 1],
             steps_log=[s for s in read_jsonl(self.out / STEPS_FILE) if s["step"] <= saved["step"]])
         notify(self.observer, "on_message",
@@ -464,9 +550,15 @@ def make_optimizer(model: torch.nn.Module, lr: float, extra: list[torch.nn.Param
 
 
 def train(config: RunConfig, out_dir: str | Path | None = None, observer: Observer | None = None,
-          cache_dir: str | Path | None = None, data_progress: Progress | None = None) -> Run:
-    """Train ``config`` into ``out_dir`` (default ``runs/<model>-<data>-<time>``); returns the run."""
-    return Trainer(config, Path(out_dir) if out_dir else None, observer, cache_dir, data_progress).run()
+          cache_dir: str | Path | None = None, data_progress: Progress | None = None,
+          tensorboard: bool | None = None) -> Run:
+    """Train ``config`` into ``out_dir`` (default ``runs/<model>-<data>-<time>``); returns the run.
+
+    ``tensorboard``: write TensorBoard event files into the run folder; ``None`` (the default) when
+    the tensorboard package is installed, ``True`` requires it (a UsageError without it).
+    """
+    return Trainer(config, Path(out_dir) if out_dir else None, observer, cache_dir, data_progress,
+                   tensorboard=tensorboard).run()
 
 
 def _autocast(device: torch.device, precision: str):

@@ -1,15 +1,16 @@
 """The contracts between the core and the components plugins provide.
 
 These are structural: a plugin's classes need not inherit from anything here, they only need
-the attributes and methods listed. ``ModelOutput`` and ``LossResult`` are concrete containers
-that models and losses return.
+the attributes and methods listed. ``LossResult`` is the container every loss returns;
+``ModelOutput`` is a ready container for a VAE-like model's training output (the bundled losses
+read it); another family returns its own (genkit never looks inside).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -18,7 +19,8 @@ from genkit_datasets.source import SourceIndex
 
 @dataclass
 class ModelOutput:
-    """What ``model(images, condition)`` returns: the reconstruction and q(z|x, y)."""
+    """A VAE-like model's training output: the reconstruction and q(z|x, y) (what ``beta-elbo`` and
+    ``gaussian-elbo`` read)."""
 
     reconstruction: torch.Tensor
     mu: torch.Tensor
@@ -58,38 +60,39 @@ class DatasetSource(Protocol):
 
 @runtime_checkable
 class Conditioner(Protocol):
-    """What a ``register_conditioners`` factory returns (a ``torch.nn.Module``)."""
+    """What a ``register_conditioners`` factory returns (a ``torch.nn.Module``).
+
+    Beyond these members a conditioner offers the forms models need: ``input_layer`` and
+    ``join_latent`` (with ``latent_extra_dim``) for models that tile or join the condition,
+    ``vector`` (with ``vector_dim``) and ``null_condition`` for models that embed it and guide.
+    """
 
     attribute_names: list[str]
     dim: int
-    latent_extra_dim: int
 
     def encode(self, spec: str | list[str]) -> torch.Tensor: ...
-
-    def input_layer(self, image_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                    padding: int = 0) -> torch.nn.Module: ...
-
-    def join_latent(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable
 class Model(Protocol):
     """What a ``register_models`` factory returns (a ``torch.nn.Module``).
 
-    A model with a conditional prior (``extras["prior_mu"]``/``["prior_logvar"]``) also needs
-    ``decode(z, condition)``, so evaluation can score codes drawn from q(z|x, y).
+    Every model trains through ``forward`` (whose output its loss reads) and samples from noise of
+    ``noise_shape``; the keyword parameters of ``sample`` after ``generator`` are its sampling
+    options. Capabilities beyond that (``encode``/``decode``, ``invert``, ``log_likelihood``) are
+    optional and found by :mod:`genkit.capabilities`.
     """
 
-    latent_dim: int
+    noise_shape: tuple[int, ...]
 
-    def __call__(self, images: torch.Tensor, condition: torch.Tensor) -> ModelOutput: ...
+    def __call__(self, images: torch.Tensor, condition: torch.Tensor) -> Any: ...
 
-    def sample(self, condition: torch.Tensor, z: torch.Tensor | None = None,
+    def sample(self, condition: torch.Tensor, noise: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
 @runtime_checkable
 class Loss(Protocol):
-    """What a ``register_losses`` factory returns."""
+    """What a ``register_losses`` factory returns: it reads what the model's ``forward`` returned."""
 
-    def __call__(self, output: ModelOutput, images: torch.Tensor) -> LossResult: ...
+    def __call__(self, output: Any, images: torch.Tensor) -> LossResult: ...

@@ -33,10 +33,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import genkit
-from genkit.plugin_api import gaussian_kl
+from genkit.plugin_api import float32_option, gaussian_kl
 
 SIGMA_MODES = ("learned", "optimal")
 LOG_2PI = math.log(2 * math.pi)
+#: a fixed σ whose 2σ² float32 holds as a normal number (the loss divides by it)
+SIGMA_RANGE = (1e-18, 1e18)
+#: log σ floors whose σ² = exp(2·floor) float32 holds as a normal number
+LOG_SIGMA_FLOOR_RANGE = (-43.0, 44.0)
 
 
 def softclip(x: torch.Tensor, floor: float) -> torch.Tensor:
@@ -56,12 +60,18 @@ def parse_sigma(sigma) -> str | float:
             raise genkit.UsageError(f"sigma {sigma!r} is not known; use learned, optimal or a positive number such as "
                              f"0.1, for example --loss-opt sigma=learned") from None
     elif isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
-        value = float(sigma)
+        try:
+            value = float(sigma)
+        except OverflowError:  # a whole number beyond every float
+            value = math.inf
     else:
         raise genkit.UsageError(f"sigma {sigma!r} is not valid; use learned, optimal or a positive number such as 0.1")
     if not (value > 0 and math.isfinite(value)):
         raise genkit.UsageError(f"sigma {sigma} must be a positive number (or learned, optimal), for example "
                          f"--loss-opt sigma=0.1")
+    if not SIGMA_RANGE[0] <= value <= SIGMA_RANGE[1]:  # the loss divides by 2σ², in float32
+        raise genkit.UsageError(f"sigma {value:g} is outside {SIGMA_RANGE[0]:g} to {SIGMA_RANGE[1]:g}, where 2σ² "
+                                "stays a float32 number; choose for example --loss-opt sigma=0.1")
     return value
 
 
@@ -73,16 +83,18 @@ class GaussianELBO(nn.Module):
         super().__init__()
         self.sigma_mode = parse_sigma(sigma)
         for name, value in (("kl_weight", kl_weight), ("free_bits", free_bits)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
+            example = "1" if name == "kl_weight" else "0.1"
+            if float32_option(name, value, example) < 0:  # a number float32 holds: used in float32 below
                 raise genkit.UsageError(f"{name} {value!r} must be zero or a positive number, for example "
-                                 f"--loss-opt {name}={'1' if name == 'kl_weight' else '0.1'}")
-        if isinstance(log_sigma_floor, bool) or not isinstance(log_sigma_floor, (int, float)) \
-                or not math.isfinite(log_sigma_floor):
-            raise genkit.UsageError(f"log_sigma_floor {log_sigma_floor!r} must be a number, for example "
-                             f"--loss-opt log_sigma_floor=-6")
+                                        f"--loss-opt {name}={example}")
+        floor = float32_option("log_sigma_floor", log_sigma_floor, -6)
+        if not LOG_SIGMA_FLOOR_RANGE[0] <= floor <= LOG_SIGMA_FLOOR_RANGE[1]:
+            raise genkit.UsageError(f"log_sigma_floor {floor:g} is outside {LOG_SIGMA_FLOOR_RANGE[0]:g} to "
+                                    f"{LOG_SIGMA_FLOOR_RANGE[1]:g}, where σ² = exp(2·floor) stays a float32 number; "
+                                    "for example --loss-opt log_sigma_floor=-6")
         self.kl_weight = float(kl_weight)
         self.free_bits = float(free_bits)
-        self.floor = float(log_sigma_floor)
+        self.floor = floor
         if self.sigma_mode == "learned":
             self.log_sigma = nn.Parameter(torch.zeros(()))  # σ = 1 at the start
         # Batches whose optimal σ fell below the floor, counted on the device (no host sync per step).

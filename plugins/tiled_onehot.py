@@ -114,10 +114,10 @@ class TiledOneHot(nn.Module):
             if not item:
                 continue
             on = not item.startswith("-")
-            name = item.lstrip("+-").strip()
-            if not name:
-                raise genkit.UsageError(f"{genkit.shown(item)} names no attribute; write NAME to switch one on and "
-                                        "-NAME to switch it off")
+            name = item[1:].strip() if item[0] in "+-" else item  # one sign at most: "+-large" says nothing clear
+            if not name or name[0] in "+-":
+                raise genkit.UsageError(f"{genkit.shown(item)} names no attribute clearly; write NAME to switch one on "
+                                        "and -NAME to switch it off")
             if name not in self._position:
                 raise genkit.UsageError(self._unknown(name))
             if seen.get(name, on) != on:

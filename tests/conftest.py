@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -67,6 +69,20 @@ def env_with_path(folder: Path, disable: str | None = None) -> dict[str, str]:
     if disable is not None:
         env["GENKIT_DISABLE_PLUGINS"] = disable
     return env
+
+
+@contextmanager
+def tmpfs(mount: Path, options: str) -> Iterator[Path | None]:
+    """A small tmpfs mounted at ``mount`` for the block (``options`` such as ``"size=1M"``), unmounted after;
+    None where this machine does not let the tests mount one."""
+    mount.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True).returncode:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)])
 
 
 def run_genkit(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -89,10 +89,15 @@ def test_a_plugin_flag_sets_its_option_and_its_terms_are_logged(scaled, tmp_path
     assert "val_scaled" in result.stderr  # the epoch line prints every term
 
 
-def test_flags_win_over_the_option_pairs(scaled, tmp_path):
+def test_an_option_given_as_its_flag_and_as_an_option_pair_is_refused(scaled, tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(_app(), ["train", *TINY, "--loss", "scaled-mse", "--loss-opt", "scale=3",
                                     "--scale=2", "--no-exact", "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert "loss option scale is given twice, by its own flag and by --loss-opt scale=3; give it once" \
+        in " ".join(result.output.split())
+    result = runner.invoke(_app(), ["train", *TINY, "--loss", "scaled-mse", "--loss-opt", "exact=true",
+                                    "--scale=2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["loss"]["options"]["scale"] == 2.0
 

@@ -25,6 +25,7 @@ def test_torchrun_with_two_gloo_processes_writes_one_run(tmp_path):
     assert epochs[-1]["step"] == 16
     assert (run / "model.safetensors").is_file() and (run / "samples" / "epoch_002.png").is_file()
     assert len(list(tmp_path.iterdir())) == 1
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # TensorBoard: the main process only
 
 
 def test_one_process_under_torchrun_takes_the_distributed_path(monkeypatch):

@@ -29,6 +29,7 @@ import genkit.plugin_api
 from genkit import hookspecs, plugins
 from genkit.cli.app import build_app
 from genkit.cli.component_flags import ComponentCommand, chosen_components, declared_flags
+from genkit.cli.sampling_flags import SamplingCommand
 from fixtures_real_formats import CELEBA_NAMES, write_celeba
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -122,6 +123,16 @@ def test_hook_examples_run_together(hook_examples, tmp_path):
     assert judge(run.sample("bright", n=2)).shape == (2, 1)
     result = CliRunner().invoke(build_app(), ["list-datasets"])
     assert result.exit_code == 0 and "greys: Flat grey images" in result.output
+    # the flow example: its own loss by default, the EMA it asks for, no posterior, its sampling option
+    flow = genkit.plan_run("tiny-flow", "greys", image_size=8, epochs=1, batch_size=16, device="cpu")
+    assert flow.loss.name == "velocity-mse" and flow.train.ema == 0.99
+    genkit.train(flow, out_dir=tmp_path / "flow", cache_dir=tmp_path / "cache")
+    flow_run = genkit.load_run(tmp_path / "flow", device="cpu")
+    assert flow_run.capabilities == {"posterior": False, "invert": False, "log_likelihood": False}
+    assert flow_run.sample("bright", n=2, steps=3).shape == (2, 3, 8, 8)
+    with pytest.raises(genkit.UsageError, match="'ModelOutput' object has no attribute 'predicted'"):
+        genkit.plan_run("linear-cvae", "greys", "tiled-onehot", "velocity-mse", image_size=8)
+    assert run.sample("bright", n=2, temperature=0.5).shape == (2, 3, 8, 8)
 
 
 def test_the_dataset_variant_example_reads_celeba(hook_examples, tmp_path):
@@ -156,7 +167,7 @@ def _default(param) -> str:
     if param.required:
         return "required"
     if getattr(param, "is_flag", False):
-        return "on" if param.default else "off"
+        return "on" if param.default else "" if param.default is None else "off"  # None: decided at run time
     if param.default in (None, "", (), []):
         return ""
     if isinstance(param.default, (list, tuple)):
@@ -227,6 +238,22 @@ def doc_commands() -> list[tuple[str, str]]:
     return found
 
 
+def installed_sampling_flags() -> dict[str, object]:
+    """flag -> sampling option, over every installed model (each built on the meta device at 32x32)."""
+    from genkit.capabilities import sampling_options
+    from genkit.components import model_outline
+
+    flags = {}
+    for component in genkit.registry("models"):
+        try:
+            config = genkit.plan_run(component.name, "shapes", data_options={"count": 100}, image_size=32)
+            model = model_outline(config)
+        except genkit.UsageError:
+            continue
+        flags.update({option.flag: option for option in sampling_options(model).values()})
+    return flags
+
+
 def test_docs_show_only_commands_and_options_that_exist():
     tree = command_tree()
     commands = doc_commands()
@@ -239,6 +266,9 @@ def test_docs_show_only_commands_and_options_that_exist():
         rest = tokens[1:]
         while rest and f"{path} {rest[0]}" in tree:
             path = f"{path} {rest.pop(0)}"
+        default = getattr(tree[path], "default_command", None)  # `genkit runs PATH` is `genkit runs list PATH`
+        if default and not (rest and rest[0] in ("--help", "-h")):
+            path = f"{path} {default}"
         command = tree[path]
         assert not (hasattr(command, "commands") and rest and not rest[0].startswith("-")), \
             f"{source}: `{line}` runs an unknown command {rest[0]!r}"
@@ -246,6 +276,9 @@ def test_docs_show_only_commands_and_options_that_exist():
         if isinstance(command, ComponentCommand):  # the chosen components' own flags
             for _, _, flag in declared_flags(chosen_components(command, rest)):
                 options[flag.flag] = types.SimpleNamespace(is_flag=isinstance(flag.default, bool))
+        if isinstance(command, SamplingCommand):  # the sampling options of some installed model
+            for flag, option in installed_sampling_flags().items():
+                options.setdefault(flag, types.SimpleNamespace(is_flag=option.type is bool))
         takes_value = False
         for token in rest:
             if takes_value:

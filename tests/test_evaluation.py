@@ -53,7 +53,7 @@ def run(runner, cache, tmp_path_factory) -> Path:
 class LinearGaussian(torch.nn.Module):
     """z ~ N(0, I), y = W z + b + σ·noise, with W's columns orthogonal so the exact posterior is diagonal.
 
-    ``forward`` returns that posterior, optionally shifted, as q(z|x, y).
+    ``encode`` returns that posterior, optionally shifted, as q(z|x, y); ``decode`` the mean W z + b.
     """
 
     def __init__(self, sigma: float, shift: float = 0.0):
@@ -69,12 +69,19 @@ class LinearGaussian(torch.nn.Module):
         mu = ((y.flatten(1) - self.b) @ self.W) / self.sigma ** 2 / precision
         return mu, (-precision.log()).expand_as(mu)
 
-    def forward(self, images, condition):
+    def encode(self, images, condition):
         mu, logvar = self.posterior(images)
-        return genkit.ModelOutput(reconstruction=images, mu=mu + self.shift, logvar=logvar)
+        return mu + self.shift, logvar
 
-    def sample(self, condition, z=None, generator=None):
+    def decode(self, z, condition):
         return (z @ self.W.T + self.b).reshape(-1, 3, 2, 2)
+
+    def forward(self, images, condition):
+        mu, logvar = self.encode(images, condition)
+        return genkit.ModelOutput(reconstruction=images, mu=mu, logvar=logvar)
+
+    def sample(self, condition, noise=None, generator=None):
+        return self.decode(noise, condition)
 
     def log_marginal(self, y):
         cov = self.W @ self.W.T + self.sigma ** 2 * torch.eye(12)
@@ -187,7 +194,8 @@ def test_evaluate_json_has_every_metric_and_cll_is_at_least_elbo(runner, run, ca
 def test_evaluate_without_a_classifier_says_how_to_get_one(runner, run, tmp_path):
     line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path)]))
     assert "no attribute classifier 'small-cnn' for shapes 16x16 yet; pass --train-classifier or run " \
-           "`genkit classifier train --data shapes --image-size 16x16 --data-opt count=160 --data-opt seed=3`" in line
+           "`genkit classifier train --data shapes --image-size 16x16 --data-opt count=160 --data-opt seed=3 " \
+           f"--cache-dir {tmp_path}`" in line  # the advice names the cache folder the command was given
     assert not list(tmp_path.glob("*.classifier-*"))
     result = runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path), "--samples", "2",
                                          "--train-classifier", "--json"])
@@ -214,6 +222,9 @@ def test_evaluate_a_run_on_another_dataset_or_attribute_set_is_refused(runner, r
     config = json.loads((renamed / "config.json").read_text())
     config["data"]["attribute_names"][-1] = "bordered"
     (renamed / "config.json").write_text(json.dumps(config))
+    line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(renamed), "--cache-dir", str(cache)]))
+    assert "train_attributes.safetensors does not match the run's attribute names; delete it" in line  # on load
+    (renamed / "train_attributes.safetensors").unlink()
     line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(renamed), "--cache-dir", str(cache)]))
     assert "was trained on 12 attributes of shapes but this shapes data has 12 (it lacks 'bordered')" in line
 

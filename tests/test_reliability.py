@@ -28,9 +28,9 @@ import genkit.checkpoints
 import genkit.memory
 from genkit.cli.app import build_app
 from genkit.images import save_grid
-from genkit import sampling
 from genkit.grids import write_grid
 from genkit_datasets.preprocess import center_crop_resize
+from conftest import tmpfs
 
 TINY = ["--data-opt", "count=160", "--data-opt", "seed=5", "--image-size", "16", "--batch-size", "16",
         "--latent-dim", "4", "--model-opt", "channels=[8,16]"]
@@ -308,13 +308,10 @@ def test_a_cache_build_on_a_real_full_tmpfs(tmp_path):
 @contextmanager
 def _tmpfs(mount, options: str):
     """A small tmpfs at ``mount`` for the test (skipped where the test may not mount one), unmounted after."""
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip(f"cannot mount a tmpfs ({options}) here")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)])
+    with tmpfs(mount, options) as mounted:
+        if mounted is None:
+            pytest.skip(f"cannot mount a tmpfs ({options}) here")
+        yield mounted
 
 
 # --- 4. runaway memory -----------------------------------------------------------------------------
@@ -330,7 +327,7 @@ def test_a_huge_sample_count_is_refused_with_the_bound_and_a_large_one_streams(t
 
     run = genkit.load_run(tiny_run)
     condition = run.conditioner.encode("shape::circle").reshape(1, -1).expand(300, -1)
-    write_grid(run, condition, sampling.noise(run, 300, 3), 17, tmp_path / "streamed.png", batch_size=16)  # 19 batches
+    write_grid(run, condition, run.noise(300, 3), 17, tmp_path / "streamed.png", batch_size=16)  # 19 batches
     save_grid(run.sample("shape::circle", n=300, seed=3, rest="off"), tmp_path / "whole.png", nrow=17)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "streamed.png")),
                                   np.asarray(Image.open(tmp_path / "whole.png")))

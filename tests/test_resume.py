@@ -94,7 +94,7 @@ class _NanAfter:
             inner = BetaELBO(beta)
 
             def loss(output, images):
-                _NanAfter.calls += 1
+                _NanAfter.calls += images.device.type != "meta"  # planning tries the pair once on the meta device
                 result = inner(output, images)
                 if _NanAfter.calls >= nan_at:
                     result.total = result.total * float("nan")

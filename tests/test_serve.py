@@ -82,8 +82,8 @@ def test_control_values_build_the_condition_of_the_same_attrs(page):
 
 def test_the_grid_equals_genkit_sample_and_its_command_line_reproduces_it(page, tiny_run, tmp_path):
     spec = "shape::triangle,-outline"
-    view = page.grid(spec, 12, 3, 0.8, "data")
-    assert view.command == command_line(tiny_run, spec, 12, 3, 0.8, "data")
+    view = page.grid(spec, 12, 3, "data", {"temperature": 0.8})
+    assert view.command == command_line(tiny_run, spec, 12, 3, "data", ["--temperature", "0.8"])
     args = shlex.split(view.command)[1:] + ["--nrow", "8", "--out", str(tmp_path / "cli.png")]
     result = CliRunner().invoke(build_app(), args)
     assert result.exit_code == 0, result.output
@@ -92,47 +92,63 @@ def test_the_grid_equals_genkit_sample_and_its_command_line_reproduces_it(page, 
 
 
 def test_same_seed_same_images_and_n_and_temperature_respected(page):
-    a = _png_pixels(_data_url_png(page.grid("large", 4, 1, 1.0, "off").html))
-    b = _png_pixels(_data_url_png(page.grid("large", 4, 1, 1.0, "off").html))
-    c = _png_pixels(_data_url_png(page.grid("large", 4, 2, 1.0, "off").html))
-    d = _png_pixels(_data_url_png(page.grid("large", 4, 1, 0.3, "off").html))
+    a = _png_pixels(_data_url_png(page.grid("large", 4, 1, "off").html))
+    b = _png_pixels(_data_url_png(page.grid("large", 4, 1, "off", {"temperature": 1.0}).html))
+    c = _png_pixels(_data_url_png(page.grid("large", 4, 2, "off").html))
+    d = _png_pixels(_data_url_png(page.grid("large", 4, 1, "off", {"temperature": 0.3}).html))
     assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, d)
     assert a.shape == (2 + 18, 4 * 18 + 2, 3)  # one row of four 16-pixel images
-    one = _png_pixels(_data_url_png(page.grid("large", 1, 1, 1.0, "off").html))
+    one = _png_pixels(_data_url_png(page.grid("large", 1, 1, "off").html))
     assert one.shape == (16, 16, 3)  # a single image comes without a frame, as in genkit sample
 
 
 def test_vary_and_interpolate_views(page, tiny_run):
-    view = page.vary("shape::circle", "large", 5, 0, 1.0, "data")
+    view = page.vary("shape::circle", "large", 5, 0, "data")
     assert _png_pixels(_data_url_png(view.html)).shape == (2 * 18 + 2, 5 * 18 + 2, 3)
     assert "--vary large" in view.command
-    view = page.interpolate("shape::circle", "shape::square,large", 3, 4, 0, 1.0, "off")
+    view = page.interpolate("shape::circle", "shape::square,large", 3, 4, 0, "off")
     assert _png_pixels(_data_url_png(view.html)).shape == (3 * 18 + 2, 4 * 18 + 2, 3)
     assert "--interpolate shape::circle shape::square,large --steps 4" in view.command
 
 
-@pytest.mark.parametrize("n, seed, temperature, rest, message", [
-    (0, 0, 1.0, "data", "number of samples 0 is outside 1-64"),
-    (65, 0, 1.0, "data", "number of samples 65 is outside 1-64"),
-    (2.5, 0, 1.0, "data", "outside 1-64"),
-    (4, 0, 0, "data", "temperature 0 must be a positive finite number"),
-    (4, 0, -1.0, "data", "must be a positive finite number"),
-    (4, 0, None, "data", "must be a positive finite number"),
-    (4, -3, 1.0, "data", "seed -3 must be a whole number"),
-    (4, 0, 1.0, "most", "rest 'most' is not known"),
+@pytest.mark.parametrize("n, seed, rest, message", [
+    (0, 0, "data", "number of samples 0 is outside 1-64"),
+    (65, 0, "data", "number of samples 65 is outside 1-64"),
+    (2.5, 0, "data", "number of samples 2.5 must be a whole number from 1 to 64"),
+    (True, 0, "data", "must be a whole number"),
+    ("4", 0, "data", "must be a whole number"),
+    (4, -3, "data", "seed -3 must be a whole number from 0 to 9223372036854775807"),
+    (4, 10**23, "data", "seed 100000000000000000000000 must be a whole number from 0 to 9223372036854775807"),
+    (4, 2**63, "data", "seed 9223372036854775808 must be"),
+    (4, 1e300, "data", "must be a whole number from 0 to"),
+    (4, float("inf"), "data", "seed inf must be a whole number"),
+    (4, 0, "most", "rest 'most' is not known"),
 ])
-def test_page_requests_out_of_bounds_are_refused(n, seed, temperature, rest, message):
+def test_page_requests_out_of_bounds_are_refused(n, seed, rest, message):
     with pytest.raises(genkit.UsageError, match=message):
-        check_request(n, seed, temperature, rest)
+        check_request(n, seed, rest)
+
+
+@pytest.mark.parametrize("temperature, message", [
+    (0, "--temperature 0 is outside"), (-1.0, "is outside"), (None, None), (float("nan"), "must be a finite number"),
+    ("warm", "must be a number"), (10**400, "must be a finite number"), (1e308, "is outside"),
+    ("x" * 10**6, r"--temperature 'xxx.*…' \(1000000 characters\) must be a number"), (True, "must be a number"),
+])
+def test_the_models_own_sampling_options_are_checked_on_the_page(page, temperature, message):
+    if message is None:  # an empty box falls back to the page's default
+        assert page.grid("large", 2, 0, "off", {"temperature": temperature}).html
+        return
+    with pytest.raises(genkit.UsageError, match=message):
+        page.grid("large", 2, 0, "off", {"temperature": temperature})
 
 
 def test_attributes_not_in_the_run_are_refused_on_the_page(page):
     with pytest.raises(genkit.UsageError, match="unknown attribute 'wings'"):
-        page.interpolate("wings", "large", 2, 4, 0, 1.0, "data")
+        page.interpolate("wings", "large", 2, 4, 0, "data")
     with pytest.raises(genkit.UsageError, match="attribute 'wings' is not in this run"):
-        page.vary("", "wings", 2, 0, 1.0, "data")
+        page.vary("", "wings", 2, 0, "data")
     with pytest.raises(genkit.UsageError, match="both values of 'shape'"):
-        page.interpolate("shape::circle,shape::cross", "large", 2, 4, 0, 1.0, "data")
+        page.interpolate("shape::circle,shape::cross", "large", 2, 4, 0, "data")
 
 
 def test_search_filters_controls_by_name():
@@ -302,7 +318,7 @@ def test_the_page_in_headless_chromium(server, tmp_path):
         temperature = browser.find_element(By.CSS_SELECTOR, "#temperature-0 input")
         temperature.send_keys(Keys.CONTROL, "a")
         temperature.send_keys("0", Keys.ENTER)
-        wait.until(lambda _: "temperature" in status() and "positive finite number" in status())
+        wait.until(lambda _: "temperature" in status() and "is outside (0, 100]" in status())
         temperature.send_keys(Keys.CONTROL, "a")
         temperature.send_keys("1", Keys.ENTER)
         wait.until(lambda _: status() == "")
@@ -348,9 +364,9 @@ def test_the_page_notes_when_no_training_vector_agrees(page):
                     spec = ",".join(candidate)
                     break
     assert spec is not None
-    view = page.grid(spec, 4, 0, 1.0, "data")
+    view = page.grid(spec, 4, 0, "data")
     assert "no training image has" in view.note and "off" in view.note
-    assert page.grid("large", 4, 0, 1.0, "data").note == ""
+    assert page.grid("large", 4, 0, "data").note == ""
 
 
 def test_several_runs_get_a_picker_with_distinct_labels(tiny_run, tmp_path):
@@ -359,10 +375,11 @@ def test_several_runs_get_a_picker_with_distinct_labels(tiny_run, tmp_path):
 
     other = tmp_path / "b" / tiny_run.name
     shutil.copytree(tiny_run, other)
-    assert page_labels([tiny_run, other]) == [str(tiny_run), str(other)]
+    # colliding names are told apart by as few of their last path parts as needed, never the whole path
+    labels = page_labels([tiny_run, other])
+    assert labels == [f"{tiny_run.parent.name}/{tiny_run.name}", f"b/{tiny_run.name}"]
     assert page_labels([tiny_run, tmp_path / "x"]) == [tiny_run.name, "x"]
-    pages = [RunPage(genkit.load_run(d, device="cpu"), label) for d, label in
-             zip([tiny_run, other], page_labels([tiny_run, other]))]
+    pages = [RunPage(genkit.load_run(d, device="cpu"), label) for d, label in zip([tiny_run, other], labels)]
     demo = build_page(pages)
     picker = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "run-picker")
-    assert picker.visible and [value for _, value in picker.choices] == [str(tiny_run), str(other)]
+    assert picker.visible and [value for _, value in picker.choices] == labels

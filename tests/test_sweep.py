@@ -208,3 +208,21 @@ def test_an_option_varied_twice_is_refused(runner, tmp_path):
         line = error_line(runner.invoke(build_app(), ["sweep", *TINY, *extra, "--out", str(tmp_path / "s")]))
         assert "loss.beta is varied twice; give all its values once" in line
     assert not (tmp_path / "s").exists()
+
+
+def test_each_point_of_a_sweep_is_a_tensorboard_run_with_its_settings_and_evaluation(sweep):
+    """`tensorboard --logdir OUT` overlays the points: one event log each, the varied option as an hparam."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    out, _ = sweep
+    for beta in ("0.25", "0.9"):
+        run = EventAccumulator(str(out / f"beta-{beta}"))
+        run.Reload()
+        content = run.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG]
+        assert metadata.parse_session_start_info_plugin_data(content).hparams["loss.options.beta"].number_value == \
+            float(beta)
+        assert {"epoch/val_loss", "step/loss", "samples"} <= set(run.Tags()["tensors"])
+        evaluation = EventAccumulator(str(out / f"beta-{beta}" / "evaluation_test"))
+        evaluation.Reload()
+        assert {"evaluation/cll", "evaluation/attribute_accuracy"} <= set(evaluation.Tags()["tensors"])

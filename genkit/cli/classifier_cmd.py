@@ -38,6 +38,9 @@ def train(
     from genkit.data import prepare_dataset
     from genkit.distributed import resolve_device
 
+    from genkit.limits import check_seed
+
+    check_seed(seed)
     options = parse_options(classifier_opt, "--classifier-opt")
     resolve_classifier_options(classifier, options)  # unknown names and options fail before any work
     resolve_device(device)

@@ -30,7 +30,10 @@ CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def chosen_components(command, args: list[str]) -> dict[str, str]:
-    """kind -> component name, from ``args`` (``--loss x`` / ``--loss=x``) or the options' defaults."""
+    """kind -> component name, from ``args`` (``--loss x`` / ``--loss=x``) or the options' defaults (the
+    chosen model's own loss when no ``--loss`` is given)."""
+    from genkit.plugins import registry
+
     chosen: dict[str, str] = {}
     for param in command.params:
         kind = KIND_OF_PARAM.get(param.name or "")
@@ -47,6 +50,10 @@ def chosen_components(command, args: list[str]) -> dict[str, str]:
                     value = token[len(opt) + 1:]
         if isinstance(value, str) and value:
             chosen[kind] = value
+    if "losses" not in chosen and chosen.get("models") in registry("models"):  # no --loss: the model's own
+        from genkit.planning import default_loss
+
+        chosen["losses"] = default_loss(chosen["models"])
     return chosen
 
 
@@ -150,7 +157,7 @@ def convert(raw: str, flag: Flag) -> Any:
         return raw
     try:
         return json.loads(raw)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or a number too long for Python to read): kept as text
         return raw
 
 

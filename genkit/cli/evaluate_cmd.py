@@ -11,6 +11,7 @@ from rich.table import Table
 
 from genkit.cli import console
 from genkit.cli.options import parse_options
+from genkit.cli.sampling_flags import SAMPLE_OPT
 from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA
 from genkit.recipe import DEFAULT_RECIPE
 
@@ -18,6 +19,7 @@ DEFAULT_CLASSIFIER = DEFAULT_RECIPE.classifier
 
 
 def evaluate(
+    ctx: typer.Context,
     run: Path = typer.Option(..., "--run", "-r", help="Run folder written by `genkit train`."),
     split: str = typer.Option("test", "--split", help="Held-out split to evaluate on."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
@@ -33,27 +35,46 @@ def evaluate(
     root: Optional[Path] = typer.Option(None, "--root", help="Folder holding the dataset's files (default: the run's)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where HDF5 caches and classifiers live."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    tensorboard: Optional[bool] = typer.Option(
+        None, "--tensorboard/--no-tensorboard",
+        help="Also write the metrics as TensorBoard events in RUN/evaluation_<split> (default: when the "
+             "tensorboard package is installed; --tensorboard fails without it)."),
+    sample_opt: Optional[list[str]] = SAMPLE_OPT,
 ) -> None:
-    """Score a run on held-out data: MSE, KL, ELBO, importance-sampled CLL, attribute accuracy, diversity.
+    """Score a run on held-out data: attribute accuracy, diversity and fd of its samples, and, for a model
+    with a posterior, MSE, KL, ELBO and importance-sampled CLL.
 
-    Writes RUN/evaluation_<split>.json too. Likelihoods use a Gaussian decoder with fixed σ
-    (see docs/evaluation.md), in nats per image; higher is better.
+    Writes RUN/evaluation_<split>.json too, and TensorBoard events in RUN/evaluation_<split>/. Metrics a
+    model cannot have (the likelihood bounds of a model without an encoder) are null. Likelihoods use
+    a Gaussian decoder with fixed σ (see docs/evaluation.md), in nats per image; higher is better. The
+    run's model adds its sampling options as flags, listed at the end of `genkit evaluate --run RUN --help`.
     """
+    from genkit.cli.sampling_flags import given_options
     from genkit.evaluation import evaluate_run
     from genkit.files import write_text_atomic
     from genkit.runs import load_run
+    from genkit.tensorboard import log_evaluation, wanted as tensorboard_wanted
 
+    logging = tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any work
     loaded = load_run(run, device=device)
+    options = loaded.resolve_options(given_options(ctx.args, sample_opt, loaded.sampling_options,
+                                                   loaded.config.model.name, "evaluate"))
     progress, on_classifier, on_eval = stage_progress()
+
+    def say(text: str) -> None:
+        progress.console.print(text, highlight=False, markup=False)
+
     try:
         result = evaluate_run(loaded, split=split, samples=samples, sigma=sigma, seed=seed, limit=limit, data=data,
                               data_options=parse_options(data_opt, "--data-opt"), root=root, cache_dir=cache_dir,
                               classifier_name=classifier, train_classifier=train_classifier, progress=on_eval,
-                              classifier_progress=on_classifier)
+                              classifier_progress=on_classifier, options=options, on_message=say)
     finally:
         progress.stop()
     target = loaded.directory / f"evaluation_{split}.json"
     write_text_atomic(target, json.dumps(result, indent=1))
+    if logging:
+        log_evaluation(loaded.directory, target.stem, result, warn=lambda text: console.err.print(text, markup=False))
     if as_json:
         console.out.print_json(json.dumps(result))
     else:
@@ -63,9 +84,9 @@ def evaluate(
 
 def stage_progress():
     """A transient progress bar fed by the classifier's training and the evaluation's stages."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = console.LazyProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console.err, transient=True)
     tasks: dict[str, int] = {}
 
@@ -92,11 +113,12 @@ def metrics_table(result: dict) -> Table:
                                             f"{recipe_line(result.get('config'))}")
     number = lambda value, spec: "-" if value is None else format(value, spec)  # noqa: E731
     rows = [
-        ("mse (per image, summed over pixels)", f"{result['mse']:.2f}"),
-        ("mse per pixel", f"{result['mse_per_pixel']:.5f}"),
-        ("kl (nats)", f"{result['kl']:.2f}"),
-        (f"elbo (nats, σ={result['sigma']})", f"{result['elbo']:.1f}"),
-        (f"cll (nats, S={result['samples']})", f"{result['cll']:.1f}"),
+        ("mse (per image, summed over pixels)", number(result["mse"], ".2f")),
+        ("mse per pixel", number(result["mse_per_pixel"], ".5f")),
+        ("kl (nats)", number(result["kl"], ".2f")),
+        (f"elbo (nats, σ={result['sigma']})", number(result["elbo"], ".1f")),
+        (f"cll (nats, S={result['samples'] or '-'})", number(result["cll"], ".1f")),
+        ("the model's own log-likelihood (nats)", number(result.get("log_likelihood"), ".1f")),
         ("attribute accuracy of samples", f"{result['attribute_accuracy']:.4f}"),
         ("classifier accuracy on real images", f"{result['classifier_accuracy']:.4f}"),
         (f"weakest attribute ({result['weakest_attribute']})", f"{result['min_attribute_accuracy']:.4f}"),

@@ -10,6 +10,7 @@ import typer
 from genkit.config import TrainSpec
 from genkit.errors import UsageError, shown
 from genkit.recipe import DEFAULT_RECIPE
+from genkit.registries import SINGULAR
 
 _D = TrainSpec()
 
@@ -20,10 +21,16 @@ class TrainingOptions:
     MODEL = typer.Option(DEFAULT_RECIPE.model, "--model", "-m", help="Model name (see `genkit plugins`).")
     DATA = typer.Option(DEFAULT_RECIPE.dataset, "--data", "-d", help="Dataset name (see `genkit plugins`).")
     CONDITIONER = typer.Option(DEFAULT_RECIPE.conditioner, "--conditioner", help="Conditioner name.")
-    LOSS = typer.Option(DEFAULT_RECIPE.loss, "--loss", help="Loss name.")
-    BATCH_SIZE = typer.Option(_D.batch_size, "--batch-size",
-                              help="Images per optimiser step (global: split over processes).")
-    LR = typer.Option(_D.lr, "--lr", help="Adam learning rate.")
+    LOSS = typer.Option(None, "--loss", help=f"Loss name (default: the model's own loss, else {DEFAULT_RECIPE.loss}).",
+                        show_default=False)
+    BATCH_SIZE = typer.Option(None, "--batch-size", show_default=False,
+                              help=f"Images per optimiser step (global: split over processes; default "
+                                   f"{_D.batch_size}, or the model's own).")
+    LR = typer.Option(None, "--lr", show_default=False,
+                      help=f"Adam learning rate (default {_D.lr:g}, or the model's own).")
+    EMA = typer.Option(None, "--ema", show_default=False,
+                       help="Decay of the weights' moving average that sampling uses, e.g. 0.999 (default 0: off, "
+                            "or the model's own).")
     IMAGE_SIZE = typer.Option(None, "--image-size", help="S or HxW (default: the dataset's own size).")
     SEED = typer.Option(_D.seed, "--seed", help="Seed for weights, shuffling and noise.")
     DEVICE = typer.Option(_D.device, "--device", help="auto, cpu, cuda or cuda:N.")
@@ -33,12 +40,18 @@ class TrainingOptions:
     DATA_IN = typer.Option(_D.data_in, "--data-in", help="auto, ram, gpu, or disk (stream from the cache).")
     WORKERS = typer.Option(_D.workers, "--workers", help="DataLoader workers when streaming from disk.")
     LOG_EVERY = typer.Option(_D.log_every, "--log-every", help="Steps between progress updates (host syncs).")
+    TENSORBOARD = typer.Option(None, "--tensorboard/--no-tensorboard",
+                               help="Write TensorBoard event files into each run folder (default: when the "
+                                    "tensorboard package is installed; --tensorboard fails without it).")
     MODEL_OPT = typer.Option(None, "--model-opt", help="Model option KEY=VALUE (repeatable).")
     LOSS_OPT = typer.Option(None, "--loss-opt", help="Loss option KEY=VALUE (repeatable).")
     COND_OPT = typer.Option(None, "--conditioner-opt", help="Conditioner option KEY=VALUE.")
     DATA_OPT = typer.Option(None, "--data-opt", help="Dataset option KEY=VALUE (e.g. count=2000).")
 
 
+#: the generic ``KEY=VALUE`` flag of each component kind
+OPTION_FLAGS = {"models": "--model-opt", "conditioners": "--conditioner-opt", "losses": "--loss-opt",
+                "datasets": "--data-opt"}
 #: plan_run's keyword for each component kind's options
 PLAN_KEYWORD = {"models": "model_options", "conditioners": "conditioner_options", "losses": "loss_options",
                 "datasets": "data_options"}
@@ -50,15 +63,23 @@ def component_options(model_opt: Optional[list[str]], loss_opt: Optional[list[st
     """The ``*_options`` keyword arguments of :func:`genkit.plan_run` from the CLI's flags.
 
     ``flags`` are the components' own declared flags (``{kind: {option: value}}``, see
-    :mod:`genkit.cli.component_flags`); they win over the same keys given as
-    ``--model-opt``/``--conditioner-opt``/``--loss-opt``/``--data-opt``.
+    :mod:`genkit.cli.component_flags`); an option given both as its flag and as
+    ``--model-opt``/``--conditioner-opt``/``--loss-opt``/``--data-opt`` is refused, since one of the
+    two values would be dropped without a word.
     """
     options = {"model_options": parse_options(model_opt, "--model-opt"),
                "conditioner_options": parse_options(cond_opt, "--conditioner-opt"),
                "loss_options": parse_options(loss_opt, "--loss-opt"),
                "data_options": parse_options(data_opt, "--data-opt")}
     for kind, values in (flags or {}).items():
-        options[PLAN_KEYWORD[kind]].update(values)
+        given = options[PLAN_KEYWORD[kind]]
+        twice = sorted(set(values) & set(given))
+        if twice:
+            flag = OPTION_FLAGS[kind]
+            raise UsageError(f"{SINGULAR[kind]} option {twice[0]} is given twice, by "
+                             f"its own flag and by {flag} {twice[0]}={shown(json.dumps(given[twice[0]]), quote=False)};"
+                             " give it once")
+        given.update(values)
     return options
 
 
@@ -76,6 +97,6 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
             raise UsageError(f"{flag} {shown(pair)} is not KEY=VALUE; for example {flag} latent_dim=16")
         try:
             options[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (or a number too long for Python to read): kept as text
             options[key] = raw
     return options

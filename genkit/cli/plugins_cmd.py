@@ -11,15 +11,20 @@ from genkit.cli import console
 
 
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List installed plugins, their versions, and the components each registers."""
-    from genkit.plugins import list_plugins, plugin_errors
+    """List installed plugins, their versions, and the components each registers (--json: with their descriptions)."""
+    from genkit.plugins import list_plugins, plugin_errors, registry
 
     infos = list_plugins()
     errors = plugin_errors()
     if as_json:
+        def descriptions(components: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+            return {kind: {name: registry(kind).get(name).description for name in names if name in registry(kind)}
+                    for kind, names in components.items()}
+
         payload = {
             "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version,
-                         "components": p.components, "hooks": p.hooks} for p in infos],
+                         "components": p.components, "descriptions": descriptions(p.components), "hooks": p.hooks}
+                        for p in infos],
             "errors": [{"plugin": e.plugin, "message": e.message} for e in errors],
         }
         console.out.print_json(json.dumps(payload))

@@ -8,15 +8,15 @@ from typing import Optional
 import typer
 
 from genkit.cli import console
+from genkit.cli.sampling_flags import SAMPLE_OPT
 
 
 def sample(
+    ctx: typer.Context,
     run: Path = typer.Option(..., "--run", "-r", help="Run folder written by `genkit train`."),
     attrs: str = typer.Option("", "--attrs", "-a", help='Attributes on, comma-separated; "-Name" for explicitly off.'),
     n: int = typer.Option(16, "--n", help="How many images."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the latent codes (and of the attributes --rest data draws)."),
-    temperature: float = typer.Option(1.0, "--temperature", "-t",
-                                      help="Scale of the prior noise, > 0 (below 1 nearer the mode)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of the attributes --rest data draws)."),
     rest: str = typer.Option("data", "--rest",
                              help="Attributes not in --attrs: data (from a training vector that agrees with "
                                   "--attrs) or off."),
@@ -25,25 +25,34 @@ def sample(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     vary: Optional[list[str]] = typer.Option(
         None, "--vary", help="Attribute to switch off (upper row) and on (lower row) over --attrs, with the same "
-                             "--n latent codes in both rows (repeatable: two rows per attribute)."),
+                             "--n noise draws in both rows (repeatable: two rows per attribute)."),
     interpolate: Optional[tuple[str, str]] = typer.Option(
         None, "--interpolate", help='Two attribute sets, e.g. --interpolate "A,B" "C,D": each row one of '
-                                            "--n latent codes, the condition moving from the first to the second."),
+                                            "--n noise draws, the condition moving from the first to the second."),
     steps: int = typer.Option(8, "--steps", help="Columns of an --interpolate grid."),
+    sample_opt: Optional[list[str]] = SAMPLE_OPT,
 ) -> None:
     """Generate images with the attributes asked for and write them as a PNG grid.
 
-    With --vary or --interpolate the grid compares conditions at fixed latent codes (Figure 5).
+    With --vary or --interpolate the grid compares conditions at fixed noise (Figure 5). The
+    run's model adds its sampling options as flags (the cvae's --temperature, ...), listed at
+    the end of `genkit sample --run RUN --help`.
     """
+    import math
+
     from genkit import sampling
+    from genkit.cli.sampling_flags import given_options
     from genkit.errors import UsageError, shown
     from genkit.files import check_output_file
-    from genkit.grids import check_grid, write_grid
+    from genkit.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, write_grid
     from genkit.images import save_grid
     from genkit.runs import load_run
 
+    from genkit.limits import check_seed
+
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")
+    check_seed(seed)
     if nrow < 1:
         raise UsageError(f"--nrow {nrow} must be a positive integer")
     pair = interpolate if interpolate is not None and interpolate[0] is not None else None
@@ -51,11 +60,6 @@ def sample(
         raise UsageError("--vary and --interpolate make different grids; use one of them")
     if pair and steps < 2:
         raise UsageError(f"--steps {steps} must be at least 2 (the two ends)")
-    try:
-        sampling.check_temperature(temperature)
-    except UsageError:
-        raise UsageError(f"--temperature {shown(temperature)} must be a positive finite number, for example 1.0 "
-                         "(below 1 nearer the mode, above 1 more varied)") from None
     if rest not in sampling.REST_MODES:
         raise UsageError(f"--rest {shown(rest)} is not known; choose data (unlisted attributes from the training "
                          "data) or off (unlisted attributes off, as in the paper's figures)")
@@ -64,29 +68,32 @@ def sample(
             raise UsageError(f"--out {out} must end in .png")
         check_output_file(out)
     loaded = load_run(run, device=device)
+    options = loaded.resolve_options(given_options(ctx.args, sample_opt, loaded.sampling_options,
+                                                   loaded.config.model.name, "sample"))
     loaded.condition(attrs)  # checks the names before anything is written
     for spec in pair or ():
         loaded.condition(spec)
     target = out if out is not None else loaded.directory / "samples.png"
     shape = tuple(loaded.config.image_shape)
-    # float images, their float grid and the PNG's bytes: about 9 bytes a value for these two grids
+    # float images made into a grid: FLOAT_GRID_BYTES_PER_VALUE bytes a value for these two grids
     if vary:
         check_grid(2 * len(vary) * n, n, shape, asked=f"--n {n} with {len(vary)} --vary ({2 * len(vary) * n} images)",
-                   bytes_per_value=9)
-        result = sampling.vary(loaded, attrs, vary, n, seed, temperature, rest)
+                   bytes_per_value=FLOAT_GRID_BYTES_PER_VALUE, columns_flag=None)
+        result = sampling.vary(loaded, attrs, vary, n, seed, rest, options)
         save_grid(result.images, target, nrow=n)
-        what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} latent codes"
+        what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} noise draws"
     elif pair:
         check_grid(n * steps, steps, shape, asked=f"--n {n} with --steps {steps} ({n * steps} images)",
-                   bytes_per_value=9)
-        result = sampling.interpolate(loaded, pair, n, steps, seed, temperature, rest)
+                   bytes_per_value=FLOAT_GRID_BYTES_PER_VALUE, columns_flag=None)
+        result = sampling.interpolate(loaded, pair, n, steps, seed, rest, options)
         save_grid(result.images, target, nrow=steps)
         what = f"{n} rows from [{_short(pair[0])}] to [{_short(pair[1])}] in {steps} steps"
     else:  # streamed: the grid is bounded first, then decoded a batch at a time
-        check_grid(n, nrow, shape, extra_per_image=4 * (loaded.model.latent_dim + loaded.conditioner.dim))
-        z = sampling.noise(loaded, n, seed, temperature)
+        noise_values = math.prod(loaded.noise(1).shape[1:])
+        check_grid(n, nrow, shape, extra_per_image=4 * (noise_values + loaded.conditioner.dim))
+        noise = loaded.noise(n, seed)
         result = sampling.conditions(loaded, attrs, n, seed, rest)
-        write_grid(loaded, result.condition, z, nrow, target)
+        write_grid(loaded, result.condition, noise, nrow, target, options, seed)
         what = f"{n} samples with [{_short(attrs)}]"
     if result.note:
         console.err.print(f"warning: {result.note}", highlight=False, markup=False)

@@ -9,7 +9,8 @@ import typer
 
 from genkit.cli import console
 from genkit.cli.component_flags import given_flags
-from genkit.cli.options import TrainingOptions as T, component_options
+from genkit.cli.options import TrainingOptions as T, component_options, parse_options
+from genkit.cli.sampling_flags import SAMPLE_OPT
 from genkit.config import TrainSpec
 from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA
 
@@ -21,15 +22,19 @@ def sweep(
     out: Path = typer.Option(..., "--out", "-o", help="Sweep folder: one run folder per value, table, figures."),
     vary: Optional[list[str]] = typer.Option(
         None, "--vary", help="KIND.OPTION=V1,V2,... with KIND data, conditioner, model, loss or train: one run per "
-                             "value (repeatable: a grid). A component flag given several comma-separated values "
-                             "is varied the same way."),
+                             "value (repeatable: a grid); KIND sample: one evaluation per value of a sampling option "
+                             "of the model, without retraining. A component flag given several comma-separated "
+                             "values is varied the same way."),
     data: str = T.DATA,
     model: str = T.MODEL,
     conditioner: str = T.CONDITIONER,
-    loss: str = T.LOSS,
-    epochs: int = typer.Option(_D.epochs, "--epochs", help="Passes over the training split, every run."),
-    batch_size: int = T.BATCH_SIZE,
-    lr: float = T.LR,
+    loss: Optional[str] = T.LOSS,
+    epochs: Optional[int] = typer.Option(None, "--epochs", show_default=False,
+                                         help=f"Passes over the training split, every run (default {_D.epochs}, or "
+                                              "the model's own)."),
+    batch_size: Optional[int] = T.BATCH_SIZE,
+    lr: Optional[float] = T.LR,
+    ema: Optional[float] = T.EMA,
     image_size: Optional[str] = T.IMAGE_SIZE,
     seed: int = typer.Option(_D.seed, "--seed", help="Seed of every run (the same for all of them)."),
     device: str = T.DEVICE,
@@ -40,9 +45,13 @@ def sweep(
     data_in: str = T.DATA_IN,
     workers: int = T.WORKERS,
     log_every: int = T.LOG_EVERY,
+    tensorboard: Optional[bool] = T.TENSORBOARD,
     split: str = typer.Option("test", "--split", help="Held-out split every run is evaluated on."),
     samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-S", help="Importance samples per image for cll."),
     sigma: float = typer.Option(DEFAULT_SIGMA, "--sigma", help="σ of the Gaussian decoder likelihood."),
+    run: Optional[Path] = typer.Option(None, "--run", "-r", help="Evaluate this trained run folder at every value of "
+                                                                  "--vary sample.OPTION instead of training runs."),
+    sample_opt: Optional[list[str]] = SAMPLE_OPT,
     model_opt: Optional[list[str]] = T.MODEL_OPT,
     loss_opt: Optional[list[str]] = T.LOSS_OPT,
     cond_opt: Optional[list[str]] = T.COND_OPT,
@@ -54,19 +63,25 @@ def sweep(
     from genkit.cli.evaluate_cmd import stage_progress
     from genkit.evaluation import check_settings
     from genkit.sweep import parse_vary, plan_sweep, prepare_sweep, run_sweep, varied_from_flags
+    from genkit.tensorboard import wanted as tensorboard_wanted
 
     from genkit.files import check_output_dir
 
     check_output_dir(out)  # a file, under a file, read-only: refused before any training
+    from genkit.planning import default_loss
+
+    loss = loss or default_loss(model)
     components = {"data": data, "conditioner": conditioner, "model": model, "loss": loss}
     chosen = {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss}
     flag_varied, fixed = varied_from_flags(given_flags(ctx, chosen, as_text=True), components)
     varied = flag_varied + parse_vary(vary or [], components)
     options = component_options(model_opt, loss_opt, cond_opt, data_opt, fixed)
     check_settings(samples, sigma)
+    tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any training
     plan = plan_sweep(
-        varied, out, model=model, data=data, conditioner=conditioner, loss=loss, **options, root=root,
-        image_size=image_size, limit=limit, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+        varied, out, run=run, sample_options=parse_options(sample_opt, "--sample-opt"), model=model, data=data,
+        conditioner=conditioner, loss=loss, **options, root=root, image_size=image_size, limit=limit, epochs=epochs,
+        batch_size=batch_size, lr=lr, ema=ema, seed=seed, device=device,
         precision=precision, log_every=max(1, log_every), data_in=data_in, workers=workers)
     progress, on_cache = console.cache_progress(f"preparing {data} cache")
     bar, on_classifier, _ = stage_progress()
@@ -79,7 +94,9 @@ def sweep(
     console.err.print(f"attribute classifier {record.name}: accuracy {record.accuracy:.4f} on real "
                       f"{record.valid_split} images", highlight=False, markup=False)
     with console.TrainingDisplay() as display:
-        results = run_sweep(plan, observer=display, cache_dir=cache_dir, split=split, samples=samples, sigma=sigma)
+        results = run_sweep(plan, observer=display, cache_dir=cache_dir, split=split, samples=samples, sigma=sigma,
+                            tensorboard=tensorboard)
     console.out.print((out / "table.md").read_text(), highlight=False, markup=False)
-    console.err.print(f"[green]done:[/] {len(results)} runs; table, figure3.png, figure4.png and the MSE/KL plot "
+    figures = ", ".join(sorted(p.name for p in out.glob("*.png")))
+    console.err.print(f"[green]done:[/] {len(results)} evaluations; table.md, table.csv, sweep.json and {figures} "
                       f"in {out}", highlight=False)

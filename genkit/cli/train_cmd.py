@@ -17,7 +17,8 @@ _D = TrainSpec()
 
 
 #: options ``--resume`` takes: the settings safe to change, and where caches live
-RESUME_OPTIONS = ("resume", "epochs", "lr", "root", "workers", "data_in", "device", "cache_dir", "nproc")
+RESUME_OPTIONS = ("resume", "epochs", "lr", "root", "workers", "data_in", "device", "cache_dir", "nproc",
+                  "tensorboard")
 
 
 def train(
@@ -25,10 +26,11 @@ def train(
     model: str = T.MODEL,
     data: str = T.DATA,
     conditioner: str = T.CONDITIONER,
-    loss: str = T.LOSS,
+    loss: Optional[str] = T.LOSS,
     epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Passes over the training split (default {_D.epochs})."),
-    batch_size: int = T.BATCH_SIZE,
-    lr: float = T.LR,
+    batch_size: Optional[int] = T.BATCH_SIZE,
+    lr: Optional[float] = T.LR,
+    ema: Optional[float] = T.EMA,
     image_size: Optional[str] = T.IMAGE_SIZE,
     seed: int = T.SEED,
     device: str = T.DEVICE,
@@ -40,8 +42,9 @@ def train(
     data_in: str = T.DATA_IN,
     workers: int = T.WORKERS,
     log_every: int = T.LOG_EVERY,
+    tensorboard: Optional[bool] = T.TENSORBOARD,
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Also checkpoint every N steps (0: at epoch ends only)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder; only --epochs, --lr, --root, --workers, --data-in, --device and --cache-dir may be given with it."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder; only --epochs, --lr, --root, --workers, --data-in, --device, --cache-dir and --tensorboard/--no-tensorboard may be given with it."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Launch N processes (DDP) through torch.distributed's launcher."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<model>-<data>-<time>)."),
     model_opt: Optional[list[str]] = T.MODEL_OPT,
@@ -58,12 +61,17 @@ def train(
     from genkit.errors import UsageError
     from genkit.planning import plan_run
     from genkit.resuming import resume as resume_run
+    from genkit.tensorboard import wanted as tensorboard_wanted
     from genkit.training import train as run_training
 
     if nproc is not None and distributed.world_from_env().size == 1:
         code = distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc"))
         raise typer.Exit(code)
+    from genkit.planning import default_loss
+
+    loss = loss or default_loss(model)
     flags = given_flags(ctx, {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss})
+    tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any work
     if resume is not None:
         if flags:
             kind, values = next(iter(flags.items()))
@@ -80,7 +88,7 @@ def train(
         try:
             with console.training_display() as display:
                 run = resume_run(resume, epochs=epochs, observer=display, cache_dir=cache_dir, data_progress=callback,
-                                 **changes)
+                                 tensorboard=tensorboard, **changes)
         finally:
             progress.stop()
         if run is None:
@@ -93,12 +101,13 @@ def train(
     options = component_options(model_opt, loss_opt, cond_opt, data_opt, flags)
     config = plan_run(
         model, data, conditioner, loss, **options, root=root, image_size=image_size, limit=limit, epochs=epochs,
-        batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision, compile=compile,
+        batch_size=batch_size, lr=lr, ema=ema, seed=seed, device=device, precision=precision, compile=compile,
         log_every=log_every, data_in=data_in, workers=workers, checkpoint_every=checkpoint_every)
     progress, callback = console.cache_progress(f"preparing {data} cache")
     try:
         with console.training_display() as display:
-            run = run_training(config, out_dir=out, observer=display, cache_dir=cache_dir, data_progress=callback)
+            run = run_training(config, out_dir=out, observer=display, cache_dir=cache_dir, data_progress=callback,
+                               tensorboard=tensorboard)
     finally:
         progress.stop()
     _report(run)

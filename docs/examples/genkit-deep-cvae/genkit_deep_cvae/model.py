@@ -70,6 +70,10 @@ class DeepCVAE(nn.Module):
         h = self.dec_fc(self.conditioner.join_latent(z, condition)).view(-1, *self.feature_shape)
         return self.head(self.up(self.dec_norm(h)))
 
+    def decode(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image in [0, 1] for a code z (with encode: genkit's posterior capability)."""
+        return torch.sigmoid(self.decode_logits(z, condition))
+
     def forward(self, images: torch.Tensor, condition: torch.Tensor) -> genkit.ModelOutput:
         mu, logvar = self.encode(images, condition)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
@@ -77,14 +81,26 @@ class DeepCVAE(nn.Module):
         return genkit.ModelOutput(reconstruction=torch.sigmoid(logits), mu=mu, logvar=logvar, z=z,
                                   extras={"logits": logits})
 
+    @property
+    def noise_shape(self) -> tuple[int]:
+        return (self.latent_dim,)
+
     @torch.no_grad()
-    def sample(self, condition: torch.Tensor, z: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images in [0, 1] for each condition row, with z from N(0, I) unless given."""
-        if z is None:
-            z = torch.randn(condition.shape[0], self.latent_dim, generator=generator,
-                            device=condition.device if generator is None else generator.device)
-        return torch.sigmoid(self.decode_logits(z.to(condition.device), condition))
+    def sample(self, condition: torch.Tensor, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, *, temperature: float = 1.0) -> torch.Tensor:
+        """Images in [0, 1] for each condition row, with z = temperature · noise, noise from N(0, I).
+
+        :param temperature: scale of the prior noise, above 0 (below 1 nearer the mode).
+        """
+        if noise is None:
+            noise = torch.randn(condition.shape[0], self.latent_dim, generator=generator,
+                                device=condition.device if generator is None else generator.device)
+        return self.decode(noise.to(condition.device) * temperature, condition)
+
+    @staticmethod
+    def check_sampling_options(temperature: float) -> None:
+        if not 0 < temperature <= 100:
+            raise genkit.UsageError(f"--temperature {temperature:g} is outside (0, 100]; try 1.0")
 
 
 def build_model(image_shape: tuple[int, int, int], conditioner, latent_dim: int = 64,

@@ -7,7 +7,8 @@ from genkit_deep_cvae.model import build_model
 
 @genkit.hookimpl
 def register_models(register):
-    register("deep-cvae", build_model, flags=("latent_dim",))
+    # trained with its own Bernoulli ELBO when no --loss is given
+    register("deep-cvae", build_model, flags=("latent_dim",), default_loss="bernoulli-elbo")
 
 
 @genkit.hookimpl
