@@ -53,7 +53,7 @@ from genkit_plugins.flow import build as build_flow  # noqa: E402
 from genkit_plugins.flow_matching import FlowMatching  # noqa: E402
 from genkit_plugins.tiled_onehot import TiledOneHot  # noqa: E402
 
-FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "norm", "coordinates", "data_scale", "prediction", "time_sampling", "upsample")
+FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "prediction", "time_sampling")
 SAMPLING_OPTIONS = ("guidance", "steps", "solver")
 
 
@@ -213,12 +213,6 @@ def evaluate(args) -> None:
         size = record["size"]
         options = {"guidance": args.guidance, "steps": args.steps, "solver": args.solver}
         label = f"{args.weights}-g{args.guidance:g}-{args.solver}{args.steps}"
-        if args.shift != 1:
-            model.time_shift = args.shift
-            label += f"-shift{args.shift:g}"
-        if args.interval:
-            model.guidance_interval = tuple(float(v) for v in args.interval.split(","))
-            label += f"-interval{args.interval}"
     metrics = sample_metrics(model, size, options)
     metrics.update({"weights": args.weights, **options})
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_attribute_accuracy"}), flush=True)
@@ -244,10 +238,6 @@ def timing(args) -> None:
             for p in model.parameters():
                 p.normal_(0, 0.05)
         options = {k: v for k, v in spec.items() if k in SAMPLING_OPTIONS}
-        if "interval" in spec:
-            model.guidance_interval = tuple(spec["interval"])
-        if "channels_last" in spec:
-            model = model.to(memory_format=torch.channels_last)
         cases[label] = lambda m=model, o=options: m.sample(condition, **o)
     with torch.no_grad():
         times = interleaved(cases, repeats=args.repeats)
@@ -332,8 +322,6 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--solver", default="euler")
     p.add_argument("--grid")
-    p.add_argument("--shift", type=float, default=1.0)
-    p.add_argument("--interval")
     p.set_defaults(fn=evaluate)
     p = sub.add_parser("time")
     p.add_argument("candidates", nargs="*")

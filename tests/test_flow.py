@@ -3,14 +3,22 @@ hand computations on a toy velocity, inversion, condition dropout, sampling opti
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 import genkit
+from conftest import error_line, invoke
+from genkit.averaging import EMA_FILE
+from genkit.checkpoints import latest_checkpoint
 from genkit.capabilities import has, noise_shape, resolve_sampling_options, sampling_options
 from genkit_plugins.flow import MAX_STEPS, FlowOutput, build
 from genkit_plugins.flow_matching import build as build_loss
@@ -38,7 +46,7 @@ class ToyVelocity(nn.Module):
 
 
 def toy_flow(**options):
-    model = small_flow(**options)
+    model = small_flow(prediction="velocity", **options)
     model.net = ToyVelocity()
     return model
 
@@ -50,7 +58,7 @@ def test_training_forward_draws_the_straight_path_and_its_velocity():
     torch.manual_seed(7)
     out = model(images, condition)
     torch.manual_seed(7)
-    t = torch.rand(3)
+    t = torch.sigmoid(torch.randn(3))  # logit-normal times, the default
     x0 = torch.randn(3, *SHAPE)
     x1 = images * 2 - 1
     x, seen_t, vector = model.net.calls[0]
@@ -109,6 +117,30 @@ def test_invert_then_sample_gives_back_the_noise(solver, steps, tolerance):
         assert (back - noise).abs().max() < tolerance
     one_step = model.invert(images, condition, guidance=2.0, steps=1, solver=solver)
     assert (one_step - noise).abs().max() > 10 * tolerance  # the test can fail
+
+
+def test_uniform_times_when_asked():
+    model = toy_flow(condition_dropout=0.0, time_sampling="uniform")
+    images = torch.rand(2, *SHAPE)
+    torch.manual_seed(3)
+    out = model(images, torch.zeros(2, 4))
+    torch.manual_seed(3)
+    assert torch.equal(out.t, torch.rand(2))
+
+
+def test_preconditioning_adds_the_scaled_network_output_to_the_best_linear_guess():
+    model = small_flow()
+    model.net = ToyVelocity()
+    x, t, vector = torch.randn(2, *SHAPE), torch.tensor([0.0, 0.75]), torch.zeros(2, model.conditioner.vector_dim)
+    out = model.predict(x, t, vector)
+    tt = t[:, None, None, None]
+    spread = (tt * 0.5) ** 2 + (1 - tt) ** 2
+    scaled_in, _, _ = model.net.calls[-1]
+    assert torch.allclose(scaled_in, x / spread.sqrt())
+    raw = -scaled_in / 2 + ((t + vector[:, 0] - 2 * vector[:, -1]) / 4)[:, None, None, None]
+    assert torch.allclose(out, (tt * 0.25 - (1 - tt)) / spread * x + 0.5 / spread.sqrt() * raw)
+    # at t = 0 x is pure noise: the linear guess is −x (v = x₁ − x₀ with E[x₁] = 0)
+    assert torch.allclose(out[0], -x[0] + 0.5 * raw[0])
 
 
 def test_condition_dropout_replaces_conditions_by_the_null_one_only_in_training():
@@ -212,7 +244,102 @@ def test_sizes_the_network_cannot_take_are_refused_naming_the_nearest_that_work(
     ({"patch": 0}, "patch 0 must be a positive whole number"),
     ({"channels": []}, "channels [] must be one or more positive widths"),
     ({"blocks": 0}, "blocks 0 must be a positive whole number"),
+    ({"channels": "16"}, "channels '16' must be one or more positive widths"),
+    ({"prediction": "noise"}, "prediction 'noise' is not known; choose one of: preconditioned, velocity"),
+    ({"time_sampling": "cosine"}, "time_sampling 'cosine' is not known; choose one of: logit-normal, uniform"),
 ])
 def test_bad_model_options_are_refused(options, message):
     with pytest.raises(genkit.UsageError, match=re.escape(message)):
         build(SHAPE, TiledOneHot(NAMES), **options)
+
+
+# ---- end to end: genkit train --model flow, resume, torchrun, the commands ------------------------------------
+
+E2E = ["--data-opt", "count=160", "--data-opt", "seed=5", "--image-size", "16", "--model-opt", "channels=[8,16]",
+       "--model-opt", "blocks=1", "--model-opt", "embedding=16", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flow") / "run"
+    result = invoke(["train", "--model", "flow", *E2E, "--epochs", "1", "--out", out])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_model_flow_alone_trains_with_its_own_loss_batch_and_averaging(flow_run):
+    config = json.loads((flow_run / "config.json").read_text())
+    assert config["loss"]["name"] == "flow-matching"
+    assert config["train"]["batch_size"] == 8 and config["train"]["ema"] == 0.999
+    assert config["model"]["options"]["prediction"] == "preconditioned"
+    assert (flow_run / "samples" / "epoch_001.png").is_file()
+    metrics = json.loads((flow_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(metrics["val_loss"]) and "val_mse" in metrics
+
+
+def test_a_flow_run_samples_with_its_options_from_the_api_and_the_command_line(flow_run, tmp_path):
+    run = genkit.load_run(flow_run, device="cpu")
+    assert run.capabilities == {"posterior": False, "invert": True, "log_likelihood": False}
+    a = run.sample("shape::circle", n=2, seed=3, rest="off", guidance=3.0, steps=2, solver="heun")
+    expected = run.model.sample(run.condition("shape::circle", 2), run.noise(2, 3), guidance=3.0, steps=2,
+                                solver="heun")
+    assert torch.equal(a, expected) and not torch.equal(a, run.sample("shape::circle", n=2, seed=3, rest="off"))
+    out = tmp_path / "s.png"
+    result = invoke(["sample", "--run", flow_run, "--attrs", "shape::circle", "--n", "2", "--guidance", "3",
+                     "--sampling-steps", "2", "--solver", "heun", "--out", out])
+    assert result.exit_code == 0 and out.is_file(), result.output
+    result = invoke(["sample", "--run", flow_run, "--sampling-steps", "0", "--out", tmp_path / "never.png"])
+    assert "--sampling-steps 0 is outside 1 to 1000" in error_line(result)
+    assert not (tmp_path / "never.png").exists()
+    result = invoke(["sample", "--run", flow_run, "--temperature", "0.5", "--out", tmp_path / "never.png"])
+    assert "its sampling options: --guidance, --sampling-steps, --solver" in error_line(result)
+
+
+def test_reconstruct_and_edit_a_flow_run_through_its_inverted_sampler(flow_run, tmp_path):
+    run = genkit.load_run(flow_run, device="cpu")
+    images, labels = genkit.load_dataset("shapes", split="test", options={"count": 160, "seed": 5},
+                                         image_size=16).read_uint8(range(2))
+    edits = run.edit(images, labels, set=["color::blue"], steps=4)
+    x = images.float() / 255
+    noise = run.model.invert(x, labels.float(), steps=4)
+    assert torch.allclose(edits.reconstruction, run.model.sample(labels.float(), noise, steps=4), atol=1e-6)
+    assert edits.edited[0].shape == x.shape
+    out = tmp_path / "edits.png"
+    result = invoke(["edit", "--run", flow_run, "--index", "0-1", "--set", "color::blue", "--sampling-steps", "4",
+                     "--out", out])
+    assert result.exit_code == 0 and out.is_file(), result.output
+
+
+def test_pairing_flow_with_an_elbo_or_cvae_with_flow_matching_is_refused_before_anything_is_written(tmp_path):
+    for model, loss in (("flow", "gaussian-elbo"), ("cvae", "flow-matching")):
+        out = tmp_path / f"{model}-{loss}"
+        line = error_line(invoke(["train", "--model", model, "--loss", loss, *E2E, "--out", out]))
+        assert loss in line and model in line
+        assert not out.exists()
+
+
+def test_a_resumed_flow_run_ends_bit_identical(tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert invoke(["train", "--model", "flow", *E2E, "--epochs", "2", "--out", straight]).exit_code == 0
+    assert invoke(["train", "--model", "flow", *E2E, "--epochs", "1", "--out", stopped]).exit_code == 0
+    result = invoke(["train", "--resume", stopped, "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(stopped / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("model.safetensors", EMA_FILE):
+        a = load_file(str(latest_checkpoint(straight) / name))
+        b = load_file(str(latest_checkpoint(stopped) / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_gloo_processes_trains_a_flow(tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "genkit",
+               "train", "--model", "flow", *E2E, "--epochs", "1", "--out", str(run)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    epoch = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert epoch["epoch"] == 1 and epoch["step"] == 16  # 128 training images, a global batch of 8
+    assert math.isfinite(epoch["val_loss"]) and (run / "model.safetensors").is_file()
