@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -50,6 +51,22 @@ class CachedImageDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def subset(self, keep) -> "CachedImageDataset":
+        """The same split with only the positions where ``keep`` (a boolean mask, one per item) is true.
+
+        A view over the same cache file: nothing is read; images already in memory are filtered.
+        """
+        mask = np.asarray(keep, dtype=bool).reshape(-1)
+        if len(mask) != len(self.indices):
+            raise ValueError(f"subset mask has {len(mask)} entries for a split of {len(self.indices)} images")
+        chosen = copy.copy(self)
+        chosen._file, chosen._pid = None, None
+        chosen.indices = self.indices[mask]
+        rows = torch.from_numpy(mask)
+        chosen.attributes = self.attributes[rows]
+        chosen._images = None if self._images is None else self._images[rows]
+        return chosen
 
     def __getstate__(self):
         state = self.__dict__.copy()

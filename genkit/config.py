@@ -35,6 +35,8 @@ class DataSpec:
     cache_fingerprint: str | None = None
     #: attribute families that hold exactly one value per image, as the dataset declares them
     exclusive_groups: list[str] = field(default_factory=list)
+    #: attribute combinations ("a+b") whose training images are left out of training (genkit.holdout)
+    hold_out: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -57,7 +57,9 @@ import torch
 
 from genkit import capabilities
 from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, features_of, get_classifier, predict
+from genkit.conformity import conformity_metrics
 from genkit.data import prepare_dataset
+from genkit.edit_metrics import edit_metrics
 from genkit.errors import UsageError
 from genkit.gaussian import gaussian_kl
 from genkit.limits import check_seed, derived_seed
@@ -264,7 +266,7 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
                  classifier_name: str = DEFAULT_CLASSIFIER, train_classifier: bool = False,
                  batch_size: int = 128, progress: EvalProgress | None = None,
                  classifier_progress=None, options: dict[str, Any] | None = None,
-                 on_message: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 on_message: Callable[[str], None] | None = None, edits: bool = True) -> dict[str, Any]:
     """Every metric of ``run`` on ``split`` (see the module docstring), as a JSON-ready dict.
 
     ``options`` are the model's sampling options (its defaults otherwise). Seeded: the same
@@ -295,6 +297,9 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         diversity, data_diversity = _diversities(run, dataset, derived_seed(seed, 2), options)
         fd, fd_floor, reference_split = _frechet_distances(info, dataset, classifier, generated_features, run.device,
                                                            derived_seed(seed, 3))
+        # editing real images (genkit.edit_metrics) and held-out combinations (genkit.conformity)
+        counterfactual = {**edit_metrics(run, dataset, classifier, derived_seed(seed, 4), enabled=edits, options=options),
+                          **conformity_metrics(run, dataset, classifier, derived_seed(seed, 5), options=options)}
 
     n = len(dataset)
     names = list(info.attribute_names)
@@ -328,6 +333,7 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         "fd": fd,
         "fd_floor": fd_floor,
         "fd_reference_split": reference_split,
+        **counterfactual,
         "classifier": {"name": record.name, "trained_now": trained_now, "valid_accuracy": record.accuracy,
                        "fingerprint": record.fingerprint},
     }

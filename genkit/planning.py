@@ -27,7 +27,8 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
              conditioner: str = DEFAULT_RECIPE.conditioner, loss: str | None = None,
              *, model_options: dict | None = None, conditioner_options: dict | None = None,
              loss_options: dict | None = None, data_options: dict | None = None, root: str | Path | None = None,
-             image_size: Any = None, limit: int | None = None, **train: Any) -> RunConfig:
+             image_size: Any = None, limit: int | None = None, hold_out: list[str] | None = None,
+             **train: Any) -> RunConfig:
     """Check every choice and return the run's config; nothing is written or built yet.
 
     The dataset is scanned (its annotation files read, no image decoded), so the config holds
@@ -36,7 +37,9 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
     (None) take the model's ``train_defaults``, else :class:`TrainSpec`'s. Raises
     :class:`UsageError` for an unknown name or option, a missing data folder, a value out of
     range, an image size the model cannot take, or a loss that cannot train the model, before
-    any file or cache is touched.
+    any file or cache is touched. ``hold_out`` lists attribute combinations (``"a+b"``) whose
+    training images are left out (:mod:`genkit.holdout`); they are checked against the dataset's
+    labels here.
     """
     known = {f.name for f in fields(TrainSpec)}
     unknown = sorted(set(train) - known)
@@ -57,16 +60,28 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
                                                          **(model_options or {})}))
     loss_spec = resolve("losses", ComponentSpec(loss, {**DEFAULT_RECIPE.options_for("loss", loss), **(loss_options or {})}))
     index = source.scan(resolve_root(data, source, root))
+    held_out = plan_hold_out(hold_out, index, limit)
     config = RunConfig(
         data=DataSpec(name=data, options=json_options(data_resolved, data), root=absolute_root(root), image_size=size,
                       limit=limit, attribute_names=list(index.attribute_names), cache_fingerprint=index.fingerprint,
-                      exclusive_groups=list(index.exclusive_groups)),
+                      exclusive_groups=list(index.exclusive_groups), hold_out=held_out),
         conditioner=cond_spec, model=model_spec, loss=loss_spec,
         train=spec,
         genkit_version=__version__,
     )
     check_training_fits(config)
     return config
+
+
+def plan_hold_out(hold_out: list[str] | None, index, limit: int | None) -> list[str]:
+    """The checked held-out combinations (:mod:`genkit.holdout`), against the training split's labels."""
+    from genkit.holdout import check_training_left, parse_hold_out
+
+    combinations = parse_hold_out(hold_out, index.attribute_names, index.exclusive_groups)
+    train = index.splits.get("train")
+    if combinations and train is not None:
+        check_training_left(combinations, index.attribute_names, index.attributes[train[:limit]])
+    return combinations
 
 
 def default_loss(model: str) -> str:

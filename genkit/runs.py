@@ -115,6 +115,19 @@ class Run:
             return decode(self, self.condition(attrs, n), self.noise(n, seed), resolved, seed)
         return self.generate(attrs, n=n, seed=seed, rest=rest, **options).images
 
+    def edit(self, images: torch.Tensor, attributes: torch.Tensor | str, set: str | list[str],  # noqa: A002
+             **options: Any):
+        """Real ``images`` (B, 3, H, W) with ``attributes`` (a (B, A) 0/1 tensor, or one spec for all) changed
+        by ``set`` (``"color::blue,-outline"``, or a list: one edit each); see :mod:`genkit.editing`.
+
+        Returns a :class:`genkit.editing.Edits`: ``.original``, ``.reconstruction`` (nothing changed),
+        ``.edited`` (one batch per change) and the attribute vectors. ``options`` are the model's
+        sampling options, for a model that edits by inverting its sampler.
+        """
+        from genkit.editing import edit
+
+        return edit(self, images, attributes, set, options)
+
     def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, rest: str = "data",
                  **options: Any) -> Samples:
         """Like :meth:`sample`, also returning each sample's attribute set and the fallback note."""

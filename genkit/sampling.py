@@ -207,6 +207,7 @@ def training_attributes(run) -> tuple[AttributeTable | None, str | None]:
 def _rows_from_cache(config) -> torch.Tensor | None:
     """The training split's attribute vectors from the cache the run was trained on, if it is here."""
     from genkit.data import dataset_cache_path
+    from genkit.holdout import without_held_out
     from genkit_datasets.cache import read_cache_info
     from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -217,7 +218,7 @@ def _rows_from_cache(config) -> torch.Tensor | None:
     if info is None or info.fingerprint != data.cache_fingerprint or info.attribute_names != list(data.attribute_names):
         return None
     try:
-        return CachedImageDataset(path, "train", limit=data.limit).attributes
+        return without_held_out(CachedImageDataset(path, "train", limit=data.limit), data).attributes
     except UsageError:
         return None
 

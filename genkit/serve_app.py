@@ -412,6 +412,9 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
                 lerp_image = gr.HTML("", elem_id=f"interpolate-image-{index}")
                 lerp_sets = gr.HTML("")
                 lerp_command = gr.Textbox(label="the same grid from the command line", interactive=False)
+            from genkit.serve_edit import build_edit_tab  # the edit tab: its own module
+
+            build_edit_tab(gr, page, index)
 
     settings = [n, seed, rest, *option_controls]
     option_names = list(page.options)

@@ -33,6 +33,7 @@ from genkit.data import prepare_dataset
 from genkit.errors import UsageError, shown
 from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA, evaluate_run
 from genkit.files import write_text_atomic
+from genkit.holdout import HOLD_OUT_KEY, hold_out_argument, hold_out_values
 from genkit.planning import plan_run
 from genkit.plugins import registry
 from genkit.run_folder import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, evaluation_file, read_jsonl
@@ -126,6 +127,9 @@ def parse_vary(items: list[str], components: dict[str, str]) -> list[Varied]:
             raise UsageError(f"--vary {item!r} is not KIND.OPTION=V1,V2; KIND is one of {kinds}, "
                              "for example --vary train.lr=1e-3,2e-3")
         option = option.replace("-", "_")
+        if f"{kind}.{option}" == HOLD_OUT_KEY:  # not a dataset option: the run's held-out combinations
+            varied.append(Varied(kind, option, hold_out_values(text, given_as), given_as))
+            continue
         if kind == "train":
             if option not in TRAIN_SETTINGS:
                 raise UsageError(f"{given_as}: there is no training setting {option!r}; settings are: "
@@ -290,7 +294,9 @@ def plan_sweep(varied: list[Varied], out: str | Path, run: str | Path | None = N
         kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in plan_kwargs.items()}
         for key, value in point.items():
             kind, option = key.split(".", 1)
-            if kind == "train":
+            if key == HOLD_OUT_KEY:
+                kwargs["hold_out"] = hold_out_argument(value)
+            elif kind == "train":
                 kwargs[option] = value
             else:
                 target = VARY_KINDS[kind][1]
@@ -351,7 +357,7 @@ def _comparable(config: RunConfig) -> dict[str, Any]:
     flat = {"data": data.name, "image_size": list(data.image_size), "limit": data.limit,
             "conditioner": config.conditioner.name, "model": config.model.name, "loss": config.loss.name,
             "epochs": train_spec.epochs, "batch_size": train_spec.batch_size, "lr": train_spec.lr,
-            "seed": train_spec.seed, "ema": train_spec.ema}
+            "seed": train_spec.seed, "ema": train_spec.ema, "hold_out": list(data.hold_out)}
     for prefix, options in (("data", data.options), ("conditioner", config.conditioner.options),
                             ("model", config.model.options), ("loss", config.loss.options)):
         flat.update({f"{prefix}.{k}": v for k, v in options.items()})

@@ -35,7 +35,8 @@ from genkit.sampling import decode
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 METRIC_COLUMNS = ("mse", "mse_per_pixel", "kl", "elbo", "cll", "attribute_accuracy", "classifier_accuracy",
-                  "min_attribute_accuracy", "diversity", "diversity_ratio", "fd", "fd_floor")
+                  "min_attribute_accuracy", "diversity", "diversity_ratio", "fd", "fd_floor",
+                  "seen_conformity", "heldout_conformity", "edit_success", "edit_preservation", "edit_psnr")
 FIGURE_COLUMNS = 8
 FIGURE_SEED = 1234
 LIKELIHOOD_PANELS = (("mse", "MSE per image (summed over pixels)"), ("kl", "KL per image (nats)"))

@@ -34,6 +34,7 @@ from genkit.config import RunConfig, TrainSpec
 from genkit.data import prepare_dataset
 from genkit.errors import GenkitRuntimeError, UsageError
 from genkit.files import WriteError, check_output_dir, reporting_write_errors, write_text_atomic
+from genkit.holdout import without_held_out
 from genkit.images import plot_curves, save_grid
 from genkit.limits import derived_seed
 from genkit.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, LOSS_WEIGHTS_FILE, METRICS_FILE, ROWS_FILE, SAMPLES_DIR,
@@ -180,7 +181,8 @@ class Trainer:
                              f"{len(data.attribute_names)} this run was planned with; start a new run")
         if resume and data.cache_fingerprint not in (None, info.fingerprint):
             notify(self.observer, "on_message", "warning: the dataset changed since this run started (new fingerprint)")
-        self.train_set = CachedImageDataset(info.path, "train", limit=data.limit)
+        # held-out attribute combinations (genkit.holdout) never reach the model, nor the run's attribute table
+        self.train_set = without_held_out(CachedImageDataset(info.path, "train", limit=data.limit), data)
         valid_split = "valid" if info.split_sizes.get("valid") else "test"  # a valid split is optional
         self.valid_set = CachedImageDataset(info.path, valid_split, limit=data.limit, in_memory=True)
 

@@ -62,6 +62,8 @@ SUBSTITUTIONS = [
      'data_options={"count": 160, "seed": 3}, image_size=16, epochs=1, batch_size=32, device="cpu"',
      "a small shapes set, one epoch"),
     ("docs/api.md", 'image_size=32, count=2000', 'image_size=16, count=160, seed=3', "the same small set"),
+    ("docs/editing.md", 'genkit.load_dataset("shapes", split="test")',
+     'genkit.load_dataset("shapes", split="test", image_size=16, count=160, seed=3)', "the tiny runs' data"),
     ("docs/evaluation.md", 'genkit.load_dataset("shapes", split="test", limit=256)',
      'genkit.load_dataset("shapes", split="test", image_size=16, count=160, seed=3)', "the tiny runs' data"),
 ]
@@ -214,6 +216,20 @@ def with_runs(args: list[str], cwd: Path, tiny_runs) -> list[str]:
     return args
 
 
+def with_images(args: list[str], cwd: Path) -> None:
+    """The user's own image a command names (``genkit edit --image my-shape.png``), drawn if it is not there:
+    a yellow square on grey, 40x30 pixels, in the format its suffix names."""
+    from PIL import Image, ImageDraw
+
+    for token, value in zip(args, args[1:]):
+        path = cwd / value
+        if token == "--image" and not path.exists():
+            image = Image.new("RGB", (40, 30), (128, 128, 128))
+            ImageDraw.Draw(image).rectangle((10, 5, 30, 25), fill=(230, 200, 20))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+
+
 # --- running a command ---------------------------------------------------------------------------
 
 def _stop(*_args, **_kwargs):
@@ -272,6 +288,7 @@ def run_command(line: str, cwd: Path, tiny_runs, monkeypatch) -> None:
         assert result.exit_code == 0, result.output
         return
     args = with_runs(args, cwd, tiny_runs)
+    with_images(args, cwd)
     extra = _prefix(args, EXTRA_ARGS)
     if extra:
         args += [a.format(free_port=_free_port()) for a in EXTRA_ARGS[extra][0]]
@@ -316,6 +333,8 @@ def run_snippet(relative: str, index: int, code: str, namespace: dict, cwd: Path
         importlib.invalidate_caches()
         namespace[module_name] = importlib.import_module(module_name)
         return
+    for name in set(re.findall(r"""["']([\w./-]+\.(?:png|jpg))["']""", code)):  # the user's own image a snippet reads
+        with_images(["--image", name], cwd)
     exec(compile(code, f"{relative} (python block {index + 1})", "exec"), namespace)
     for name, value in list(namespace.items()):
         if name.startswith("test_") and callable(value) and getattr(value, "__module__", None) == namespace["__name__"]:

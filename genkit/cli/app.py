@@ -119,8 +119,8 @@ def build_app(light: bool = False) -> typer.Typer:
     _add_root_options(app)
     if light:
         return app
-    from genkit.cli import (classifier_cmd, data_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd, sample_cmd,
-                            serve_cmd, sweep_cmd, train_cmd)
+    from genkit.cli import (classifier_cmd, data_cmd, edit_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd,
+                            sample_cmd, serve_cmd, sweep_cmd, train_cmd)
     from genkit.cli.component_flags import CONTEXT_SETTINGS, ComponentCommand
     from genkit.cli.sampling_flags import CONTEXT_SETTINGS as SAMPLING_CONTEXT, SamplingCommand
     from genkit.errors import PluginError
@@ -133,6 +133,7 @@ def build_app(light: bool = False) -> typer.Typer:
     app.add_typer(data_cmd.app, name="data")
     app.command("evaluate", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(evaluate_cmd.evaluate)
     app.command("reconstruct", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(reconstruct_cmd.reconstruct)
+    app.command("edit", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(edit_cmd.edit)
     app.command("sweep", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(sweep_cmd.sweep)
     app.add_typer(classifier_cmd.app, name="classifier")
     load_plugins()

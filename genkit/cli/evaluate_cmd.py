@@ -40,6 +40,8 @@ def evaluate(
         help="Also write the metrics as TensorBoard events in RUN/evaluation_<split> (default: when the "
              "tensorboard package is installed; --tensorboard fails without it)."),
     sample_opt: Optional[list[str]] = SAMPLE_OPT,
+    edits: bool = typer.Option(True, "--edits/--no-edits",
+                               help="Edit real test images one attribute at a time and score the edits."),
 ) -> None:
     """Score a run on held-out data: attribute accuracy, diversity and fd of its samples, and, for a model
     with a posterior, MSE, KL, ELBO and importance-sampled CLL.
@@ -68,7 +70,7 @@ def evaluate(
         result = evaluate_run(loaded, split=split, samples=samples, sigma=sigma, seed=seed, limit=limit, data=data,
                               data_options=parse_options(data_opt, "--data-opt"), root=root, cache_dir=cache_dir,
                               classifier_name=classifier, train_classifier=train_classifier, progress=on_eval,
-                              classifier_progress=on_classifier, options=options, on_message=say)
+                              classifier_progress=on_classifier, options=options, on_message=say, edits=edits)
     finally:
         progress.stop()
     target = loaded.directory / f"evaluation_{split}.json"
@@ -128,9 +130,22 @@ def metrics_table(result: dict) -> Table:
         ("fd (classifier features, samples vs real)", number(result["fd"], ".3f")),
         (f"fd floor (real {result['fd_reference_split'] or '-'} vs real)", number(result["fd_floor"], ".3f")),
     ]
+    rows += counterfactual_rows(result, number)
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def counterfactual_rows(result: dict, number) -> list[tuple[str, str]]:
+    """The edit and conformity rows (genkit.edit_metrics, genkit.conformity); "-" where a figure is null."""
+    return [
+        ("edit success (changed attribute read as asked)", number(result.get("edit_success"), ".4f")),
+        ("edit preservation (other attributes kept)", number(result.get("edit_preservation"), ".4f")),
+        ("edit psnr (reconstruction, dB)", number(result.get("edit_psnr"), ".2f")),
+        ("edit cycle psnr (edited and back, dB)", number(result.get("edit_cycle_psnr"), ".2f")),
+        ("seen conformity (every attribute as asked)", number(result.get("seen_conformity"), ".4f")),
+        ("held-out conformity", number(result.get("heldout_conformity"), ".4f")),
+    ]
 
 
 def recipe_line(config: dict | None) -> str:

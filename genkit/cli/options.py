@@ -36,6 +36,9 @@ class TrainingOptions:
     DEVICE = typer.Option(_D.device, "--device", help="auto, cpu, cuda or cuda:N.")
     PRECISION = typer.Option(_D.precision, "--precision", help="fp32, or bf16 autocast on CUDA.")
     LIMIT = typer.Option(None, "--limit", help="Train on the first N images only.")
+    HOLD_OUT = typer.Option(None, "--hold-out",
+                            help='Leave out of training every image with all of these attributes, e.g. '
+                                 '"shape::circle+color::red" (repeatable; validation and test keep them).')
     ROOT = typer.Option(None, "--root", help="Folder holding the dataset's files.")
     DATA_IN = typer.Option(_D.data_in, "--data-in", help="auto, ram, gpu, or disk (stream from the cache).")
     WORKERS = typer.Option(_D.workers, "--workers", help="DataLoader workers when streaming from disk.")

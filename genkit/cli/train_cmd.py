@@ -37,6 +37,7 @@ def train(
     precision: str = T.PRECISION,
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     limit: Optional[int] = T.LIMIT,
+    hold_out: Optional[list[str]] = T.HOLD_OUT,
     root: Optional[Path] = T.ROOT,
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where HDF5 caches live (default $GENKIT_CACHE or the user cache)."),
     data_in: str = T.DATA_IN,
@@ -100,9 +101,9 @@ def train(
 
     options = component_options(model_opt, loss_opt, cond_opt, data_opt, flags)
     config = plan_run(
-        model, data, conditioner, loss, **options, root=root, image_size=image_size, limit=limit, epochs=epochs,
-        batch_size=batch_size, lr=lr, ema=ema, seed=seed, device=device, precision=precision, compile=compile,
-        log_every=log_every, data_in=data_in, workers=workers, checkpoint_every=checkpoint_every)
+        model, data, conditioner, loss, **options, root=root, image_size=image_size, limit=limit, hold_out=hold_out,
+        epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, seed=seed, device=device, precision=precision,
+        compile=compile, log_every=log_every, data_in=data_in, workers=workers, checkpoint_every=checkpoint_every)
     progress, callback = console.cache_progress(f"preparing {data} cache")
     try:
         with console.training_display() as display:
