@@ -249,16 +249,17 @@ def timing(args) -> None:
 
 
 def step_timing(args) -> None:
-    """Seconds per training step (forward, backward, Adam) of the default cvae recipe and each candidate."""
+    """Training time per image (forward, backward, Adam) of the default cvae recipe and each candidate,
+    each at its own batch size (a candidate's ``"batch"``; ``--batch`` for the cvae), interleaved."""
     from genkit_plugins.gaussian_elbo import GaussianELBO
 
     names = list(_data(args.size, "test")[0].attribute_names)
     torch.manual_seed(0)
     conditioner = TiledOneHot(names)
-    images = torch.rand(args.batch, 3, args.size, args.size)
-    condition = (torch.rand(args.batch, len(names)) > 0.5).float()
 
-    def stepper(model, loss_fn):
+    def stepper(model, loss_fn, batch):
+        images = torch.rand(batch, 3, args.size, args.size)
+        condition = (torch.rand(batch, len(names)) > 0.5).float()
         params = [*model.parameters(), *getattr(loss_fn, "parameters", lambda: [])()]
         optimizer = torch.optim.Adam(params, lr=1e-4, fused=True)
 
@@ -269,19 +270,24 @@ def step_timing(args) -> None:
             optimizer.step()
         return step
 
-    cases = {"cvae (default recipe)": stepper(CVAE((3, args.size, args.size), conditioner, prior="learned"),
-                                              GaussianELBO())}
+    base_label = "cvae (default recipe)"
+    batches = {base_label: args.batch}
+    cases = {base_label: stepper(CVAE((3, args.size, args.size), conditioner, prior="learned"), GaussianELBO(),
+                                 args.batch)}
     for item in args.candidates:
         label, _, spec = item.partition("=")
         spec = json.loads(spec)
+        batches[label] = spec.get("batch", args.batch)
         model = build_flow((3, args.size, args.size), conditioner, **{k: v for k, v in spec.items() if k in FLOW_OPTIONS})
-        cases[label] = stepper(model, FlowMatching())
+        cases[label] = stepper(model, FlowMatching(), batches[label])
     times = interleaved(cases, repeats=args.repeats, warmup=3)
-    base = times["cvae (default recipe)"]
+    per_image = {k: v / batches[k] for k, v in times.items()}
     print(f"machine: {machine()}")
-    print(f"one training step, batch {args.batch} at {args.size}x{args.size}, median of {args.repeats} interleaved\n")
-    print(table([(k, f"{v * 1000:.1f} ms", f"{v / base:.1f}x") for k, v in times.items()],
-                ("model", "step", "vs cvae")))
+    print(f"one training step at {args.size}x{args.size}, median of {args.repeats} interleaved; an epoch's time "
+          "is proportional to the time per image\n")
+    print(table([(k, str(batches[k]), f"{times[k] * 1000:.1f} ms", f"{per_image[k] * 1000:.2f} ms",
+                  f"{per_image[k] / per_image[base_label]:.1f}x") for k in times],
+                ("model", "batch", "step", "per image", "epoch vs cvae")))
 
 
 def report(args) -> None:

@@ -297,8 +297,8 @@ def test_a_flow_run_samples_with_its_options_from_the_api_and_the_command_line(f
 
 def test_reconstruct_and_edit_a_flow_run_through_its_inverted_sampler(flow_run, tmp_path):
     run = genkit.load_run(flow_run, device="cpu")
-    images, labels = genkit.load_dataset("shapes", split="test", options={"count": 160, "seed": 5},
-                                         image_size=16).read_uint8(range(2))
+    images, labels = genkit.load_dataset("shapes", split="test", image_size=16, count=160,
+                                         seed=5).read_uint8(range(2))
     edits = run.edit(images, labels, set=["color::blue"], steps=4)
     x = images.float() / 255
     noise = run.model.invert(x, labels.float(), steps=4)
@@ -311,9 +311,9 @@ def test_reconstruct_and_edit_a_flow_run_through_its_inverted_sampler(flow_run, 
 
 
 def test_pairing_flow_with_an_elbo_or_cvae_with_flow_matching_is_refused_before_anything_is_written(tmp_path):
-    for model, loss in (("flow", "gaussian-elbo"), ("cvae", "flow-matching")):
+    for model, loss, options in (("flow", "gaussian-elbo", E2E), ("cvae", "flow-matching", E2E[:6])):
         out = tmp_path / f"{model}-{loss}"
-        line = error_line(invoke(["train", "--model", model, "--loss", loss, *E2E, "--out", out]))
+        line = error_line(invoke(["train", "--model", model, "--loss", loss, *options, "--out", out]))
         assert loss in line and model in line
         assert not out.exists()
 
