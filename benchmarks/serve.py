@@ -54,7 +54,7 @@ def make_run(directory: Path) -> Path:
 def handler_latency(run_dir: Path, repeats: int) -> tuple[float, float]:
     """Median seconds of the page's grid request and, interleaved, of the bare ``model.sample`` it wraps."""
     import genkit
-    from genkit.serve_app import RunPage
+    from genkit.serve_page import RunPage
 
     page = RunPage(genkit.load_run(run_dir, device="cpu"), run_dir.name)
     run = page.run

@@ -53,6 +53,17 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (-10 * torch.log10(mse.clamp_min(10 ** (-MAX_PSNR / 10)))).double()
 
 
+def planned_edits(run, dataset, enabled: bool = True, images: int = EDIT_IMAGES) -> tuple[int, int]:
+    """How many images :func:`edit_metrics` would edit and how many edits it would make, (0, 0) when none,
+    for an estimate of its time before it starts."""
+    if not enabled or not (has(run.model, "posterior") or has(run.model, "invert")) or len(dataset) == 0:
+        return 0, 0
+    chosen = min(images, len(dataset))
+    first = (dataset.attributes[0] > 0.5).float().tolist()
+    changes = min(MAX_CHANGES_PER_IMAGE, len(single_changes(first, run.attribute_names, run.exclusive_groups)))
+    return chosen, chosen * changes
+
+
 @torch.no_grad()
 def edit_metrics(run, dataset, classifier, seed: int, enabled: bool = True,
                  options: Mapping[str, Any] | None = None, images: int = EDIT_IMAGES) -> dict[str, Any]:

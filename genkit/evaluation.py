@@ -57,9 +57,9 @@ import torch
 
 from genkit import capabilities
 from genkit.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, features_of, get_classifier, predict
-from genkit.conformity import conformity_metrics
+from genkit.conformity import CONFORMITY_SAMPLES, conformity_metrics
 from genkit.data import prepare_dataset
-from genkit.edit_metrics import edit_metrics
+from genkit.edit_metrics import edit_metrics, planned_edits
 from genkit.errors import UsageError
 from genkit.gaussian import gaussian_kl
 from genkit.limits import check_seed, derived_seed
@@ -288,7 +288,7 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
     found = capabilities.capabilities(run.model)
     with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         if on_message is not None:
-            on_message(estimate(run, dataset, samples, options, found["posterior"], batch_size))
+            on_message(estimate(run, dataset, samples, options, found["posterior"], batch_size, edits))
         torch.manual_seed(seed)
         bounds = _likelihood(run, dataset, samples, sigma, seed, batch_size, progress) if found["posterior"] else None
         own = _own_likelihood(run, dataset, seed, batch_size) if found["log_likelihood"] else None
@@ -358,8 +358,12 @@ def _own_likelihood(run: Run, dataset: CachedImageDataset, seed: int, batch_size
 
 
 def estimate(run: Run, dataset: CachedImageDataset, samples: int, options: dict[str, Any], posterior: bool,
-             batch_size: int) -> str:
-    """How long the evaluation will take, from one timed batch of samples (and of decodes): one line."""
+             batch_size: int, edits: bool = True) -> str:
+    """How long the evaluation will take, from one timed batch of samples (and of encodes and decodes): one line.
+
+    Counted: the samples of the attribute accuracy, diversity and conformity, the likelihood bounds'
+    decodes, and the edit metrics' codes (an encode, or an inverted sampler: as costly as a sample)
+    and draws."""
     probe = min(16, len(dataset))
     condition = dataset.attributes[:probe].to(run.device)
     generator = torch.Generator().manual_seed(0)
@@ -367,17 +371,25 @@ def estimate(run: Run, dataset: CachedImageDataset, samples: int, options: dict[
     capabilities.sample(run.model, condition, capabilities.draw_noise(run.model, probe, generator).to(run.device),
                         torch.Generator(run.device).manual_seed(0), options)
     per_sample = (time.perf_counter() - started) / probe
-    drawn = len(dataset) + DIVERSITY_SETS * DIVERSITY_PER_SET
+    held_out = bool(run.config.data.hold_out)
+    drawn = len(dataset) + DIVERSITY_SETS * DIVERSITY_PER_SET + CONFORMITY_SAMPLES * (2 if held_out else 1)
     seconds = per_sample * drawn
     parts = [f"{drawn:,} samples ({per_sample * 1000:.1f} ms each)"]
+    per_code = per_sample  # inverting a sampler costs about as much as sampling
     if posterior:
         images = dataset.images_uint8()[:probe].to(run.device).float().div_(255)
         started = time.perf_counter()
         mu, _ = run.model.encode(images, condition)
         run.model.decode(mu, condition)
         per_decode = (time.perf_counter() - started) / probe
+        per_code = per_decode / 2
         seconds += per_decode * samples * len(dataset)
         parts.append(f"{samples * len(dataset):,} decodes for the likelihood bounds")
+    edited, changes = planned_edits(run, dataset, edits)
+    if changes:
+        # codes of the images and of every edit (for the cycle), draws of the reconstructions, edits and cycles
+        seconds += per_code * (edited + changes) + per_sample * (edited + 2 * changes)
+        parts.append(f"{changes:,} edits of {edited:,} images (--no-edits skips them)")
     return f"evaluating {len(dataset):,} {dataset.split} images: {' and '.join(parts)}, about {_duration(seconds)}"
 
 

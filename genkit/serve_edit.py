@@ -65,7 +65,7 @@ class EditTab:
 
     def __init__(self, run, controls, split: str = "test", cache_dir: str | Path | None = None):
         """``controls``: the run's attribute controls, as the sampler lays them out
-        (:func:`genkit.serve_app.attribute_controls`)."""
+        (:func:`genkit.serve_page.attribute_controls`)."""
         from genkit.editing import Editor
 
         self.run = run
@@ -299,7 +299,7 @@ input.addEventListener('change', () => {
 
 
 def build_edit_tab(gr, page, index: int, cache_dir: str | Path | None = None) -> None:
-    """The edit tab of run panel ``index`` (called inside the panel's tabs by ``serve_app``)."""
+    """The edit tab of run panel ``index`` (called inside the panel's tabs by ``serve_layout``)."""
     with gr.Tab("edit an image"):
         try:
             tab = EditTab(page.run, page.controls, cache_dir=cache_dir)

@@ -85,6 +85,19 @@ def tmpfs(mount: Path, options: str) -> Iterator[Path | None]:
         subprocess.run(["umount", str(mount)])
 
 
+def interrupt(process: subprocess.Popen) -> tuple[int, str]:
+    """Ctrl-C a server started with ``subprocess.Popen(..., text=True)``: its exit code and its stderr."""
+    import signal
+
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return process.returncode, err
+
+
 def run_genkit(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m genkit ARGS`` in a subprocess, output captured as text."""
     return subprocess.run([sys.executable, "-m", "genkit", *args], capture_output=True, text=True, env=env,

@@ -191,6 +191,19 @@ def test_evaluate_json_has_every_metric_and_cll_is_at_least_elbo(runner, run, ca
         assert row in table.stdout, row
 
 
+def test_evaluate_says_first_what_it_will_do_edits_included(runner, run, cache):
+    result = runner.invoke(build_app(), ["evaluate", "--run", str(run), "--json", "--samples", "3", "--cache-dir",
+                                         str(cache)])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stderr.splitlines() if line.startswith("evaluating "))
+    # 16 test images; 16 + 32 x 8 diversity + 1024 conformity samples; 3 x 16 decodes; 16 images x 10 changes
+    assert line.startswith("evaluating 16 test images: 1,296 samples (")
+    assert "48 decodes for the likelihood bounds and 160 edits of 16 images (--no-edits skips them), about " in line
+    skipped = runner.invoke(build_app(), ["evaluate", "--run", str(run), "--json", "--samples", "3", "--no-edits",
+                                          "--cache-dir", str(cache)])
+    assert "edits" not in next(line for line in skipped.stderr.splitlines() if line.startswith("evaluating "))
+
+
 def test_evaluate_without_a_classifier_says_how_to_get_one(runner, run, tmp_path):
     line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path)]))
     assert "no attribute classifier 'small-cnn' for shapes 16x16 yet; pass --train-classifier or run " \

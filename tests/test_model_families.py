@@ -235,7 +235,7 @@ def test_a_loss_that_cannot_train_the_model_is_refused_at_planning(plugin, tmp_p
 
 
 def test_a_served_page_draws_with_the_models_options(plugin, refiner_run):
-    from genkit.serve_app import RunPage
+    from genkit.serve_page import RunPage
 
     page = RunPage(genkit.load_run(refiner_run, device="cpu"), "refiner", {"steps": 3})
     view = page.grid("shape::circle", 4, 1, "off", {"guidance": 0.5, "steps": None})

@@ -6,7 +6,6 @@ import io
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,9 +21,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import genkit
+from conftest import interrupt
 from genkit import sampling
 from genkit.cli.app import build_app
-from genkit.serve_app import (ANY, RunPage, attribute_controls, check_request, command_line, matches,
+from genkit.serve_page import (ANY, RunPage, attribute_controls, check_request, command_line, matches,
                               spec_from_values)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,23 +214,13 @@ def _start(run_dirs, port):
     return process, url
 
 
-def _stop(process) -> tuple[int, str]:
-    process.send_signal(signal.SIGINT)
-    try:
-        _, err = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    return process.returncode, err
-
-
 @pytest.fixture(scope="module")
 def server(tiny_run):
     pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
     port = _free_port()
     process, url = _start([Path(os.environ.get("GENKIT_SERVE_RUN", tiny_run))], port)
     yield url
-    code, err = _stop(process)
+    code, err = interrupt(process)
     assert code == 0 and "Traceback" not in err, err
 
 
@@ -371,7 +361,8 @@ def test_the_page_notes_when_no_training_vector_agrees(page):
 
 def test_several_runs_get_a_picker_with_distinct_labels(tiny_run, tmp_path):
     pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
-    from genkit.serve_app import build_page, page_labels
+    from genkit.serve_layout import build_page
+    from genkit.serve_page import page_labels
 
     other = tmp_path / "b" / tiny_run.name
     shutil.copytree(tiny_run, other)

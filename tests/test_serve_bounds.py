@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,12 +26,14 @@ import pytest
 from typer.testing import CliRunner
 
 import genkit
+from conftest import interrupt
 from genkit.cli.app import build_app as build_cli
 
 pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
 
 from genkit import serve_guard  # noqa: E402
-from genkit.serve_app import RunPage, build_app, page_labels  # noqa: E402
+from genkit.serve_app import build_app  # noqa: E402
+from genkit.serve_page import RunPage, page_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ["shape::circle", "any", "on", "any", "any", "any"]  # shape, color, then large, left, top, outline
@@ -289,10 +290,5 @@ def test_the_space_layout_in_the_docs_starts_offline_and_serves_a_grid(tiny_run,
         assert message["success"] and 'src="data:image/png;base64,' in message["output"]["data"][2]
         assert _status(url + "gradio_api/file=/etc/passwd") == 403  # genkit's closed routes, on a Space too
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, err = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert process.returncode == 0 and "Traceback" not in err, err
+        code, err = interrupt(process)
+    assert code == 0 and "Traceback" not in err, err

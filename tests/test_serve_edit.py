@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 
 import genkit
-from genkit.serve_app import attribute_controls
+from genkit.serve_page import attribute_controls
 from genkit.serve_edit import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, EditTab, change_spec
 from test_editing import _png_header_only
-from test_serve import _browser, _free_port, _start, _stop
+from conftest import interrupt
+from test_serve import _browser, _free_port, _start
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def server(tab, tiny_run):
     pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
     process, url = _start([Path(os.environ.get("GENKIT_SERVE_RUN", tiny_run))], _free_port())
     yield url
-    code, err = _stop(process)
+    code, err = interrupt(process)
     assert code == 0 and "Traceback" not in err, err
 
 

@@ -28,7 +28,9 @@ def serve(
     """
     from genkit.cli.sampling_flags import given_options
     from genkit.runs import load_run
-    from genkit.serve_app import RunPage, check_port, import_gradio, page_labels, serve as serve_pages
+    from genkit.serve_app import check_port, serve as serve_pages
+    from genkit.serve_layout import import_gradio
+    from genkit.serve_page import RunPage, page_labels
     from genkit.serve_guard import exposure_warning, is_loopback, listen_urls
 
     directories = [Path(d) for d in run]
