@@ -4,15 +4,15 @@
                                                [--lr 2e-3] [--ema 0.999,0.9999] [--size 32] [--seed 0]
     python benchmarks/flow_design.py eval OUT [--weights ema0.999] [--guidance 2] [--steps 8]
                                               [--solver euler] [--grid PNG]
-    python benchmarks/flow_design.py time [--size 32] [--repeats 7] CANDIDATE=JSON ...
+    python benchmarks/flow_design.py time [--size 32] [--repeats 7] LABEL=JSON ...
+    python benchmarks/flow_design.py step [--size 32] [--batch 16] [--repeats 21] LABEL=JSON ...
     python benchmarks/flow_design.py table OUT ...
 
 ``train`` trains ``flow`` with ``flow-matching`` the way ``genkit train`` does (the training
-split held as uint8 in RAM, a seeded shuffle per epoch, fused Adam, batch 16, lr 2e-3, seeded),
-keeping exponential moving averages of the weights at each ``--ema`` decay beside the raw
-weights, and writes ``OUT/{raw,ema<decay>}.safetensors``, ``OUT/design.json`` (options, epochs,
-seconds per epoch). Use it while genkit's own EMA is not available; otherwise
-``genkit train --model flow`` is the same thing.
+split held as uint8 in RAM, a seeded shuffle per epoch, fused Adam, seeded), keeping exponential
+moving averages of the weights at each ``--ema`` decay beside the raw weights (several decays
+from one run, which ``genkit train --ema`` cannot), and writes ``OUT/{raw,ema<decay>}.safetensors``
+and ``OUT/design.json`` (options, epochs, seconds per epoch).
 
 ``eval`` computes the sample metrics of ``genkit evaluate`` on the test split, exactly as it does
 (same seeds; one sample per test image for the attribute accuracy and fd, 32 attribute vectors ×
@@ -21,17 +21,19 @@ an 8×8 grid (the first 8 attribute vectors of the test split, 8 noises each), p
 took. With ``--cvae RUN`` it evaluates a cvae run folder instead (to check that this reproduces
 ``genkit evaluate``'s figures).
 
-``time`` measures, interleaved in one process, sampling 64 images at 32×32 with the default cvae
-recipe and with each CANDIDATE, a JSON object of the flow's options and sampling options
-(``{"patch": 4, "channels": [64], "steps": 8, "guidance": 2}``), with random weights (the time
-does not depend on them); it prints each as a multiple of the cvae's time.
+``time`` measures, interleaved in one process, sampling 64 images with the default cvae recipe and
+with each candidate, a JSON object of the flow's options and sampling options
+(``{"patch": 4, "steps": 8, "guidance": 2}``), with random weights (the time does not depend on
+them); it prints each as a multiple of the cvae's time. ``step`` does the same for a training step
+(forward, backward, Adam), each model at its own batch (a candidate's ``"batch"``), and prints the
+time per image, to which an epoch's time is proportional. ``table`` lists the ``eval`` results
+of several OUT folders.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path

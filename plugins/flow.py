@@ -18,7 +18,8 @@ The network works on patches (space-to-depth by ``patch``): a small U-Net of res
 features are modulated (FiLM) by an embedding of t and of ``conditioner.vector(condition)``; one
 linear layer gives every block's scale and shift at once, so the embedding costs one small
 matrix product per step. Its output layer starts at zero. The design and its defaults were
-chosen by measurement: docs/evaluation.md ("The flow model") and benchmarks/flow_design.py.
+chosen by measurement at 32x32 (docs/evaluation.md, "The flow model against the CVAE", and
+benchmarks/flow_design.py); at 64x64 the same network does not follow position attributes.
 """
 
 from __future__ import annotations
@@ -324,8 +325,8 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
           time_sampling: Literal["logit-normal", "uniform"] = "logit-normal") -> FlowModel:
     """Conditional rectified flow with classifier-free guidance; Euler or Heun sampling.
 
-    :param patch: side of the square patches the network works on (space-to-depth): 2 at 32x32,
-        4 at 64x64 keeps a CPU's training time near the CVAE's.
+    :param patch: side of the square patches the network works on (space-to-depth); 4 trains
+        faster but draws grainy blotches (measured at 64x64).
     :param channels: widths of the U-Net's levels, each at half the previous resolution.
     :param blocks: residual blocks per level (and per level on the way up).
     :param embedding: width of the embedding of the time and the condition.
