@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from genkit_datasets.preprocess import center_crop_resize
+from genkit_datasets.preprocess import IMAGE_FORMATS, center_crop_resize
 
 
 class ImageFileReader:
@@ -29,7 +29,7 @@ class ImageFileReader:
         return os.path.join(self.folder, self.files[i])
 
     def __call__(self, i: int, size: tuple[int, int]) -> np.ndarray:
-        with Image.open(self.path(i)) as image:
+        with Image.open(self.path(i), formats=IMAGE_FORMATS) as image:
             if self.boxes is not None:
                 image = image.crop(pixel_box(self.boxes[i], image.size))
             return center_crop_resize(image, size)

@@ -11,6 +11,9 @@ from genkit_datasets.errors import UsageError
 #: the largest image side genkit accepts: a 8192x8192 RGB image is 200 MB as uint8 and 800 MB as
 #: float32, so a batch of them is already more than most machines hold
 MAX_IMAGE_SIDE = 8192
+#: the formats genkit decodes, all by Pillow's own code: never EPS or PostScript (Pillow hands those to
+#: Ghostscript, an external program running what the file says) nor any other format Pillow sniffs
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 #: what transparent pixels are composited over (white, as a browser shows a transparent PNG)
 BACKGROUND = (255, 255, 255)
 #: modes converted to RGB by Pillow exactly (no range or colour-space guess involved)

@@ -25,6 +25,7 @@ import torch
 
 from genkit.capabilities import draw_noise, resolve_sampling_options, sample
 from genkit.classifier import predict
+from genkit.limits import derived_seed
 from genkit.holdout import combination_of
 
 #: samples drawn per group (seen, held out) ...
@@ -56,6 +57,9 @@ def conformity_metrics(run, dataset, classifier, seed: int, options: Mapping[str
     held_rows = [i for i, c in enumerate(combination) if c is not None]
     resolved = resolve_sampling_options(run.model, dict(options or {}), run.config.model.name)
     generator = torch.Generator().manual_seed(seed)
+    # for a sampler that draws randomness of its own beyond the noise: seeded too, never the global state
+    sampler_generator = torch.Generator(run.device).manual_seed(derived_seed(seed, 1))
+
     def score(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not rows:
             return None
@@ -65,7 +69,7 @@ def conformity_metrics(run, dataset, classifier, seed: int, options: Mapping[str
         for start in range(0, len(picked), SAMPLE_BATCH):
             condition = asked[start:start + SAMPLE_BATCH].to(run.device)
             noise = draw_noise(run.model, len(condition), generator).to(run.device)
-            images = sample(run.model, condition, noise, options=resolved).float().clamp(0, 1)
+            images = sample(run.model, condition, noise, sampler_generator, resolved).float().clamp(0, 1)
             read.append(predict(classifier, images, run.device))
         return torch.tensor(picked), conforms(torch.cat(read), asked)
 

@@ -227,7 +227,7 @@ def _as_batch(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor
 
 def _as_vectors(attributes, count: int, names: Sequence[str], groups: Sequence[str]) -> torch.Tensor:
     if isinstance(attributes, torch.Tensor):
-        vectors = attributes.reshape(-1, len(names)) if attributes.numel() else attributes
+        vectors = attributes[None] if attributes.ndim == 1 else attributes  # one vector for every image
         if vectors.ndim != 2 or vectors.shape[1] != len(names) or len(vectors) not in (1, count):
             raise UsageError(f"attributes of shape {tuple(attributes.shape)} do not match {count} images of "
                              f"{len(names)} attributes; pass a ({count}, {len(names)}) tensor of 0/1")
@@ -254,6 +254,7 @@ def read_image(source: str | Path | bytes, size: tuple[int, int], what: str | No
     from PIL import Image, UnidentifiedImageError
 
     from genkit.plugin_api import center_crop_resize
+    from genkit_datasets.preprocess import IMAGE_FORMATS
 
     if isinstance(source, (bytes, bytearray)):
         what = what or "the image"
@@ -273,7 +274,7 @@ def read_image(source: str | Path | bytes, size: tuple[int, int], what: str | No
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as image:
+            with Image.open(stream, formats=IMAGE_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels or width < 1 or height < 1:
                     raise UsageError(f"{what} is {width}x{height} pixels, more than the {_megapixels(max_pixels)} "
@@ -283,7 +284,8 @@ def read_image(source: str | Path | bytes, size: tuple[int, int], what: str | No
     except UsageError:
         raise
     except UnidentifiedImageError:
-        raise UsageError(f"{what} is not an image Pillow can read; give a PNG, JPEG, or another common format") from None
+        raise UsageError(f"{what} is not an image genkit reads; give a {', '.join(IMAGE_FORMATS[:-1])} or "
+                         f"{IMAGE_FORMATS[-1]} file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UsageError(f"{what} declares more pixels than genkit decodes ({_megapixels(max_pixels)}); it may be a "
                          "decompression bomb: scale it down first") from None

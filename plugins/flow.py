@@ -167,9 +167,10 @@ class FlowModel(nn.Module):
                 f"image size {height}x{width} does not divide into the flow's {patch}x{patch} patches and "
                 f"{len(channels) - 1} halvings (sides must be multiples of {multiple}); choose "
                 f"{_nearest_sizes(height, width, multiple)}")
-        if not 0 <= condition_dropout < 1:
-            raise genkit.UsageError(f"condition_dropout {condition_dropout} must be in [0, 1), for example "
-                                    "--model-opt condition_dropout=0.1 (0: no guidance possible)")
+        if not 0 < condition_dropout < 1:  # guidance, on by default, needs the null condition learned
+            raise genkit.UsageError(f"condition_dropout {condition_dropout} must be in (0, 1): sampling with "
+                                    "guidance needs the unconditional flow learned; for example "
+                                    "--model-opt condition_dropout=0.1")
         for name, value, allowed in (("prediction", prediction, PREDICTIONS),
                                      ("time_sampling", time_sampling, TIME_SAMPLINGS)):
             if value not in allowed:
@@ -213,7 +214,7 @@ class FlowModel(nn.Module):
         tt = t[:, None, None, None]
         xt = tt * x1 + (1 - tt) * x0
         vector = self.conditioner.vector(condition)
-        if self.training and self.condition_dropout > 0:
+        if self.training:
             dropped = torch.rand(n, device=images.device) < self.condition_dropout
             null = self.conditioner.vector(self.conditioner.null_condition(n).to(condition))
             vector = torch.where(dropped[:, None], null, vector)
@@ -331,7 +332,7 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
     :param blocks: residual blocks per level (and per level on the way up).
     :param embedding: width of the embedding of the time and the condition.
     :param condition_dropout: probability that training replaces a condition by the null one
-        (what guidance needs), in [0, 1).
+        (what guidance needs), in (0, 1).
     :param prediction: preconditioned (the network's input and output scaled to unit variance at
         every time) or velocity (the network's output is the velocity).
     :param time_sampling: how training draws t: logit-normal (more of the middle of the path) or uniform.

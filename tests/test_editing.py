@@ -120,6 +120,11 @@ def test_attributes_may_be_one_spec_for_every_image(run, test_split):
     assert torch.equal(edits.before, vector("shape::square", "color::green").expand(2, -1))
     with pytest.raises(genkit.UsageError, match="do not fit the run's 16x16"):
         run.edit(torch.zeros(1, 3, 8, 8), "shape::square,color::green", set="top")
+    one = vector("shape::square", "color::green")[0]
+    assert torch.equal(run.edit(images, one, set="top").before, edits.before)  # one (A,) vector for every image
+    for wrong in (torch.zeros(len(one), 2), torch.zeros(10), torch.zeros(3, len(one))):  # transposed, short, 3 for 2
+        with pytest.raises(genkit.UsageError, match="do not match 2 images of 12 attributes"):
+            run.edit(images, wrong, set="top")
 
 
 # --- the invert path: a hand-written invertible model ----------------------------------------------
@@ -261,7 +266,10 @@ def test_image_files_of_every_mode_are_read_as_the_dataset_reader_does(tmp_path)
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
-    (lambda p: p.write_text("not an image"), "is not an image Pillow can read"),
+    (lambda p: p.write_text("not an image"), "is not an image genkit reads"),
+    # PostScript that Pillow would hand to Ghostscript (which would run it: here, forever)
+    (lambda p: p.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n{} loop\n"),
+     "is not an image genkit reads; give a PNG, JPEG, WEBP, GIF, BMP, TIFF or PPM file"),
     (lambda p: _png_header_only(p, 9000, 9000), "is 9000x9000 pixels, more than the 67 megapixels genkit decodes"),
     (lambda p: _png_header_only(p, 20000, 20000), "declares more pixels than genkit decodes (67 megapixels); it may "
                                                   "be a decompression bomb"),
@@ -298,6 +306,7 @@ def test_an_image_file_is_read_by_the_classifier_and_corrected_by_from(run, tiny
     (["--index", "30-33", "--set", "large"], "--index 30-33 is outside the test split"),
     (["--index", "3-1", "--set", "large"], "ends before it starts"),
     (["--index", "a", "--set", "large"], "--index 'a' is not N or A-B"),
+    (["--index", "9" * 5000, "--set", "large"], "is not N or A-B"),
     (["--index", "0", "--split", "nope", "--set", "large"], "split 'nope' does not exist"),
     (["--index", "0", "--set", "wings"], "unknown attribute 'wings'"),
     (["--index", "0", "--set", "color::red,color::blue"], "are both values of 'color'"),

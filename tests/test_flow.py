@@ -52,7 +52,7 @@ def toy_flow(**options):
 
 
 def test_training_forward_draws_the_straight_path_and_its_velocity():
-    model = toy_flow(condition_dropout=0.0)
+    model = toy_flow().eval()  # no condition dropout outside training
     images = torch.rand(3, *SHAPE)
     condition = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 1]])
     torch.manual_seed(7)
@@ -120,7 +120,7 @@ def test_invert_then_sample_gives_back_the_noise(solver, steps, tolerance):
 
 
 def test_uniform_times_when_asked():
-    model = toy_flow(condition_dropout=0.0, time_sampling="uniform")
+    model = toy_flow(time_sampling="uniform").eval()
     images = torch.rand(2, *SHAPE)
     torch.manual_seed(3)
     out = model(images, torch.zeros(2, 4))
@@ -240,7 +240,8 @@ def test_sizes_the_network_cannot_take_are_refused_naming_the_nearest_that_work(
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"condition_dropout": 1.0}, "condition_dropout 1.0 must be in [0, 1)"),
+    ({"condition_dropout": 1.0}, "condition_dropout 1.0 must be in (0, 1)"),
+    ({"condition_dropout": 0.0}, "condition_dropout 0.0 must be in (0, 1): sampling with guidance needs"),
     ({"patch": 0}, "patch 0 must be a positive whole number"),
     ({"channels": []}, "channels [] must be one or more positive widths"),
     ({"blocks": 0}, "blocks 0 must be a positive whole number"),

@@ -84,7 +84,7 @@ def test_an_uploaded_image_is_brought_to_size_and_read_by_the_classifier(tab):
 
 
 @pytest.mark.parametrize("name, size, data, message", [
-    ("notes.txt", 5, _data_url(b"hello"), "uploaded file 'notes.txt' is not an image Pillow can read"),
+    ("notes.txt", 5, _data_url(b"hello"), "uploaded file 'notes.txt' is not an image genkit reads"),
     ("big.png", MAX_UPLOAD_BYTES + 1, "", "is 4.0 MiB; the page takes images up to 4.0 MiB"),
     ("big.png", 10, "data:image/png;base64," + "A" * (MAX_UPLOAD_BYTES * 4 // 3 + 400), "is more than 4.0 MiB"),
     ("x.png", 10, "", "came without its contents"),
@@ -175,7 +175,7 @@ def test_the_edit_tab_in_headless_chromium(server, tmp_path):
         # uploads: refused in one line, the page unaffected; then a real one
         upload = browser.find_element(By.CSS_SELECTOR, "#edit-upload-0 input[type=file]")
         upload.send_keys(str(not_image))
-        wait.until(lambda _: "is not an image Pillow can read" in status())
+        wait.until(lambda _: "is not an image genkit reads" in status())
         upload.send_keys(str(too_large))
         wait.until(lambda _: "the page takes images up to 4.0 MiB" in status())
         assert images() == edited

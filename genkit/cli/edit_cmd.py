@@ -94,7 +94,7 @@ def parse_index(text: str) -> range:
     """``"17"`` or ``"0-15"`` (both ends included) to the rows asked for; a one-line error otherwise."""
     from genkit.errors import UsageError, shown
 
-    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    match = re.fullmatch(r"\s*(\d{1,18})\s*(?:-\s*(\d{1,18})\s*)?", text)  # beyond any split, never a huge int
     if not match:
         raise UsageError(f"--index {shown(text)} is not N or A-B; for example --index 17 or --index 0-15")
     first = int(match.group(1))
