@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,11 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _browser import free_port, headless_chromium  # noqa: E402
 
 
 def start_server(run: Path, port: int) -> subprocess.Popen:
@@ -52,27 +47,11 @@ def start_server(run: Path, port: int) -> subprocess.Popen:
     raise SystemExit("genkit serve did not start in 180 s")
 
 
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        raise SystemExit("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,2400",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 def screenshot(url: str, pick: int, toggle: str, out: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = browser()
+    page = headless_chromium(1280, 2400)
     try:
         wait = WebDriverWait(page, 120, poll_frequency=0.2)
         page.get(url)

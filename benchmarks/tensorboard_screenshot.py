@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,14 +24,11 @@ from pathlib import Path
 
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _browser import free_port, headless_chromium  # noqa: E402
+
 #: what the dashboard shows: the epochs' validation MSE and KL (the trade-off β sets) and the sample grids
 TAG_FILTER = "epoch/val_(mse|kl)|samples"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_tensorboard(logdir: Path, port: int) -> subprocess.Popen:
@@ -54,19 +49,6 @@ def start_tensorboard(logdir: Path, port: int) -> subprocess.Popen:
     raise SystemExit("tensorboard did not answer within 120 s")
 
 
-def browser(width: int, height: int):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page makes
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
-
 def screenshot(url: str, runs: list[str], tags: str, target: Path, width: int, height: int,
                settle: float) -> list[str]:
     """Save the page at ``url`` once every run name is on it, showing the ``tags`` unsmoothed; returns
@@ -74,7 +56,7 @@ def screenshot(url: str, runs: list[str], tags: str, target: Path, width: int, h
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = browser(width, height)
+    page = headless_chromium(width, height, log_requests=True)
     try:
         page.get(url)
         # TensorBoard keeps its settings in the browser: the values as logged (no smoothing), no side pane
