@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import time
+import urllib.request
+from typing import Callable
 
 
 def free_port() -> int:
@@ -34,3 +38,22 @@ def headless_chromium(width: int, height: int, log_requests: bool = False):
     if log_requests:
         options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def wait_until_served(process: subprocess.Popen, url: str, ready: Callable[[bytes], bool], seconds: float,
+                      what: str) -> None:
+    """Poll ``url`` until its body satisfies ``ready``; stop (killing ``process``) if it exits or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stderr or process.stdout
+            raise SystemExit(f"{what} stopped: {(output.read() if output else b'')[-2000:]!r}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                if reply.status == 200 and ready(reply.read()):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise SystemExit(f"{what} did not answer within {seconds:.0f} s")

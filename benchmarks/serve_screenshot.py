@@ -20,31 +20,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _browser import free_port, headless_chromium  # noqa: E402
+from _browser import free_port, headless_chromium, wait_until_served  # noqa: E402
 
 
 def start_server(run: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "no_proxy": "*", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "genkit", "serve", "--run", str(run), "--port", str(port)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"genkit serve stopped: {process.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
-                if reply.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("genkit serve did not start in 180 s")
+    wait_until_served(process, f"http://127.0.0.1:{port}/", lambda body: True, 180, "genkit serve")
+    return process
 
 
 def screenshot(url: str, pick: int, toggle: str, out: Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _browser import free_port, headless_chromium  # noqa: E402
+from _browser import free_port, headless_chromium, wait_until_served  # noqa: E402
 
 #: what the dashboard shows: the epochs' validation MSE and KL (the trade-off β sets) and the sample grids
 TAG_FILTER = "epoch/val_(mse|kl)|samples"
@@ -34,19 +34,9 @@ TAG_FILTER = "epoch/val_(mse|kl)|samples"
 def start_tensorboard(logdir: Path, port: int) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host",
                                 "127.0.0.1", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"tensorboard stopped: {process.stdout.read().decode(errors='replace')[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as response:
-                if json.loads(response.read()):
-                    return process
-        except OSError:
-            pass
-        time.sleep(0.5)
-    process.terminate()
-    raise SystemExit("tensorboard did not answer within 120 s")
+    wait_until_served(process, f"http://127.0.0.1:{port}/data/runs", lambda body: bool(json.loads(body)), 120,
+                      "tensorboard")
+    return process
 
 
 def screenshot(url: str, runs: list[str], tags: str, target: Path, width: int, height: int,
