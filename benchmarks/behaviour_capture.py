@@ -54,7 +54,7 @@ def digest(path: Path) -> str:
 
 
 def genkit(*args: str, cwd: Path) -> dict:
-    env = {**os.environ, "GENKIT_CACHE_DIR": str(cwd / "cache"), "COLUMNS": "200"}
+    env = {**os.environ, "GENKIT_CACHE": str(cwd / "cache"), "COLUMNS": "200"}
     done = subprocess.run([sys.executable, "-m", "genkit", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=900)
     errors = [line for line in done.stderr.splitlines() if line.strip()]

@@ -21,8 +21,8 @@ import torch
 
 import genkit
 from _realistic import celeba_like, cub_like, machine, table
-from genkit.batches import Batches
-from genkit.components import build_components
+from genkit.data.batches import Batches
+from genkit.components.build import build_components
 from genkit_datasets.celeba import celeba_index
 from genkit_datasets.cub import cub_index
 from genkit_datasets.torch_dataset import CachedImageDataset

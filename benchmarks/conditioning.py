@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import interleaved, machine, table  # noqa: E402
 
-from genkit.training import make_optimizer  # noqa: E402
+from genkit.training.loop import make_optimizer  # noqa: E402
 from genkit_plugins.beta_elbo import BetaELBO  # noqa: E402
 from genkit_plugins.cvae import CVAE  # noqa: E402
 from genkit_plugins.tiled_onehot import TiledOneHot  # noqa: E402

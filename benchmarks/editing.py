@@ -6,7 +6,7 @@ figure, and how long ``genkit edit`` takes from a cold process.
     python benchmarks/editing.py figure --out docs/images/edits.png RUN
     python benchmarks/editing.py startup RUN [--repeats 7]       # genkit edit against import torch and --help
 
-``codes`` evaluates the edit metrics of :mod:`genkit.edit_metrics` on the test split three ways:
+``codes`` evaluates the edit metrics of :mod:`genkit.evaluation.edits` on the test split three ways:
 the posterior mean carried through the conditional prior (genkit's choice), the posterior mean
 kept as it is for the new attributes, and one draw z ~ q(z|x, y) (seeded) carried through the
 prior; it also reports the PSNR of the mean squared error (the unit of the ≈ 22.6 dB quoted for a
@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 import genkit
-import genkit.editing as editing
-from genkit.classifier import get_classifier
-from genkit.edit_metrics import edit_metrics
-from genkit.evaluation import open_run_data
+import genkit.sampling.editing as editing
+from genkit.evaluation.classifier import get_classifier
+from genkit.evaluation.edits import edit_metrics
+from genkit.sampling.run import open_run_data
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 FIGURE_ROWS = (0, 1, 2, 3, 4)
@@ -71,7 +71,7 @@ def codes(run_dir: Path) -> None:
 
 
 def _classifier_accuracy(classifier, dataset, run) -> float:
-    from genkit.classifier import attribute_accuracy, predict
+    from genkit.evaluation.classifier import attribute_accuracy, predict
 
     return float(attribute_accuracy(predict(classifier, dataset.images_uint8(), run.device), dataset.attributes).mean())
 
@@ -93,7 +93,7 @@ def heldout(pairs: list[tuple[str, Path]]) -> None:
 
 
 def _left_out(run_dir: Path) -> int:
-    from genkit.holdout import held_out_rows
+    from genkit.data.holdout import held_out_rows
 
     run = genkit.load_run(run_dir, device="cpu")
     info = open_run_data(run)

@@ -44,11 +44,11 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import interleaved, machine, table  # noqa: E402
 
-from genkit.classifier import attribute_accuracy, features_of, get_classifier, predict  # noqa: E402
-from genkit.data import prepare_dataset  # noqa: E402
-from genkit.evaluation import DIVERSITY_PER_SET, DIVERSITY_SETS, distinct_vectors, pairwise_rms, _matching_rows  # noqa: E402
-from genkit.frechet import frechet_distance  # noqa: E402
-from genkit.images import save_grid  # noqa: E402
+from genkit.evaluation.classifier import attribute_accuracy, features_of, get_classifier, predict  # noqa: E402
+from genkit.data.prepare import prepare_dataset  # noqa: E402
+from genkit.evaluation.metrics import DIVERSITY_PER_SET, DIVERSITY_SETS, distinct_vectors, pairwise_rms, _matching_rows  # noqa: E402
+from genkit.evaluation.frechet import frechet_distance  # noqa: E402
+from genkit.store.images import save_grid  # noqa: E402
 from genkit_datasets.torch_dataset import CachedImageDataset  # noqa: E402
 from genkit_plugins.cvae import CVAE  # noqa: E402
 from genkit_plugins.flow import build as build_flow  # noqa: E402

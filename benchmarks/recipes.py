@@ -33,10 +33,11 @@ from pathlib import Path
 import torch
 
 import genkit
-from genkit.classifier import get_classifier
-from genkit.evaluation import _attribute_accuracies, _diversities, _frechet_distances, open_run_data
-from genkit.images import labelled_grid
-from genkit.sweep_report import short_label
+from genkit.evaluation.classifier import get_classifier
+from genkit.evaluation.metrics import _attribute_accuracies, _diversities, _frechet_distances
+from genkit.sampling.run import open_run_data
+from genkit.store.images import labelled_grid
+from genkit.sweep.report import short_label
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 GRID_SETS = 3
@@ -158,7 +159,8 @@ def temperature(run_dir: Path, temperatures: list[float], seed: int = 0, fitted:
 
 
 def ceiling(run_dir: Path) -> None:
-    from genkit.evaluation import distinct_vectors, pairwise_rms, reconstruct
+    from genkit.evaluation.metrics import distinct_vectors, pairwise_rms
+    from genkit.sampling.reconstruction import reconstruct
 
     run = genkit.load_run(run_dir)
     dataset = CachedImageDataset(open_run_data(run).path, "test", in_memory=True)

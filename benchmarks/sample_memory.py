@@ -22,8 +22,8 @@ from _machine import machine, table  # noqa: E402
 
 RUN = """
 import resource, sys
-import genkit.sampling
-genkit.sampling.SAMPLE_BATCH = {batch}
+import genkit.sampling.draw
+genkit.sampling.draw.SAMPLE_BATCH = {batch}
 from genkit.cli.app import build_app
 try:
     build_app()(sys.argv[1:])
@@ -36,10 +36,10 @@ sys.exit(code)
 
 def make_run(directory: Path, size: int) -> Path:
     import genkit
-    from genkit.components import build_components
-    from genkit.run_folder import CONFIG_FILE, WEIGHTS_FILE
-    from genkit.sampling import AttributeTable
-    from genkit.weights import save_weights
+    from genkit.components.build import build_components
+    from genkit.store.run_folder import CONFIG_FILE, WEIGHTS_FILE
+    from genkit.sampling.attributes import AttributeTable
+    from genkit.store.weights import save_weights
     from genkit_datasets.shapes import ATTRIBUTE_NAMES, sample_attributes
 
     config = genkit.plan_run("cvae", "shapes", image_size=size, device="cpu")
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--size", type=int, default=32)
     args = parser.parse_args()
-    from genkit.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, grid_shape
+    from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, grid_shape
 
     with tempfile.TemporaryDirectory(prefix="genkit-bench-memory-") as scratch:
         run = make_run(Path(scratch) / "run", args.size)

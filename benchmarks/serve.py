@@ -34,10 +34,10 @@ from _machine import machine, table  # noqa: E402
 
 def make_run(directory: Path) -> Path:
     import genkit
-    from genkit.components import build_components
-    from genkit.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
-    from genkit.sampling import AttributeTable
-    from genkit.weights import loss_has_state, save_weights
+    from genkit.components.build import build_components
+    from genkit.store.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
+    from genkit.sampling.attributes import AttributeTable
+    from genkit.store.weights import loss_has_state, save_weights
     from genkit_datasets.shapes import ATTRIBUTE_NAMES, sample_attributes
 
     config = genkit.plan_run("cvae", "shapes", image_size=64, device="cpu")
@@ -54,7 +54,7 @@ def make_run(directory: Path) -> Path:
 def handler_latency(run_dir: Path, repeats: int) -> tuple[float, float]:
     """Median seconds of the page's grid request and, interleaved, of the bare ``model.sample`` it wraps."""
     import genkit
-    from genkit.serve_page import RunPage
+    from genkit.serve.page import RunPage
 
     page = RunPage(genkit.load_run(run_dir, device="cpu"), run_dir.name)
     run = page.run

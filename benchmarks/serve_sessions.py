@@ -52,7 +52,7 @@ def start(run_dir: Path, port: int, capacity: int | None, source: Path | None = 
     ``source`` is a folder holding another version's ``genkit/`` package, served instead of this one."""
     code = "from genkit.cli.app import main; main()"
     if capacity is not None:
-        code = f"import genkit.serve_guard as g; g.SESSION_CAPACITY = {capacity}; " + code
+        code = f"import genkit.serve.guard as g; g.SESSION_CAPACITY = {capacity}; " + code
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     if source is not None:  # first on the path, and the working folder (which `python -c` puts first)
         env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
@@ -146,7 +146,7 @@ def main() -> None:
                         help="a commit to compare with (its genkit, plugins and datasets served instead)")
     args = parser.parse_args()
 
-    from genkit.serve_guard import SESSION_CAPACITY
+    from genkit.serve.guard import SESSION_CAPACITY
     from serve import make_run
 
     scratch = Path(tempfile.mkdtemp(prefix="genkit-bench-sessions-"))

@@ -98,7 +98,7 @@ def main() -> None:
 
 def time_the_writer() -> list[float]:
     """Adds the seconds spent in TensorBoardLog's methods to the returned one-item list."""
-    from genkit.tensorboard import TensorBoardLog
+    from genkit.training.tensorboard import TensorBoardLog
 
     spent = [0.0]
     for name in ("__init__", "on_step", "on_epoch_end", "close"):

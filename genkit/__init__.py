@@ -24,11 +24,11 @@ _LAZY = {
     "SourceIndex": "genkit.types",
     "ComponentSpec": "genkit.config", "DataSpec": "genkit.config", "RunConfig": "genkit.config",
     "TrainSpec": "genkit.config",
-    "list_plugins": "genkit.plugins", "plugin_errors": "genkit.plugins", "register_plugin": "genkit.plugins",
-    "registry": "genkit.plugins", "unregister_plugin": "genkit.plugins",
-    "load_dataset": "genkit.data", "prepare_dataset": "genkit.data",
-    "Run": "genkit.runs", "load_run": "genkit.runs",
-    "plan_run": "genkit.planning", "train": "genkit.training", "resume": "genkit.resuming",
+    "list_plugins": "genkit.components.loading", "plugin_errors": "genkit.components.loading", "register_plugin": "genkit.components.loading",
+    "registry": "genkit.components.loading", "unregister_plugin": "genkit.components.loading",
+    "load_dataset": "genkit.data.prepare", "prepare_dataset": "genkit.data.prepare",
+    "Run": "genkit.sampling.run", "load_run": "genkit.sampling.run",
+    "plan_run": "genkit.training.planning", "train": "genkit.training.trainer", "resume": "genkit.training.resuming",
 }
 
 

@@ -1,7 +1,7 @@
 """``config.json``: everything needed to rebuild a run's data, conditioner, model and loss.
 
 Like a diffusers config, the file round-trips: ``RunConfig.from_json(cfg.to_json()) == cfg``,
-and :func:`genkit.components.build_components` rebuilds the same objects from it. Component
+and :func:`genkit.components.build.build_components` rebuilds the same objects from it. Component
 options are stored fully resolved (defaults filled in), so a later change of a plugin's default
 does not silently change an old run.
 """
@@ -35,7 +35,7 @@ class DataSpec:
     cache_fingerprint: str | None = None
     #: attribute families that hold exactly one value per image, as the dataset declares them
     exclusive_groups: list[str] = field(default_factory=list)
-    #: attribute combinations ("a+b") whose training images are left out of training (genkit.holdout)
+    #: attribute combinations ("a+b") whose training images are left out of training (genkit.data.holdout)
     hold_out: list[str] = field(default_factory=list)
 
 

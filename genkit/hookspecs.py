@@ -87,7 +87,7 @@ def register_models(register):
     ``Run.sample`` keywords and ``genkit sweep --vary sample.NAME``; help from ``sample``'s
     ``:param name:`` lines; ``sampling_flags = {"steps": "--sampling-steps"}`` renames a flag;
     ``check_sampling_options(**options)`` may refuse values (raise ``genkit.UsageError``).
-    What a model may have, found by its methods (:mod:`genkit.capabilities`): a posterior,
+    What a model may have, found by its methods (:mod:`genkit.sampling.capabilities`): a posterior,
     ``encode(images, condition) -> (mu, logvar)`` and ``decode(z, condition)`` (with
     ``prior_params(condition) -> (mu, logvar)`` for a conditional prior), which gives the
     likelihood bounds of ``genkit evaluate``, ``genkit reconstruct`` and editing by encoding;

@@ -4,7 +4,7 @@
 (``genkit.hookimpl``, ``genkit.ModelOutput``, ``genkit.UsageError``, ...); this module adds the
 helpers genkit's bundled plugins are written with, so a third-party plugin can do everything they
 do. Every name here is documented in docs/api.md and stable across minor versions; the modules
-they come from (``genkit_datasets.*``, ``genkit.gaussian``) may be reorganised.
+they come from (``genkit_datasets.*``, ``genkit.evaluation.gaussian``) may be reorganised.
 
 - Dataset sources: :class:`SourceIndex` (what ``scan`` returns), :class:`ImageFileReader` and
   :func:`center_crop_resize` (decode, crop and resize image files exactly as the bundled datasets
@@ -21,8 +21,8 @@ they come from (``genkit_datasets.*``, ``genkit.gaussian``) may be reorganised.
 
 from __future__ import annotations
 
-from genkit.gaussian import gaussian_kl
-from genkit.limits import float32_option
+from genkit.evaluation.gaussian import gaussian_kl
+from genkit.components.limits import float32_option
 from genkit_datasets.annotations import (IMAGE_SUFFIXES, bad_row, file_digest, find_file, fingerprint, has_images,
                                          list_images, parse_int, read_lines)
 from genkit_datasets.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES

@@ -80,7 +80,7 @@ class Model(Protocol):
     Every model trains through ``forward`` (whose output its loss reads) and samples from noise of
     ``noise_shape``; the keyword parameters of ``sample`` after ``generator`` are its sampling
     options. Capabilities beyond that (``encode``/``decode``, ``invert``, ``log_likelihood``) are
-    optional and found by :mod:`genkit.capabilities`.
+    optional and found by :mod:`genkit.sampling.capabilities`.
     """
 
     noise_shape: tuple[int, ...]

@@ -92,7 +92,7 @@ def out_of_memory(exc: BaseException) -> str:
     tried = _TRIED.search(text)
     if tried is None:
         return "an allocation failed"
-    from genkit.memory import format_bytes
+    from genkit.runtime.memory import format_bytes
 
     return f"it tried to allocate {format_bytes(int(tried.group(1))) if tried.group(1) else tried.group(2)}"
 
@@ -124,7 +124,7 @@ def build_app(light: bool = False) -> typer.Typer:
     from genkit.cli.component_flags import CONTEXT_SETTINGS, ComponentCommand
     from genkit.cli.sampling_flags import CONTEXT_SETTINGS as SAMPLING_CONTEXT, SamplingCommand
     from genkit.errors import PluginError
-    from genkit.plugins import load_plugins, pm
+    from genkit.components.loading import load_plugins, pm
 
     app.command("train", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(train_cmd.train)
     app.command("sample", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(sample_cmd.sample)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from genkit.classifier import DEFAULT_BATCH_SIZE, DEFAULT_CLASSIFIER, DEFAULT_EPOCHS, DEFAULT_LR
+from genkit.evaluation.classifier import DEFAULT_BATCH_SIZE, DEFAULT_CLASSIFIER, DEFAULT_EPOCHS, DEFAULT_LR
 from genkit.cli import console
 from genkit.cli.options import parse_options
 
@@ -34,11 +34,11 @@ def train(
     It is retrained every time this runs; `genkit evaluate` and `genkit sweep` reuse it while the
     dataset's cache fingerprint stays the same.
     """
-    from genkit.classifier import classifier_files, resolve_classifier_options, train_classifier
-    from genkit.data import prepare_dataset
-    from genkit.distributed import resolve_device
+    from genkit.evaluation.classifier import classifier_files, resolve_classifier_options, train_classifier
+    from genkit.data.prepare import prepare_dataset
+    from genkit.runtime.distributed import resolve_device
 
-    from genkit.limits import check_seed
+    from genkit.components.limits import check_seed
 
     check_seed(seed)
     options = parse_options(classifier_opt, "--classifier-opt")

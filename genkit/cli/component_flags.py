@@ -16,10 +16,10 @@ from typing import Any
 
 from typer.core import TyperCommand
 
-from genkit.components import POSITIONAL_ARGS
+from genkit.components.build import POSITIONAL_ARGS
 from genkit.errors import UsageError
-from genkit.recipe import DEFAULT_RECIPE
-from genkit.registries import SINGULAR, Flag
+from genkit.components.recipe import DEFAULT_RECIPE
+from genkit.components.registry import SINGULAR, Flag
 
 #: command parameter name -> component kind
 KIND_OF_PARAM = {"data": "datasets", "conditioner": "conditioners", "model": "models", "loss": "losses"}
@@ -32,7 +32,7 @@ CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 def chosen_components(command, args: list[str]) -> dict[str, str]:
     """kind -> component name, from ``args`` (``--loss x`` / ``--loss=x``) or the options' defaults (the
     chosen model's own loss when no ``--loss`` is given)."""
-    from genkit.plugins import registry
+    from genkit.components.loading import registry
 
     chosen: dict[str, str] = {}
     for param in command.params:
@@ -51,7 +51,7 @@ def chosen_components(command, args: list[str]) -> dict[str, str]:
         if isinstance(value, str) and value:
             chosen[kind] = value
     if "losses" not in chosen and chosen.get("models") in registry("models"):  # no --loss: the model's own
-        from genkit.planning import default_loss
+        from genkit.training.planning import default_loss
 
         chosen["losses"] = default_loss(chosen["models"])
     return chosen
@@ -63,7 +63,7 @@ def declared_flags(chosen: dict[str, str], taken: frozenset[str] = frozenset()) 
     A flag in ``taken`` (one of the command's own options) is left out: the command's option
     wins, and the component's option stays settable with ``--model-opt`` etc.
     """
-    from genkit.plugins import registry
+    from genkit.components.loading import registry
 
     found = []
     for kind, name in chosen.items():
@@ -169,7 +169,7 @@ def _metavar(default: Any) -> str:
 
 def _unknown(token: str, ctx, chosen: dict[str, str]) -> UsageError:
     """An extra argument no chosen component takes: name who has it, or the nearest known option."""
-    from genkit.plugins import registry
+    from genkit.components.loading import registry
 
     name = token.partition("=")[0]
     if not name.startswith("-"):

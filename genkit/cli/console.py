@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from genkit.run_folder import NOT_TERMS
+from genkit.store.run_folder import NOT_TERMS
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -47,7 +47,7 @@ def cache_progress(description: str) -> tuple[Progress, Any]:
 @contextmanager
 def training_display():
     """The rich display in the main process; silence in the other DDP processes."""
-    from genkit.distributed import world_from_env
+    from genkit.runtime.distributed import world_from_env
 
     if not world_from_env().is_main:
         yield None

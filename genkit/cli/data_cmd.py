@@ -15,7 +15,7 @@ app = typer.Typer(no_args_is_help=True, help="Inspect datasets and build their H
 
 
 def _describe(data: str, root, image_size, cache_dir, data_opt) -> dict:
-    from genkit.data import dataset_cache_path, open_source, resolve_root
+    from genkit.data.prepare import dataset_cache_path, open_source, resolve_root
     from genkit_datasets.cache import read_cache_info
     from genkit_datasets.preprocess import parse_image_size
 
@@ -76,7 +76,7 @@ def prepare(
     data_opt: Optional[list[str]] = typer.Option(None, "--data-opt", help="Dataset option KEY=VALUE."),
 ) -> None:
     """Decode and resize a dataset once into its HDF5 cache (reused while the source is unchanged)."""
-    from genkit.data import prepare_dataset
+    from genkit.data.prepare import prepare_dataset
     from genkit.errors import UsageError
 
     if workers is not None and workers < 1:

@@ -51,7 +51,7 @@ def edit(
     """
     from genkit.cli.sampling_flags import given_options
     from genkit.errors import UsageError
-    from genkit.files import check_output_file
+    from genkit.store.files import check_output_file
 
     if (index is None) == (image is None):
         raise UsageError("give the image to edit: --index N (or A-B) of --split, or --image PATH")
@@ -65,8 +65,8 @@ def edit(
         check_output_file(out)
     import torch
 
-    from genkit.editing import Editor, edit as edit_images, parse_change
-    from genkit.runs import load_run
+    from genkit.sampling.editing import Editor, edit as edit_images, parse_change
+    from genkit.sampling.run import load_run
 
     if rows is None or len(rows) <= THREADED_ROWS:
         torch.set_num_threads(1)  # a few images: one thread (see THREADED_ROWS)
@@ -110,7 +110,7 @@ def parse_index(text: str) -> range:
 def dataset_rows(run, split: str, rows: range, cache_dir: Path | None):
     """The images at ``rows`` of ``split`` and their labels; a one-line error for rows outside the split."""
     from genkit.errors import UsageError
-    from genkit.evaluation import open_run_data
+    from genkit.sampling.run import open_run_data
     from genkit_datasets.torch_dataset import CachedImageDataset
 
     info = open_run_data(run, cache_dir=cache_dir)
@@ -126,7 +126,8 @@ def file_image(run, path: Path, from_attrs: str | None, classifier_name: str | N
     """The image file brought to the run's size, and its attributes: the classifier's reading, corrected by --from."""
     import torch
 
-    from genkit.editing import apply_change, names_on, parse_change, read_attributes, read_image, run_classifier
+    from genkit.sampling.editing import apply_change, names_on, parse_change, read_attributes, read_image
+    from genkit.evaluation.classifier import run_classifier
     from genkit.errors import UsageError
 
     names, groups = run.attribute_names, run.exclusive_groups
@@ -162,7 +163,7 @@ def write_rows(rows, path: Path) -> Path:
     import torch
     from PIL import Image
 
-    from genkit.files import atomic_path
+    from genkit.store.files import atomic_path
 
     count, columns, channels, height, width = rows.shape
     canvas = np.full((count * (height + PADDING) + PADDING, columns * (width + PADDING) + PADDING, channels), 255,

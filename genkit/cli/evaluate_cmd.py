@@ -12,8 +12,8 @@ from rich.table import Table
 from genkit.cli import console
 from genkit.cli.options import parse_options
 from genkit.cli.sampling_flags import SAMPLE_OPT
-from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA
-from genkit.recipe import DEFAULT_RECIPE
+from genkit.evaluation.likelihood import DEFAULT_SAMPLES, DEFAULT_SIGMA
+from genkit.components.recipe import DEFAULT_RECIPE
 
 DEFAULT_CLASSIFIER = DEFAULT_RECIPE.classifier
 
@@ -52,10 +52,10 @@ def evaluate(
     run's model adds its sampling options as flags, listed at the end of `genkit evaluate --run RUN --help`.
     """
     from genkit.cli.sampling_flags import given_options
-    from genkit.evaluation import evaluate_run
-    from genkit.files import write_text_atomic
-    from genkit.runs import load_run
-    from genkit.tensorboard import log_evaluation, wanted as tensorboard_wanted
+    from genkit.evaluation.metrics import evaluate_run
+    from genkit.store.files import write_text_atomic
+    from genkit.sampling.run import load_run
+    from genkit.training.tensorboard import log_evaluation, wanted as tensorboard_wanted
 
     logging = tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any work
     loaded = load_run(run, device=device)
@@ -137,7 +137,7 @@ def metrics_table(result: dict) -> Table:
 
 
 def counterfactual_rows(result: dict, number) -> list[tuple[str, str]]:
-    """The edit and conformity rows (genkit.edit_metrics, genkit.conformity); "-" where a figure is null."""
+    """The edit and conformity rows (genkit.evaluation.edits, genkit.evaluation.conformity); "-" where a figure is null."""
     return [
         ("edit success (changed attribute read as asked)", number(result.get("edit_success"), ".4f")),
         ("edit preservation (other attributes kept)", number(result.get("edit_preservation"), ".4f")),

@@ -9,8 +9,8 @@ import typer
 
 from genkit.config import TrainSpec
 from genkit.errors import UsageError, shown
-from genkit.recipe import DEFAULT_RECIPE
-from genkit.registries import SINGULAR
+from genkit.components.recipe import DEFAULT_RECIPE
+from genkit.components.registry import SINGULAR
 
 _D = TrainSpec()
 

@@ -12,7 +12,7 @@ from genkit.cli import console
 
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List installed plugins, their versions, and the components each registers (--json: with their descriptions)."""
-    from genkit.plugins import list_plugins, plugin_errors, registry
+    from genkit.components.loading import list_plugins, plugin_errors, registry
 
     infos = list_plugins()
     errors = plugin_errors()

@@ -32,13 +32,14 @@ def reconstruct(
 
     from genkit.errors import UsageError
     from genkit.cli.sampling_flags import given_options
-    from genkit.evaluation import can_reconstruct, open_run_data, reconstruct as reconstruct_images
-    from genkit.images import save_grid
-    from genkit.runs import load_run
+    from genkit.sampling.reconstruction import can_reconstruct, reconstruct as reconstruct_images
+    from genkit.sampling.run import open_run_data
+    from genkit.store.images import save_grid
+    from genkit.sampling.run import load_run
     from genkit_datasets.torch_dataset import CachedImageDataset
 
-    from genkit.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid
-    from genkit.limits import check_seed
+    from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid
+    from genkit.components.limits import check_seed
 
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")
@@ -47,7 +48,7 @@ def reconstruct(
     if target.suffix.lower() != ".png":
         raise UsageError(f"--out {target} must end in .png")
     if out is not None:
-        from genkit.files import check_output_file
+        from genkit.store.files import check_output_file
 
         check_output_file(out)
     loaded = load_run(run, device=device)

@@ -1,6 +1,6 @@
 """``genkit runs [PATH...]`` lists run folders; ``genkit runs diff A B`` compares two.
 
-Both read JSON files only (:mod:`genkit.run_index`); ``genkit runs`` is dispatched without loading
+Both read JSON files only (:mod:`genkit.store.run_index`); ``genkit runs`` is dispatched without loading
 torch or the plugins (see :func:`genkit.cli.app.main`), so it answers at once.
 """
 
@@ -48,7 +48,7 @@ def list_runs(
     Folders that are not genkit runs, cannot be read or are damaged get a line marked `!` after the
     table (in --json, a row whose status says which).
     """
-    from genkit.run_index import find_runs, sort_rows
+    from genkit.store.run_index import find_runs, sort_rows
 
     rows = sort_rows(find_runs(paths or [DEFAULT_PATH]), sort)
     if as_json:
@@ -72,7 +72,7 @@ def diff(
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
 ) -> None:
     """The settings in which two runs differ (config.json paths) and both runs' figures, side by side."""
-    from genkit.run_index import diff_runs, load_for_diff
+    from genkit.store.run_index import diff_runs, load_for_diff
 
     first, second = load_for_diff(a), load_for_diff(b)
     result = diff_runs(first, second)

@@ -40,15 +40,17 @@ def sample(
     """
     import math
 
-    from genkit import sampling
+    from genkit.sampling import attributes
+
+    from genkit.sampling import draw as sampling
     from genkit.cli.sampling_flags import given_options
     from genkit.errors import UsageError, shown
-    from genkit.files import check_output_file
-    from genkit.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, write_grid
-    from genkit.images import save_grid
-    from genkit.runs import load_run
+    from genkit.store.files import check_output_file
+    from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, write_grid
+    from genkit.store.images import save_grid
+    from genkit.sampling.run import load_run
 
-    from genkit.limits import check_seed
+    from genkit.components.limits import check_seed
 
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")
@@ -60,7 +62,7 @@ def sample(
         raise UsageError("--vary and --interpolate make different grids; use one of them")
     if pair and steps < 2:
         raise UsageError(f"--steps {steps} must be at least 2 (the two ends)")
-    if rest not in sampling.REST_MODES:
+    if rest not in attributes.REST_MODES:
         raise UsageError(f"--rest {shown(rest)} is not known; choose data (unlisted attributes from the training "
                          "data) or off (unlisted attributes off, as in the paper's figures)")
     if out is not None:
@@ -92,7 +94,7 @@ def sample(
         noise_values = math.prod(loaded.noise(1).shape[1:])
         check_grid(n, nrow, shape, extra_per_image=4 * (noise_values + loaded.conditioner.dim))
         noise = loaded.noise(n, seed)
-        result = sampling.conditions(loaded, attrs, n, seed, rest)
+        result = attributes.conditions(loaded, attrs, n, seed, rest)
         write_grid(loaded, result.condition, noise, nrow, target, options, seed)
         what = f"{n} samples with [{_short(attrs)}]"
     if result.note:

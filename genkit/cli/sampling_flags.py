@@ -1,6 +1,6 @@
 """Flags for the options a run's model samples with (``--temperature``, ``--guidance``, ...).
 
-A model declares its sampling options in its ``sample`` signature (:mod:`genkit.capabilities`);
+A model declares its sampling options in its ``sample`` signature (:mod:`genkit.sampling.capabilities`);
 ``genkit sample``, ``evaluate`` and ``serve`` take them as extra arguments, checked against the
 model of the ``--run`` given, and ``--sample-opt KEY=VALUE`` sets any of them by name. ``--help``
 with a ``--run`` lists that model's options at the end.
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import typer
 from typer.core import TyperCommand
 
-from genkit.capabilities import SamplingOption
+from genkit.sampling.capabilities import SamplingOption
 from genkit.errors import UsageError, shown
 
 #: let the model's flags through the parser, to :func:`given_options`
@@ -25,10 +25,10 @@ SAMPLE_OPT = typer.Option(None, "--sample-opt", help="A sampling option of the r
 
 def options_of_config(run_dir: str | Path) -> dict[str, SamplingOption] | None:
     """The sampling options of the model in ``run_dir``'s config.json (built on the meta device), or None."""
-    from genkit.capabilities import sampling_options
-    from genkit.components import model_outline
+    from genkit.sampling.capabilities import sampling_options
+    from genkit.components.build import model_outline
     from genkit.config import RunConfig
-    from genkit.run_folder import CONFIG_FILE
+    from genkit.store.run_folder import CONFIG_FILE
 
     try:
         return sampling_options(model_outline(RunConfig.load(Path(run_dir) / CONFIG_FILE)))
@@ -55,7 +55,7 @@ def given_options(extra: list[str], sample_opt: list[str] | None,
                   declared: Mapping[str, SamplingOption], model: str, command: str) -> dict[str, Any]:
     """``{option: text}`` from the extra arguments (the model's flags) and ``--sample-opt KEY=VALUE``.
 
-    Values stay text; :func:`genkit.capabilities.resolve_sampling_options` converts and checks
+    Values stay text; :func:`genkit.sampling.capabilities.resolve_sampling_options` converts and checks
     them. A flag the model does not have names the model's own sampling options.
     """
     by_flag = {option.flag: option for option in declared.values()}
@@ -95,17 +95,3 @@ def given_options(extra: list[str], sample_opt: list[str] | None,
                              f"{example.name}={example.default}")
         values[key] = raw
     return values
-
-
-def command_flags(options: Mapping[str, Any], declared: Mapping[str, SamplingOption]) -> list[str]:
-    """The flags that set ``options`` where they differ from the defaults (for an equivalent command line)."""
-    parts: list[str] = []
-    for name, value in options.items():
-        option = declared.get(name)
-        if option is None or value == option.default:
-            continue
-        if option.type is bool:
-            parts.append(option.flag if value else "--no-" + option.flag[2:])
-        else:
-            parts += [option.flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    return parts

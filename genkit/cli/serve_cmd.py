@@ -27,11 +27,11 @@ def serve(
     starting values. Runs offline (no analytics, CDN or share tunnel) and serves until Ctrl-C.
     """
     from genkit.cli.sampling_flags import given_options
-    from genkit.runs import load_run
-    from genkit.serve_app import check_port, serve as serve_pages
-    from genkit.serve_layout import import_gradio
-    from genkit.serve_page import RunPage, page_labels
-    from genkit.serve_guard import exposure_warning, is_loopback, listen_urls
+    from genkit.sampling.run import load_run
+    from genkit.serve.app import check_port, serve as serve_pages
+    from genkit.serve.layout import import_gradio
+    from genkit.serve.page import RunPage, page_labels
+    from genkit.serve.guard import exposure_warning, is_loopback, listen_urls
 
     directories = [Path(d) for d in run]
     runs = [load_run(d, device=device) for d in directories]  # every folder checked before the server starts

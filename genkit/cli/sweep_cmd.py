@@ -12,7 +12,7 @@ from genkit.cli.component_flags import given_flags
 from genkit.cli.options import TrainingOptions as T, component_options, parse_options
 from genkit.cli.sampling_flags import SAMPLE_OPT
 from genkit.config import TrainSpec
-from genkit.evaluation import DEFAULT_SAMPLES, DEFAULT_SIGMA
+from genkit.evaluation.likelihood import DEFAULT_SAMPLES, DEFAULT_SIGMA
 
 _D = TrainSpec()
 
@@ -61,14 +61,16 @@ def sweep(
     each, and write table.csv, table.md, figure3.png, figure4.png and mse_kl_vs_<option>.png into --out.
     Finished runs are reused. The paper's β sweep: --beta 0.25,0.5,0.75,0.9 with the beta-elbo loss."""
     from genkit.cli.evaluate_cmd import stage_progress
-    from genkit.evaluation import check_settings
-    from genkit.sweep import parse_vary, plan_sweep, prepare_sweep, run_sweep, varied_from_flags
-    from genkit.tensorboard import wanted as tensorboard_wanted
+    from genkit.evaluation.likelihood import check_settings
+    from genkit.sweep.vary import parse_vary, varied_from_flags
+    from genkit.sweep.plan import plan_sweep
+    from genkit.sweep.run import prepare_sweep, run_sweep
+    from genkit.training.tensorboard import wanted as tensorboard_wanted
 
-    from genkit.files import check_output_dir
+    from genkit.store.files import check_output_dir
 
     check_output_dir(out)  # a file, under a file, read-only: refused before any training
-    from genkit.planning import default_loss
+    from genkit.training.planning import default_loss
 
     loss = loss or default_loss(model)
     components = {"data": data, "conditioner": conditioner, "model": model, "loss": loss}

@@ -58,17 +58,17 @@ def train(
     The chosen components add flags of their own, listed at the end of this help; `genkit train
     --model NAME --loss NAME --help` lists those of other components.
     """
-    from genkit import distributed
+    from genkit.runtime import distributed
     from genkit.errors import UsageError
-    from genkit.planning import plan_run
-    from genkit.resuming import resume as resume_run
-    from genkit.tensorboard import wanted as tensorboard_wanted
-    from genkit.training import train as run_training
+    from genkit.training.planning import plan_run
+    from genkit.training.resuming import resume as resume_run
+    from genkit.training.tensorboard import wanted as tensorboard_wanted
+    from genkit.training.trainer import train as run_training
 
     if nproc is not None and distributed.world_from_env().size == 1:
         code = distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc"))
         raise typer.Exit(code)
-    from genkit.planning import default_loss
+    from genkit.training.planning import default_loss
 
     loss = loss or default_loss(model)
     flags = given_flags(ctx, {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss})
@@ -129,11 +129,11 @@ def _flag(ctx: typer.Context, name: str) -> str:
 
 
 def _report(run) -> None:
-    from genkit.distributed import world_from_env
+    from genkit.runtime.distributed import world_from_env
 
     if not world_from_env().is_main:
         return
-    from genkit.run_folder import ROWS_FILE, SAMPLES_DIR
+    from genkit.store.run_folder import ROWS_FILE, SAMPLES_DIR
 
     last = sorted((run.directory / SAMPLES_DIR).glob("epoch_*.png"))
     console.err.print(f"[green]done:[/] run folder {run.directory}", highlight=False)

@@ -1,0 +1,1 @@
+"""Building blocks a run is made of: plugins loaded, registries, components built, the default recipe."""

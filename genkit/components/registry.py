@@ -1,0 +1,293 @@
+"""One registry per component kind, filled from the plugins' ``register_*`` hooks.
+
+A registry maps a name to a :class:`Component`: the factory, the plugin that registered it and
+the options its factory accepts. Unknown names raise a :class:`UsageError` that lists the valid
+names and the closest match; a name registered twice is refused, naming both plugins.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from genkit.errors import PluginError, UsageError, shown
+
+KINDS = ("datasets", "conditioners", "models", "losses", "classifiers")
+SINGULAR = {"datasets": "dataset", "conditioners": "conditioner", "models": "model", "losses": "loss",
+            "classifiers": "classifier"}
+
+
+class DuplicateComponentError(PluginError):
+    """A plugin registered a name that another plugin already holds."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A short command-line flag a component declares for one of its options (``--beta``)."""
+
+    option: str
+    flag: str
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    description: str = ""
+    #: option name -> flag (``{"beta": "--beta"}``), as declared by the plugin when registering.
+    flags: Mapping[str, str] = field(default_factory=dict)
+    #: a model's own loss, trained with when the user names none (``--model flow`` → ``flow-matching``)
+    default_loss: str | None = None
+    #: training settings a model trains best with, used where the user gives none (``{"ema": 0.999}``)
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def cli_flags(self, skip: tuple[str, ...] = ()) -> list[Flag]:
+        """The declared flags with their defaults and the help text from the factory's docstring."""
+        defaults = self.option_defaults(skip)
+        docs = option_docs(self.factory)
+        return [Flag(option, flag, defaults.get(option), docs.get(option, f"{SINGULAR[self.kind]} option {option}"))
+                for option, flag in self.flags.items()]
+
+    def option_defaults(self, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Keyword options the factory accepts, with their defaults (``...`` when required)."""
+        options: dict[str, Any] = {}
+        for param in inspect.signature(self.factory).parameters.values():
+            if param.name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            options[param.name] = ... if param.default is param.empty else param.default
+        return options
+
+    def accepts_any_option(self) -> bool:
+        return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.factory).parameters.values())
+
+    def resolve_options(self, options: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The full option set the factory will be called with: the given ones over the defaults.
+
+        Options set to None are left at the factory's default. An option the factory does not
+        accept is a :class:`UsageError` naming the component and the options it does accept.
+        """
+        defaults = self.option_defaults(skip)
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(given) - set(defaults)) if not self.accepts_any_option() else []
+        if unknown:
+            allowed = ", ".join(sorted(defaults)) or "none"
+            raise UsageError(
+                f"{SINGULAR[self.kind]} {self.name!r} has no option {shown(unknown[0])}; its options are: {allowed}"
+            )
+        for key, value in given.items():
+            _check_type(self, key, value, defaults.get(key, ...))
+        resolved = {k: v for k, v in defaults.items() if v is not ...}
+        resolved.update(given)
+        return resolved
+
+    def create(self, *args: Any, **options: Any) -> Any:
+        return self.factory(*args, **options)
+
+
+class Registry:
+    """Components of one kind, by name."""
+
+    def __init__(self, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"unknown component kind {kind!r}")
+        self.kind = kind
+        self._items: dict[str, Component] = {}
+
+    def add(self, name: str, factory: Callable[..., Any], *, plugin: str, description: str = "",
+            flags: Iterable[str] | Mapping[str, str] = (), default_loss: str | None = None,
+            train_defaults: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(plugin, f"registered a {SINGULAR[self.kind]} with an invalid name {name!r}")
+        what = f"{SINGULAR[self.kind]} {name!r}"
+        if not callable(factory):
+            raise PluginError(plugin, f"registered {what} with a factory that is not callable")
+        declared = _declared_flags(flags, factory, plugin, what)
+        if (default_loss is not None or train_defaults) and self.kind != "models":
+            raise PluginError(plugin, f"registered {what} with default_loss or train_defaults, which only models declare")
+        if default_loss is not None and (not isinstance(default_loss, str) or not default_loss):
+            raise PluginError(plugin, f"registered {what} with default_loss {default_loss!r}; give a loss's name")
+        train_defaults = _declared_train_defaults(train_defaults, plugin, what)
+        if name in self._items:
+            holder = self._items[name].plugin
+            raise DuplicateComponentError(
+                plugin,
+                f"cannot register {SINGULAR[self.kind]} {name!r}: plugin {holder!r} already registered it",
+            )
+        self._items[name] = Component(self.kind, name, factory, plugin, description or _first_line(factory), declared,
+                                      default_loss, train_defaults)
+
+    def get(self, name: str) -> Component:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UsageError(self._unknown_message(name)) from None
+
+    def _unknown_message(self, name: str) -> str:
+        singular = SINGULAR[self.kind]
+        names = sorted(self._items)
+        if not names:
+            return f"unknown {singular} {shown(name)}: no {self.kind} are installed"
+        message = f"unknown {singular} {shown(name)}; available: {', '.join(names)}"
+        close = difflib.get_close_matches(name, names, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        return message
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self):
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+FLAG_PATTERN = re.compile(r"^--[a-z][a-z0-9-]*$")
+
+
+def _declared_flags(flags: Iterable[str] | Mapping[str, str], factory: Callable[..., Any], plugin: str,
+                    what: str) -> dict[str, str]:
+    """``flags`` as option -> flag; each option must be a keyword parameter of the factory."""
+    if isinstance(flags, str):
+        flags = [flags]
+    pairs = dict(flags) if isinstance(flags, Mapping) else {o: "--" + o.replace("_", "-") for o in flags}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for option, flag in pairs.items():
+        param = params.get(option)
+        if param is None or param.default is param.empty:
+            raise PluginError(plugin, f"registered {what} with flag {flag!r} for {option!r}, which is not an "
+                                      "option of its factory (a keyword parameter with a default)")
+        if not isinstance(flag, str) or not FLAG_PATTERN.match(flag):
+            raise PluginError(plugin, f"registered {what} with flag {flag!r}; flags look like --name")
+    return pairs
+
+
+def _declared_train_defaults(defaults: Mapping[str, Any] | None, plugin: str, what: str) -> dict[str, Any]:
+    """``train_defaults`` checked: known training settings, each of its setting's type."""
+    from dataclasses import fields
+
+    from genkit.config import TrainSpec
+
+    settings = {f.name: f.default for f in fields(TrainSpec)}
+    checked: dict[str, Any] = {}
+    for key, value in dict(defaults or {}).items():
+        if key not in settings:
+            raise PluginError(plugin, f"registered {what} with train_defaults {key!r}, which is not a training setting "
+                                      f"(settings: {', '.join(settings)})")
+        allowed = _COMPATIBLE.get(type(settings[key]), (type(settings[key]),))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and not isinstance(settings[key], bool)):
+            raise PluginError(plugin, f"registered {what} with train_defaults {key}={value!r}; it must be "
+                                      f"{_TYPE_NAMES.get(type(settings[key]), type(settings[key]).__name__)}")
+        checked[key] = value
+    return checked
+
+
+def option_docs(factory: Callable[..., Any]) -> dict[str, str]:
+    """Per-option help from the factory's docstring: ``:param name: text`` or a Google ``Args:`` list."""
+    doc = inspect.getdoc(factory) or ""
+    docs: dict[str, str] = {}
+    current = None
+    in_args = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        sphinx = re.match(r":param\s+(?:[\w\[\], .|]+\s+)?(\w+):\s*(.*)", stripped)
+        google = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s+(.*)", stripped) if in_args and line.startswith((" ", "\t")) else None
+        if sphinx or google:
+            current, text = (sphinx or google).groups()
+            docs[current] = text.strip()
+        elif stripped in ("Args:", "Arguments:", "Parameters:"):
+            in_args, current = True, None
+        elif not stripped or stripped.startswith(":") or not line.startswith((" ", "\t")) and in_args:
+            current = None
+            if not line.startswith((" ", "\t")) and stripped:
+                in_args = False
+        elif current is not None:
+            docs[current] += " " + stripped
+    return docs
+
+
+#: the types a value may have when the factory's default has the key's type
+_COMPATIBLE = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list, tuple),
+               tuple: (list, tuple), dict: (dict,)}
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "a list",
+               tuple: "a list", dict: "an object"}
+
+
+_ANNOTATED = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": tuple, "dict": dict}
+
+
+def _declared_types(component: Component, key: str, default: Any) -> tuple[type, ...] | None:
+    """The JSON types an option may take: those its annotation names (``str | float``), else its default's.
+
+    None when genkit does not judge it (no default, a None default, ``Any``, an unknown type).
+    """
+    try:
+        annotation = inspect.signature(component.factory).parameters[key].annotation
+    except (KeyError, TypeError, ValueError):
+        annotation = inspect.Parameter.empty
+    if annotation is not inspect.Parameter.empty:
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None) or str(annotation)
+        while re.search(r"\[[^\[\]]*\]", text):  # list[int] -> list: a generic's arguments say nothing here
+            text = re.sub(r"\[[^\[\]]*\]", "", text)
+        names = [n.strip().split(".")[-1] for n in re.split(r"[|,]", text.replace("Optional", "").replace("Union", ""))]
+        names = [n for n in names if n and n != "None"]
+        if not names or any(n.lower() not in _ANNOTATED for n in names):
+            return None  # Any, a class of the plugin's own, ...: the factory judges it
+        return tuple(_ANNOTATED[n.lower()] for n in names)
+    kind = type(default)
+    return (kind,) if kind in _COMPATIBLE else None
+
+
+def _check_type(component: Component, key: str, value: Any, default: Any) -> None:
+    """An option must be given as the JSON type its annotation or default says (a bool, number, text, list),
+    and every whole number in it must fit a 64-bit integer (what PyTorch takes)."""
+    huge = _huge_int(value)
+    if huge is not None:
+        raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} holds {shown(huge)}, outside the "
+                         f"whole numbers genkit passes on (-2**63 to 2**63 - 1), like {key}={_example(default)}")
+    declared = _declared_types(component, key, default)
+    if declared is None:
+        return
+    allowed = tuple({t for d in declared for t in _COMPATIBLE.get(d, (d,))})
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in declared):
+        wanted = " or ".join(dict.fromkeys(_TYPE_NAMES.get(d, d.__name__) for d in declared))
+        raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} is {shown(value)}, but it must be "
+                         f"{wanted}, like {key}={_example(default)}")
+
+
+def _huge_int(value: Any) -> int | None:
+    """The first whole number in ``value`` (or in its lists and objects) that a 64-bit integer cannot hold."""
+    from genkit.components.limits import fits_int64
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if fits_int64(value) else value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return next((found for item in items if (found := _huge_int(item)) is not None), None)
+
+
+def _example(default: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(list(default) if isinstance(default, tuple) else default)
+    except (TypeError, ValueError):
+        return str(default)
+
+
+def _first_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""

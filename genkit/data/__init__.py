@@ -1,0 +1,1 @@
+"""Datasets opened for a run: the cache prepared, training batches placed, combinations held out."""

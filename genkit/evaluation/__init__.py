@@ -1,0 +1,1 @@
+"""Metrics of a trained run: likelihood, attribute accuracy, diversity, fd, edits, conformity."""

@@ -1,0 +1,1 @@
+"""The process and the machine: torch.distributed glue, memory available."""

@@ -1,0 +1,1 @@
+"""A trained run loaded back and sampled: capabilities, attribute requests, grids, editing."""

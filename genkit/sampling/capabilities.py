@@ -1,0 +1,242 @@
+"""What a model can do: discovered from the model, never assumed.
+
+Every model can be trained (``forward``, whatever its loss reads) and can sample
+(``sample(condition, noise, generator=None, **options)``) from noise of the shape it declares
+(``noise_shape``). Everything else is a capability the model may have, found by the methods it
+defines:
+
+* ``posterior``: ``encode(images, condition) -> (mu, logvar)``, a diagonal Gaussian
+  q(z|x, y), and ``decode(z, condition) -> images``; the prior p(z|y) is N(0, I) unless the
+  model also defines ``prior_params(condition) -> (mu, logvar)``, a conditional one. It gives
+  the likelihood bounds of ``genkit evaluate``, ``genkit reconstruct``, the sweep's Figure 4 and
+  editing by encoding.
+* ``invert``: ``invert(images, condition, **options) -> noise``, the noise that ``sample`` with
+  the same options maps back to the images (a deterministic sampler run backwards); it gives
+  reconstruction and editing to a model without a posterior.
+* ``log_likelihood``: ``log_likelihood(images, condition, generator=None) -> Tensor (B,)``,
+  the model's own log-likelihood of images in [0, 1] (or a lower bound of it), in nats per image.
+
+A capability a model lacks is reported as absent: the metrics that need it are ``null``, the
+commands that need it say so in one line.
+
+Sampling options are the keyword parameters of ``sample`` after the condition and the noise (and
+other than ``generator``) that have defaults: their type is the annotation's (``Literal[...]``
+lists the choices) or the default's, their help the ``:param name:`` line of ``sample``'s
+docstring. Each becomes a flag of ``genkit sample``/``evaluate``/``serve``, ``--name`` or what
+the model's ``sampling_flags`` mapping says (``{"steps": "--sampling-steps"}``), a control on
+the page, a keyword of ``Run.sample`` and a ``--vary sample.NAME`` of ``genkit sweep``. A model
+may check their ranges in ``check_sampling_options(**options)`` (raise ``genkit.UsageError``);
+genkit itself checks types, choices and that numbers are finite, before any sampling work.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from genkit.errors import PluginError, UsageError, shown
+from genkit.components.registry import option_docs
+
+#: capability -> the methods that make it up
+CAPABILITIES = {
+    "posterior": ("encode", "decode"),
+    "invert": ("invert",),
+    "log_likelihood": ("log_likelihood",),
+}
+#: ``sample``'s parameters that are not sampling options (the first two are taken by position)
+GENERATOR = "generator"
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def has(model: Any, capability: str) -> bool:
+    """Whether ``model`` defines every method of ``capability`` (see :data:`CAPABILITIES`)."""
+    return all(callable(getattr(model, method, None)) for method in CAPABILITIES[capability])
+
+
+def capabilities(model: Any) -> dict[str, bool]:
+    """Every capability and whether the model has it: ``{"posterior": True, "invert": False, ...}``."""
+    return {name: has(model, name) for name in CAPABILITIES}
+
+
+def noise_shape(model: Any) -> tuple[int, ...]:
+    """The shape of one sample's noise, as the model declares it (``noise_shape``).
+
+    A model written for genkit 0.1, which declared only ``latent_dim``, samples from a vector
+    of that length.
+    """
+    declared = getattr(model, "noise_shape", None)
+    if declared is None and isinstance(getattr(model, "latent_dim", None), int):
+        declared = (model.latent_dim,)
+    try:
+        shape = tuple(int(s) for s in declared)
+    except (TypeError, ValueError):
+        raise PluginError(_owner(model), f"model {type(model).__name__} declares noise_shape {declared!r}; it must be "
+                                         "a tuple of positive sizes, such as (32,) or (3, 64, 64)") from None
+    if not shape or any(s < 1 for s in shape):
+        raise PluginError(_owner(model), f"model {type(model).__name__} declares noise_shape {shape}; every size "
+                                         "must be positive")
+    return shape
+
+
+def draw_noise(model: Any, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` draws of the model's noise from N(0, I), on the CPU, from ``generator``."""
+    return torch.randn(n, *noise_shape(model), generator=generator)
+
+
+@dataclass(frozen=True)
+class SamplingOption:
+    """One option of a model's ``sample``: its flag, default, type, choices and help."""
+
+    name: str
+    flag: str
+    default: Any
+    type: type
+    choices: tuple[Any, ...] | None
+    help: str
+
+    def describe(self) -> str:
+        """``--guidance FLOAT  help (default 2.0)``-like text for listings."""
+        kind = "|".join(map(str, self.choices)) if self.choices else {bool: "BOOL", int: "INTEGER", float: "FLOAT",
+                                                                        str: "TEXT"}[self.type]
+        return f"{self.flag} {kind}  {self.help} (default {self.default})"
+
+
+def sampling_options(model: Any) -> dict[str, SamplingOption]:
+    """The sampling options ``model.sample`` declares, by name, in signature order."""
+    sample = getattr(model, "sample", None)
+    if not callable(sample):
+        raise PluginError(_owner(model), f"model {type(model).__name__} has no sample(condition, noise) method")
+    try:
+        parameters = list(inspect.signature(sample).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    try:
+        hints = typing.get_type_hints(sample)
+    except Exception:  # annotations that cannot be evaluated: fall back to the defaults' types
+        hints = {}
+    docs = option_docs(sample)
+    renamed = dict(getattr(model, "sampling_flags", {}) or {})
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:2]
+    found: dict[str, SamplingOption] = {}
+    for param in parameters:
+        if param in positional or param.name == GENERATOR or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.default is param.empty:
+            raise PluginError(_owner(model), f"model {type(model).__name__}'s sample() has the parameter "
+                                             f"{param.name!r} without a default; sampling options need one")
+        kind, choices = _option_type(hints.get(param.name), param.default)
+        flag = renamed.get(param.name, "--" + param.name.replace("_", "-"))
+        found[param.name] = SamplingOption(param.name, flag, param.default, kind, choices,
+                                           docs.get(param.name, f"sampling option {param.name}"))
+    return found
+
+
+def _option_type(hint: Any, default: Any) -> tuple[type, tuple[Any, ...] | None]:
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        return type(choices[0]), tuple(choices)
+    for candidate in (bool, int, float, str):
+        if hint is candidate:
+            return candidate, None
+    if isinstance(default, (bool, int, float, str)):
+        return type(default), None
+    return str, None
+
+
+def resolve_sampling_options(model: Any, given: Mapping[str, Any], model_name: str = "") -> dict[str, Any]:
+    """``given`` over the model's defaults, each checked; a one-line :class:`UsageError` for a bad one.
+
+    An option the model does not have names the model's own options. Values given as text (from
+    a command line or a form) are converted to the option's type.
+    """
+    declared = sampling_options(model)
+    what = f"model {model_name!r}" if model_name else f"model {type(model).__name__}"
+    resolved = {name: option.default for name, option in declared.items()}
+    for name, value in given.items():
+        option = declared.get(name)
+        if option is None:
+            own = ", ".join(o.flag for o in declared.values()) or "none"
+            raise UsageError(f"{shown(name)} is not a sampling option of {what} (its sampling options: {own})")
+        resolved[name] = convert(option, value)
+    check = getattr(model, "check_sampling_options", None)
+    if callable(check):
+        check(**resolved)
+    return resolved
+
+
+def convert(option: SamplingOption, value: Any) -> Any:
+    """``value`` as ``option``'s type (text is parsed); a :class:`UsageError` naming the flag otherwise."""
+    kind = option.type
+    wanted = ("one of " + ", ".join(map(str, option.choices))) if option.choices else _TYPE_NAMES[kind]
+    bad = UsageError(f"{option.flag} {shown(value)} must be {wanted}; {option.help}")
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool:
+            if text not in ("true", "false"):
+                raise bad
+            value = text == "true"
+        else:
+            try:
+                value = int(text) if kind is int else float(text)
+            except ValueError:
+                raise bad from None
+    if kind is bool and not isinstance(value, bool):
+        raise bad
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
+            raise UsageError(f"{option.flag} {shown(value)} must be a finite number; {option.help}")
+        if kind is int and value != int(value):
+            raise bad
+        value = kind(value)
+    if kind is str and not isinstance(value, str):
+        raise bad
+    if option.choices is not None and value not in option.choices:
+        raise bad
+    return value
+
+
+def sample(model: Any, condition: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None = None,
+           options: Mapping[str, Any] | None = None) -> torch.Tensor:
+    """``model.sample(condition, noise, generator=..., **options)``, the generator passed where it is accepted."""
+    kwargs = dict(options or {})
+    if generator is not None and _accepts(model.sample, GENERATOR):
+        kwargs[GENERATOR] = generator
+    with torch.no_grad():
+        return model.sample(condition, noise, **kwargs)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _owner(model: Any) -> str:
+    return type(model).__module__.split(".")[0] or "a plugin"
+
+
+def command_flags(options: Mapping[str, Any], declared: Mapping[str, SamplingOption]) -> list[str]:
+    """The flags that set ``options`` where they differ from the defaults (for an equivalent command line)."""
+    parts: list[str] = []
+    for name, value in options.items():
+        option = declared.get(name)
+        if option is None or value == option.default:
+            continue
+        if option.type is bool:
+            parts.append(option.flag if value else "--no-" + option.flag[2:])
+        else:
+            parts += [option.flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return parts

@@ -1,0 +1,325 @@
+"""Editing real images: the same image drawn again with some attributes changed.
+
+An edit keeps what the model's code holds of an image and changes only its condition. How the
+code is found is the model's capability (:mod:`genkit.sampling.capabilities`), never its name:
+
+* ``posterior`` (``encode``/``decode``): the code is z = μ, the *mean* of q(z|x, y), so an edit
+  is deterministic and as sharp as the decoder can draw (a draw z ~ q would add the posterior's
+  noise to every edit). When the model has a conditional prior (``prior_params``), z is carried
+  to the new attributes through it, z' = μ_p(y') + σ_p(y')/σ_p(y)·(z − μ_p(y)): the same
+  position relative to each condition's prior, the way ``sample`` maps one noise to
+  corresponding images across conditions. Then ``decode(z', y')``.
+* ``invert``: the code is the noise ``invert(x, y, **options)`` that the sampler maps back to the
+  image; the edit is ``sample(y', noise, **options)`` with the same sampling options.
+
+The reconstruction is the edit that changes nothing. Changes are written as ``--attrs`` is
+(:func:`genkit.sampling.attributes.parse_attrs`): ``NAME`` on, ``-NAME`` off; a value of an exclusive family
+(``color::blue``) replaces the image's old value of that family. Conditions are attribute vectors,
+exactly as training feeds them to the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from genkit.sampling.capabilities import has, resolve_sampling_options, sample
+from genkit.errors import UsageError, shown
+from genkit.sampling.attributes import AttributeRequest, parse_attrs
+
+#: images encoded and decoded at once
+EDIT_BATCH = 256
+#: the most pixels an image file may have (a 8192x8192 image): bigger ones are refused before decoding
+MAX_IMAGE_PIXELS = 8192 * 8192
+METHODS = ("posterior", "invert")
+
+
+# --- what to change -----------------------------------------------------------------------------
+
+def parse_change(spec: str | Sequence[str], names: Sequence[str], exclusive_groups: Sequence[str] = (),
+                 flag: str = "--set") -> AttributeRequest:
+    """A change (``"color::blue,-outline"``), checked: not empty, known names, one value per exclusive family,
+    and no value of an exclusive family switched off (the family would have none: switch another on)."""
+    text = spec if isinstance(spec, str) else ",".join(spec)
+    for item in text.split(","):
+        name = item.strip().lstrip("+-").strip()
+        if name and name not in set(names):
+            listing = ", ".join(names) if len(names) <= 40 else "list them with `genkit data info`"
+            raise UsageError(f"{flag} {shown(text)}: unknown attribute {shown(name)}; valid attributes: {listing}")
+    try:
+        request = parse_attrs(text, names, exclusive_groups)
+    except UsageError as exc:
+        raise UsageError(f"{flag} {shown(text)}: {exc}") from None
+    if not request.mentioned:
+        raise UsageError(f"{flag} {shown(text)} changes nothing; name attributes to switch on (NAME) or off (-NAME), "
+                         "for example color::blue,-outline")
+    for name in request.off:
+        group = exclusive_group(name, exclusive_groups)
+        if group is not None:
+            raise UsageError(f"{flag} switches {name!r} off, but {group!r} holds exactly one value per image; switch "
+                             f"another value of {group!r} on instead, which replaces it")
+    return request
+
+
+def apply_change(vectors: torch.Tensor, request: AttributeRequest, names: Sequence[str],
+                 exclusive_groups: Sequence[str] = ()) -> torch.Tensor:
+    """``vectors`` (B, A) with ``request`` applied: named values on or off; a value of an exclusive family
+    switches that family's other values off."""
+    out = vectors.clone()
+    position = {name: i for i, name in enumerate(names)}
+    for name in request.on:
+        group = exclusive_group(name, exclusive_groups)
+        if group is not None:
+            for other in names:
+                if other.startswith(f"{group}::"):
+                    out[:, position[other]] = 0
+        out[:, position[name]] = 1
+    for name in request.off:
+        out[:, position[name]] = 0
+    return out
+
+
+def single_changes(vector: Sequence[float], names: Sequence[str], exclusive_groups: Sequence[str] = ()
+                   ) -> list[tuple[str, AttributeRequest]]:
+    """Every change of one attribute from ``vector``: each other value of an exclusive family the vector has
+    a value of (a swap), every other attribute switched on or off. ``(attribute judged, request)`` pairs."""
+    on = {name for name, value in zip(names, list(vector)) if value > 0.5}
+    changes = []
+    for name in names:
+        group = exclusive_group(name, exclusive_groups)
+        if group is not None:
+            if name not in on and any(n.startswith(f"{group}::") for n in on):
+                changes.append((name, AttributeRequest(on=(name,))))
+        elif name in on:
+            changes.append((name, AttributeRequest(off=(name,))))
+        else:
+            changes.append((name, AttributeRequest(on=(name,))))
+    return changes
+
+
+def exclusive_group(name: str, exclusive_groups: Sequence[str]) -> str | None:
+    """The exclusive family ``name`` is a value of (``"color"`` for ``"color::red"``), or None."""
+    group = name.split("::", 1)[0] if "::" in name else None
+    return group if group in set(exclusive_groups) else None
+
+
+# --- how the model edits ------------------------------------------------------------------------
+
+class Editor:
+    """Encodes images to the model's code and draws codes with other attributes; see the module docstring."""
+
+    def __init__(self, run, options: Mapping[str, Any] | None = None):
+        model = run.model
+        self.run = run
+        if has(model, "posterior"):
+            self.method = "posterior"
+        elif has(model, "invert"):
+            self.method = "invert"
+        else:
+            raise UsageError(f"model {run.config.model.name!r} can neither encode images (encode/decode) nor invert "
+                             "its sampler (invert), so it cannot edit images; see docs/editing.md for the models "
+                             "that can")
+        self.options = resolve_sampling_options(model, dict(options or {}), run.config.model.name)
+        self.device = run.device
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """The code of each image (float in [0, 1], (B, 3, H, W)) under its attribute vector."""
+        model = self.run.model
+        model.eval()
+        images, condition = self._inputs(images, vectors)
+        if self.method == "posterior":
+            mu, _ = model.encode(images, condition)
+            return mu
+        return model.invert(images, condition, **self.options)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """The images of ``codes`` (found under ``before``) drawn with the attribute vectors ``after``, on the CPU."""
+        model = self.run.model
+        model.eval()
+        condition_before = before.to(self.device, torch.float32)
+        condition = after.to(self.device, torch.float32)
+        if self.method == "posterior":
+            z = carry_through_prior(model, codes, condition_before, condition)
+            images = model.decode(z, condition)
+        else:
+            images = sample(model, condition, codes, options=self.options)
+        return images.float().clamp(0, 1).cpu()
+
+    def _inputs(self, images: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.dtype == torch.uint8:
+            images = images.float().div(255)
+        return images.to(self.device, torch.float32), vectors.to(self.device, torch.float32)
+
+
+def carry_through_prior(model, z: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """``z`` moved from the conditional prior of ``before`` to that of ``after`` (unchanged without one)."""
+    prior = getattr(model, "prior_params", None)
+    if not callable(prior) or torch.equal(before, after):
+        return z
+    mu_before, logvar_before = prior(before)
+    mu_after, logvar_after = prior(after)
+    return mu_after + torch.exp(0.5 * (logvar_after - logvar_before)) * (z - mu_before)
+
+
+@dataclass
+class Edits:
+    """What :func:`edit` returns: images in [0, 1] on the CPU and the attribute vectors they were drawn with."""
+
+    original: torch.Tensor                 # (B, 3, H, W)
+    reconstruction: torch.Tensor           # (B, 3, H, W): the edit that changes nothing
+    edited: list[torch.Tensor]             # per change, (B, 3, H, W)
+    before: torch.Tensor                   # (B, A) 0/1
+    after: list[torch.Tensor]              # per change, (B, A) 0/1
+    changes: list[str] = field(default_factory=list)  # each change as "A,-B"
+    method: str = "posterior"
+
+    def rows(self) -> torch.Tensor:
+        """(B, 2 + changes, 3, H, W): per image, original, reconstruction, then each edit."""
+        return torch.stack([self.original, self.reconstruction, *self.edited], dim=1)
+
+
+def edit(run, images: torch.Tensor, attributes: torch.Tensor | str | Sequence[str],
+         changes: str | Sequence[str], options: Mapping[str, Any] | None = None) -> Edits:
+    """``images`` (B, 3, H, W; uint8 or float in [0, 1]) with attributes ``attributes`` edited by each change.
+
+    ``attributes`` is a (B, A) 0/1 tensor, or one ``--attrs`` spec for every image (listed on, the
+    rest off). ``changes`` is one change or a list (a column each).
+    """
+    names, groups = run.attribute_names, run.exclusive_groups
+    images = _as_batch(images, tuple(run.config.image_shape))
+    before = _as_vectors(attributes, len(images), names, groups)
+    specs = [changes] if isinstance(changes, str) else list(changes)
+    if not specs:
+        raise UsageError("no change given; pass one or more changes such as color::blue,-outline")
+    requests = [parse_change(spec, names, groups) for spec in specs]  # every change checked before any work
+    editor = Editor(run, options)
+    afters = [apply_change(before, request, names, groups) for request in requests]
+    recon, edited = [], [[] for _ in requests]
+    for start in range(0, len(images), EDIT_BATCH):
+        part, vectors = images[start:start + EDIT_BATCH], before[start:start + EDIT_BATCH]
+        codes = editor.encode(part, vectors)
+        recon.append(editor.decode(codes, vectors, vectors))
+        for k, after in enumerate(afters):
+            edited[k].append(editor.decode(codes, vectors, after[start:start + EDIT_BATCH]))
+    original = images.float().div(255) if images.dtype == torch.uint8 else images.float().cpu()
+    return Edits(original, torch.cat(recon), [torch.cat(e) for e in edited], before, afters,
+                 [r.spec() for r in requests], editor.method)
+
+
+def _as_batch(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    images = torch.as_tensor(images)
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+        raise UsageError(f"images of shape {tuple(images.shape)} do not fit the run's {shape[1]}x{shape[2]} RGB "
+                         f"images; pass a (B, {shape[0]}, {shape[1]}, {shape[2]}) tensor (genkit.sampling.editing.read_image "
+                         "brings an image file to size)")
+    if len(images) == 0:
+        raise UsageError("no images given; pass at least one")
+    return images
+
+
+def _as_vectors(attributes, count: int, names: Sequence[str], groups: Sequence[str]) -> torch.Tensor:
+    if isinstance(attributes, torch.Tensor):
+        vectors = attributes[None] if attributes.ndim == 1 else attributes  # one vector for every image
+        if vectors.ndim != 2 or vectors.shape[1] != len(names) or len(vectors) not in (1, count):
+            raise UsageError(f"attributes of shape {tuple(attributes.shape)} do not match {count} images of "
+                             f"{len(names)} attributes; pass a ({count}, {len(names)}) tensor of 0/1")
+        return (vectors > 0.5).float().expand(count, -1).clone()
+    request = parse_attrs(attributes, names, groups)
+    vector = torch.tensor([[1.0 if name in request.on else 0.0 for name in names]])
+    return vector.expand(count, -1).clone()
+
+
+# --- images from files --------------------------------------------------------------------------
+
+def read_image(source: str | Path | bytes, size: tuple[int, int], what: str | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """An image file (a path, or its bytes) as uint8 (3, H, W) at ``size``, the way the datasets read files.
+
+    Decoded by Pillow only, after its header says it has at most ``max_pixels`` pixels; every
+    mode genkit reads is converted faithfully (16-bit, palette, CMYK, transparency) by the same
+    centre crop and resize as the dataset readers (:func:`genkit.plugin_api.center_crop_resize`);
+    anything else is a one-line :class:`UsageError` naming the file and why.
+    """
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    from genkit_datasets.preprocess import IMAGE_FORMATS, center_crop_resize
+
+    if isinstance(source, (bytes, bytearray)):
+        what = what or "the image"
+        if not source:
+            raise UsageError(f"{what} is empty (0 bytes); choose an image file")
+        stream: Any = io.BytesIO(source)
+    else:
+        path = Path(source)
+        what = what or f"--image {path}"
+        if not path.exists():
+            raise UsageError(f"{what} does not exist; give the path of an image file")
+        if path.is_dir():
+            raise UsageError(f"{what} is a folder; give the path of an image file")
+        if path.stat().st_size == 0:
+            raise UsageError(f"{what} is empty (0 bytes); give an image file")
+        stream = path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream, formats=IMAGE_FORMATS) as image:
+                width, height = image.size
+                if width * height > max_pixels or width < 1 or height < 1:
+                    raise UsageError(f"{what} is {width}x{height} pixels, more than the {_megapixels(max_pixels)} "
+                                     "genkit decodes; scale it down first")
+                image.load()
+                pixels = center_crop_resize(image, tuple(size))
+    except UsageError:
+        raise
+    except UnidentifiedImageError:
+        raise UsageError(f"{what} is not an image genkit reads; give a {', '.join(IMAGE_FORMATS[:-1])} or "
+                         f"{IMAGE_FORMATS[-1]} file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UsageError(f"{what} declares more pixels than genkit decodes ({_megapixels(max_pixels)}); it may be a "
+                         "decompression bomb: scale it down first") from None
+    except ValueError as exc:  # a mode that cannot be converted faithfully: named by to_rgb
+        raise UsageError(f"{what}: {exc}") from None
+    except (OSError, SyntaxError, EOFError) as exc:
+        raise UsageError(f"{what} cannot be decoded ({exc}); it may be truncated or damaged") from None
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f} megapixels"
+
+
+# --- attributes of an image from the classifier ---------------------------------------------------
+
+@torch.no_grad()
+def read_attributes(classifier: torch.nn.Module, images: torch.Tensor, names: Sequence[str],
+                    exclusive_groups: Sequence[str] = ()) -> torch.Tensor:
+    """The classifier's reading of ``images`` as 0/1 vectors (B, A): an attribute is on where its logit is
+    positive, and each exclusive family gets exactly its most likely value."""
+    device = next(classifier.parameters()).device
+    batch = images.to(device)
+    batch = batch.float().div(255) if batch.dtype == torch.uint8 else batch.float()
+    logits = classifier(batch).float().cpu()
+    vectors = (logits > 0).float()
+    for group in exclusive_groups:
+        columns = [i for i, name in enumerate(names) if name.startswith(f"{group}::")]
+        if columns:
+            best = logits[:, columns].argmax(dim=1)
+            vectors[:, columns] = 0
+            vectors[torch.arange(len(vectors)), torch.tensor(columns)[best]] = 1
+    return vectors
+
+
+def names_on(vector: torch.Tensor, names: Sequence[str]) -> list[str]:
+    """The attributes on in one vector."""
+    return [name for name, value in zip(names, vector.tolist()) if value > 0.5]

@@ -1,0 +1,183 @@
+"""A trained run loaded back from its folder, for sampling: :func:`load_run` and :class:`Run`.
+
+The folder's layout is :mod:`genkit.store.run_folder`'s; weights are safetensors, so loading a run
+never unpickles code. ``train_attributes.safetensors`` (the training attribute vectors) serves
+``rest="data"`` and is checked when the run is loaded; ``loss.safetensors`` holds the loss's own
+state when it has some (a learned σ) and is read only when ``Run.loss`` is first used (sampling
+never needs it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genkit.sampling import capabilities
+from genkit.components.build import build_components
+from genkit.config import RunConfig
+from genkit.runtime.distributed import resolve_device
+from genkit.errors import UsageError
+from genkit.components.limits import check_seed
+from genkit.store.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
+from genkit.sampling.attributes import ATTRIBUTES_FILE, AttributeTable, parse_attrs
+from genkit.sampling.draw import Samples, check_images_fit, decode, generate, warn_note
+from genkit.store.weights import load_weights, loss_has_state
+from genkit.data.prepare import prepare_dataset
+from genkit_datasets.cache import CacheInfo
+
+
+class Run:
+    """A trained run: its config, the rebuilt model, and sampling by attribute names.
+
+    What the model can do beyond sampling is in :attr:`capabilities`; its sampling options (a
+    CVAE's temperature, a flow's guidance and steps) in :attr:`sampling_options`, and they are
+    keyword arguments of :meth:`sample` and :meth:`generate`.
+    """
+
+    def __init__(self, directory: Path, config: RunConfig, model: torch.nn.Module, conditioner: Any,
+                 loss: Any, device: torch.device, loss_state: Path | None = None):
+        self.directory = directory
+        self.config = config
+        self.model = model
+        self.conditioner = conditioner
+        self._loss = loss
+        #: the loss's saved state, read on first use of :attr:`loss`: sampling never needs it
+        self._loss_state = loss_state
+        self.device = device
+
+    @property
+    def loss(self) -> Any:
+        """The run's loss, with its own trained state (``loss.safetensors``) read in when first asked for.
+
+        Sampling never uses the loss, so a run folder without ``loss.safetensors`` (a Space that
+        ships only what sampling needs) samples; asking for the loss then names the missing file.
+        """
+        if self._loss_state is not None:
+            load_weights(self._loss, self._loss_state, what="loss")
+            self._loss_state = None
+            self._loss.to(self.device)
+        return self._loss
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return list(self.config.data.attribute_names)
+
+    @property
+    def exclusive_groups(self) -> list[str]:
+        """Attribute families with exactly one value per image, as the dataset declared them."""
+        return list(self.config.data.exclusive_groups)
+
+    def condition(self, attrs: str | list[str] | torch.Tensor, n: int = 1) -> torch.Tensor:
+        """A (n, A) batch of one condition, from ``"A,B,-C"`` (the rest off) or a vector."""
+        if isinstance(attrs, torch.Tensor):
+            vector = attrs
+        else:
+            vector = self.conditioner.encode(attrs)  # the conditioner's own checks and messages first
+            parse_attrs(attrs, self.attribute_names, self.exclusive_groups)
+        return vector.to(self.device, torch.float32).reshape(1, -1).expand(n, -1)
+
+    @property
+    def capabilities(self) -> dict[str, bool]:
+        """What the model can do besides sampling: ``{"posterior": ..., "invert": ..., "log_likelihood": ...}``."""
+        return capabilities.capabilities(self.model)
+
+    @property
+    def sampling_options(self) -> dict[str, capabilities.SamplingOption]:
+        """The options the model's sampler takes (name, flag, default, type, choices, help)."""
+        return capabilities.sampling_options(self.model)
+
+    def resolve_options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``options`` over the model's defaults, checked; a :class:`UsageError` naming the model's own otherwise."""
+        return capabilities.resolve_sampling_options(self.model, options or {}, self.config.model.name)
+
+    def noise(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` draws of the model's noise from N(0, I) (shape ``(n, *noise_shape)``), reproducible by seed."""
+        check_seed(seed, "seed")
+        return capabilities.draw_noise(self.model, n, torch.Generator().manual_seed(seed)).to(self.device)
+
+    def latents(self, n: int, seed: int = 0) -> torch.Tensor:
+        """The same as :meth:`noise` (its name before models other than VAEs)."""
+        return self.noise(n, seed)
+
+    @torch.no_grad()
+    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, rest: str = "data",
+               **options: Any) -> torch.Tensor:
+        """``n`` images (n, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
+
+        ``rest="data"`` takes the attributes not named from training vectors that agree with the
+        named ones (a warning when none does, and then they are off); ``rest="off"`` switches
+        them off. ``options`` are the model's sampling options (``temperature=0.7`` for the cvae).
+        A vector ``attrs`` is used as it is.
+        """
+        if isinstance(attrs, torch.Tensor):
+            resolved = self.resolve_options(options)
+            check_images_fit(self, n, f"n={n}")
+            return decode(self, self.condition(attrs, n), self.noise(n, seed), resolved, seed)
+        return self.generate(attrs, n=n, seed=seed, rest=rest, **options).images
+
+    def edit(self, images: torch.Tensor, attributes: torch.Tensor | str, set: str | list[str],  # noqa: A002
+             **options: Any):
+        """Real ``images`` (B, 3, H, W) with ``attributes`` (a (B, A) 0/1 tensor, or one spec for all) changed
+        by ``set`` (``"color::blue,-outline"``, or a list: one edit each); see :mod:`genkit.sampling.editing`.
+
+        Returns a :class:`genkit.sampling.editing.Edits`: ``.original``, ``.reconstruction`` (nothing changed),
+        ``.edited`` (one batch per change) and the attribute vectors. ``options`` are the model's
+        sampling options, for a model that edits by inverting its sampler.
+        """
+        from genkit.sampling.editing import edit
+
+        return edit(self, images, attributes, set, options)
+
+    def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, rest: str = "data",
+                 **options: Any) -> Samples:
+        """Like :meth:`sample`, also returning each sample's attribute set and the fallback note."""
+        return warn_note(generate(self, attrs, n=n, seed=seed, rest=rest, options=self.resolve_options(options)))
+
+
+def load_run(directory: str | Path, device: str = "auto") -> Run:
+    """Rebuild a run from its folder: ``config.json`` names the components, safetensors holds the weights
+    (the model's, and the loss's own state when it has some)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UsageError(f"run folder {directory} does not exist; pass the folder `genkit train` wrote (see --out)")
+    config = RunConfig.load(directory / CONFIG_FILE)
+    try:
+        conditioner, model, loss = build_components(config)  # options and memory are checked first
+    except UsageError as exc:
+        raise UsageError(f"{directory / CONFIG_FILE}: {exc}") from None
+    load_weights(model, directory / WEIGHTS_FILE)
+    chosen = resolve_device(device)
+    model.to(chosen).eval()
+    if isinstance(loss, torch.nn.Module):
+        loss.to(chosen)
+    loaded = Run(directory, config, model, conditioner, loss, chosen,
+                 loss_state=directory / LOSS_WEIGHTS_FILE if loss_has_state(loss) else None)
+    if (directory / ATTRIBUTES_FILE).is_file():  # checked now, so a damaged table stops `serve` at its start
+        loaded._attribute_table = (AttributeTable.load(directory, loaded.attribute_names), None)
+    return loaded
+
+
+def open_run_data(run: Run, data: str | None = None, data_options: dict[str, Any] | None = None,
+                  root: str | None = None, cache_dir: str | None = None, progress=None) -> CacheInfo:
+    """The cache of the data ``run`` is evaluated on: its own, unless another variant is asked for.
+
+    A different dataset name, or data whose attribute names differ from the run's, is a
+    :class:`UsageError`: the run's conditioner and the classifier would read the vectors wrongly.
+    """
+    own = run.config.data
+    name = data or own.name
+    if name != own.name:
+        raise UsageError(f"run {run.directory} was trained on {own.name!r}, not {name!r}; evaluate it on "
+                         f"{own.name} (leave out --data) or pass a run trained on {name}")
+    options = {**own.options, **(data_options or {})}
+    info, _ = prepare_dataset(name, root=root if root is not None else own.root, image_size=own.image_size,
+                              cache_dir=cache_dir, options=options, progress=progress)
+    if list(info.attribute_names) != list(own.attribute_names):
+        missing = [a for a in own.attribute_names if a not in info.attribute_names]
+        detail = f"it lacks {missing[0]!r}" if missing else "they differ in order or number"
+        raise UsageError(f"run {run.directory} was trained on {len(own.attribute_names)} attributes of {own.name} "
+                         f"but this {name} data has {len(info.attribute_names)} ({detail}); evaluate it on the data "
+                         f"it was trained on")
+    return info

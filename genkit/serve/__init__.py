@@ -1,0 +1,1 @@
+"""``genkit serve``: the sampler page, its edit tab, and the bounded server behind it."""

@@ -1,0 +1,87 @@
+"""Weights as safetensors: written atomically, read back without unpickling anything.
+
+safetensors reports a failed write as a ``SafetensorError`` whose text holds the OS error
+(``... No space left on device (os error 28)``), and a file it may not read as "No such file";
+both are turned into genkit's own errors here, so a full disk is the one line of
+:class:`genkit.store.files.WriteError` and an unreadable file says it is unreadable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from genkit.errors import UsageError
+from genkit.store.files import WriteError, atomic_path, write_reason
+
+#: the OS error inside a SafetensorError's text: ``(os error 28)``, or ``code: 28`` in older versions
+_OS_ERROR = re.compile(r"os error (\d+)|code: (\d+)")
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """The model's state dict as safetensors, written to a temporary name and renamed into place.
+
+    A failed write (a full disk) is a :class:`WriteError` naming ``path``; nothing is left behind.
+    """
+    save_tensors({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, path, {"format": "pt"})
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Tensors as a safetensors file, atomically; a failed write is a :class:`WriteError` naming ``path``."""
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            raise _write_error(Path(path), exc) from None
+
+
+def _write_error(path: Path, exc: SafetensorError) -> WriteError:
+    match = _OS_ERROR.search(str(exc))
+    if match is None:
+        return WriteError(path, " ".join(str(exc).split())[:200] or type(exc).__name__)
+    code = int(match.group(1) or match.group(2))
+    return WriteError(path, write_reason(OSError(code, os.strerror(code))), code)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model") -> None:
+    path = Path(path)
+    try:
+        with open(path, "rb"):  # the OS's own reason first: safetensors calls every failure "No such file"
+            pass
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist; the run has no saved weights yet") from None
+    except PermissionError:
+        raise UsageError(f"{path} cannot be read: permission denied ({_owner_and_mode(path)}); ask its owner to make "
+                         f"it readable (chmod a+r {path}), or copy the run") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not a readable safetensors file ({exc}); the file is truncated or corrupt") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise UsageError(f"{path} does not fit the {what} in config.json: {first[-1].strip() if first else exc}") from None
+
+
+def _owner_and_mode(path: Path) -> str:
+    try:
+        info = path.stat()
+    except OSError:
+        return "not readable by you"
+    return f"mode {info.st_mode & 0o777:04o}, owner uid {info.st_uid}"
+
+
+def loss_has_state(loss: Any) -> bool:
+    """True when the loss is a ``torch.nn.Module`` with parameters or buffers to save and restore."""
+    return isinstance(loss, torch.nn.Module) and len(loss.state_dict()) > 0
+
+
+def loss_parameters(loss: Any) -> list[torch.nn.Parameter]:
+    """The loss's trainable parameters (none unless it is a ``torch.nn.Module`` that owns some)."""
+    return [p for p in loss.parameters() if p.requires_grad] if isinstance(loss, torch.nn.Module) else []

@@ -1,0 +1,1 @@
+"""Planning a run, the training loop, checkpoints, resuming, weight averaging, TensorBoard."""

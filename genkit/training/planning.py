@@ -1,0 +1,150 @@
+"""Planning a run: check every choice and produce its config before anything is written."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Collection
+
+from genkit import __version__
+from genkit.components.build import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, check_pairing,
+                               json_options, model_fits, resolve)
+from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
+from genkit.data.prepare import open_source, resolve_root
+from genkit.runtime.distributed import resolve_device
+from genkit.errors import UsageError
+from genkit.components.loading import registry
+from genkit.components.limits import check_seed
+from genkit.components.recipe import DEFAULT_RECIPE
+from genkit_datasets.preprocess import parse_image_size
+
+PRECISIONS = ("fp32", "bf16")
+DATA_PLACEMENTS = ("auto", "disk", "ram", "gpu")
+
+
+def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.dataset,
+             conditioner: str = DEFAULT_RECIPE.conditioner, loss: str | None = None,
+             *, model_options: dict | None = None, conditioner_options: dict | None = None,
+             loss_options: dict | None = None, data_options: dict | None = None, root: str | Path | None = None,
+             image_size: Any = None, limit: int | None = None, hold_out: list[str] | None = None,
+             **train: Any) -> RunConfig:
+    """Check every choice and return the run's config; nothing is written or built yet.
+
+    The dataset is scanned (its annotation files read, no image decoded), so the config holds
+    the attribute names and the source's fingerprint from the start. ``loss`` defaults to the
+    model's own (its ``default_loss``), else the default recipe's; training settings not given
+    (None) take the model's ``train_defaults``, else :class:`TrainSpec`'s. Raises
+    :class:`UsageError` for an unknown name or option, a missing data folder, a value out of
+    range, an image size the model cannot take, or a loss that cannot train the model, before
+    any file or cache is touched. ``hold_out`` lists attribute combinations (``"a+b"``) whose
+    training images are left out (:mod:`genkit.data.holdout`); they are checked against the dataset's
+    labels here.
+    """
+    known = {f.name for f in fields(TrainSpec)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise UsageError(f"unknown training setting {unknown[0]!r}; settings are: {', '.join(sorted(known))}")
+    chosen_model = registry("models").get(model)
+    loss = loss or default_loss(model)
+    spec = TrainSpec(**{**chosen_model.train_defaults, **{k: v for k, v in train.items() if v is not None}})
+    check_training_settings(spec)
+    if limit is not None:
+        _positive("--limit", limit)
+
+    source, data_resolved = open_source(data, **(data_options or {}))
+    size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
+    cond_spec = resolve("conditioners", ComponentSpec(conditioner, {**DEFAULT_RECIPE.options_for("conditioner", conditioner),
+                                                                    **(conditioner_options or {})}))
+    model_spec = resolve("models", ComponentSpec(model, {**DEFAULT_RECIPE.options_for("model", model),
+                                                         **(model_options or {})}))
+    loss_spec = resolve("losses", ComponentSpec(loss, {**DEFAULT_RECIPE.options_for("loss", loss), **(loss_options or {})}))
+    index = source.scan(resolve_root(data, source, root))
+    held_out = plan_hold_out(hold_out, index, limit)
+    config = RunConfig(
+        data=DataSpec(name=data, options=json_options(data_resolved, data), root=absolute_root(root), image_size=size,
+                      limit=limit, attribute_names=list(index.attribute_names), cache_fingerprint=index.fingerprint,
+                      exclusive_groups=list(index.exclusive_groups), hold_out=held_out),
+        conditioner=cond_spec, model=model_spec, loss=loss_spec,
+        train=spec,
+        genkit_version=__version__,
+    )
+    check_training_fits(config)
+    return config
+
+
+def plan_hold_out(hold_out: list[str] | None, index, limit: int | None) -> list[str]:
+    """The checked held-out combinations (:mod:`genkit.data.holdout`), against the training split's labels."""
+    from genkit.data.holdout import check_training_left, parse_hold_out
+
+    combinations = parse_hold_out(hold_out, index.attribute_names, index.exclusive_groups)
+    train = index.splits.get("train")
+    if combinations and train is not None:
+        check_training_left(combinations, index.attribute_names, index.attributes[train[:limit]])
+    return combinations
+
+
+def default_loss(model: str) -> str:
+    """The loss a model trains with when none is named: its own (``default_loss``), else the recipe's."""
+    return registry("models").get(model).default_loss or DEFAULT_RECIPE.loss
+
+
+def absolute_root(root: str | Path | None) -> str | None:
+    """The data folder as an absolute path, so a run resumes from any working directory."""
+    return str(Path(root).expanduser().resolve()) if root else None
+
+
+def check_training_fits(config: RunConfig) -> None:
+    """The model's own checks (image size, widths), its memory, and whether the loss can train it, on the
+    meta device: nothing allocated.
+
+    A model that cannot be built on the meta device is built once for real, as a dry run.
+    """
+    check_options(config)
+    if model_fits(config, TRAINING_BYTES_PER_PARAMETER, batch_size=config.train.batch_size) is None:
+        build_components(config)
+    check_pairing(config)
+
+
+#: the command-line flag of each training setting, for messages about a value given as a flag
+SETTING_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
+                 "device": "--device", "precision": "--precision", "log_every": "--log-every",
+                 "data_in": "--data-in", "workers": "--workers", "checkpoint_every": "--checkpoint-every", "ema": "--ema"}
+
+
+def check_training_settings(spec: TrainSpec, source: str | Path | None = None, given: Collection[str] = ()) -> None:
+    """Every training setting in range; a :class:`UsageError` naming the first that is not.
+
+    A setting is named by its flag (``--epochs``), or, when it was read from the config file
+    ``source`` and not among ``given`` (the settings the command line changed), as that file's
+    ``train.epochs``: the message points at where the value came from.
+    """
+    def name(setting: str) -> str:
+        if source is None or setting in given:
+            return SETTING_FLAGS[setting]
+        return f"{source}: train.{setting}"
+
+    _positive(name("epochs"), spec.epochs)
+    _positive(name("batch_size"), spec.batch_size)
+    _positive(name("log_every"), spec.log_every)
+    if spec.checkpoint_every < 0:
+        raise UsageError(f"{name('checkpoint_every')} {spec.checkpoint_every} must be 0 (only at epoch ends) or "
+                         "positive")
+    if not (spec.lr > 0 and math.isfinite(spec.lr)):
+        what = "learning rate" if name("lr") == SETTING_FLAGS["lr"] else name("lr")
+        raise UsageError(f"{what} {spec.lr} must be a positive number, for example 1e-3")
+    if not 0 <= spec.ema < 1:
+        raise UsageError(f"{name('ema')} {spec.ema} must be 0 (off) or a decay below 1, for example 0.999")
+    check_seed(spec.seed, name("seed"))
+    if spec.precision not in PRECISIONS:
+        raise UsageError(f"{name('precision')} {spec.precision!r} is not known; choose one of: {', '.join(PRECISIONS)}")
+    if spec.data_in not in DATA_PLACEMENTS:
+        raise UsageError(f"{name('data_in')} {spec.data_in!r} is not known; choose one of: {', '.join(DATA_PLACEMENTS)}")
+    if spec.workers < 0:
+        raise UsageError(f"{name('workers')} {spec.workers} must be 0 or more")
+    resolve_device(spec.device)
+
+
+def _positive(what: str, value: int) -> None:
+    if value is None or value < 1:
+        raise UsageError(f"{what} {value} must be a positive integer")

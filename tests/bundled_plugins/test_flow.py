@@ -1,0 +1,346 @@
+"""The ``flow`` model and the ``flow-matching`` loss: the path, the solvers and guidance against
+hand computations on a toy velocity, inversion, condition dropout, sampling options, the meta device."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import genkit
+from conftest import error_line, invoke
+from genkit.training.averaging import EMA_FILE
+from genkit.training.checkpoints import latest_checkpoint
+from genkit.sampling.capabilities import has, noise_shape, resolve_sampling_options, sampling_options
+from genkit_plugins.flow import MAX_STEPS, FlowOutput, build
+from genkit_plugins.flow_matching import build as build_loss
+from genkit_plugins.tiled_onehot import TiledOneHot
+
+NAMES = [f"a{i}" for i in range(4)]
+SHAPE = (3, 16, 16)
+
+
+def small_flow(**options) -> torch.nn.Module:
+    return build(SHAPE, TiledOneHot(NAMES), channels=[4, 8], embedding=8, **options)
+
+
+class ToyVelocity(nn.Module):
+    """v(x, t, y) = −x/2 + (t + y₀ − 2·null)/4, recording every call's inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtype_marker = nn.Parameter(torch.zeros(()))  # the model reads its dtype from its parameters
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x, t, vector):
+        self.calls.append((x.clone(), t.clone(), vector.clone()))
+        return -x / 2 + ((t + vector[:, 0] - 2 * vector[:, -1]) / 4)[:, None, None, None]
+
+
+def toy_flow(**options):
+    model = small_flow(prediction="velocity", **options)
+    model.net = ToyVelocity()
+    return model
+
+
+def test_training_forward_draws_the_straight_path_and_its_velocity():
+    model = toy_flow().eval()  # no condition dropout outside training
+    images = torch.rand(3, *SHAPE)
+    condition = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 1]])
+    torch.manual_seed(7)
+    out = model(images, condition)
+    torch.manual_seed(7)
+    t = torch.sigmoid(torch.randn(3))  # logit-normal times, the default
+    x0 = torch.randn(3, *SHAPE)
+    x1 = images * 2 - 1
+    x, seen_t, vector = model.net.calls[0]
+    assert isinstance(out, FlowOutput)
+    assert torch.equal(out.t, t) and torch.equal(seen_t, t)
+    assert torch.allclose(out.target, x1 - x0)
+    assert torch.allclose(x, t[:, None, None, None] * x1 + (1 - t[:, None, None, None]) * x0)
+    assert torch.equal(vector, model.conditioner.vector(condition))
+    assert torch.allclose(out.velocity, -x / 2 + ((t + condition[:, 0]) / 4)[:, None, None, None])
+
+
+def test_one_euler_and_one_heun_step_match_the_hand_computation():
+    model = toy_flow()
+    condition = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]])
+    noise = 0.1 * torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    c = condition[:, :1, None, None]
+    v0 = -noise / 2 + (0 + c) / 4                      # v at (x₀, t = 0), guidance 1
+    euler = noise + 1.0 * v0
+    assert torch.allclose(model.sample(condition, noise, guidance=1.0, steps=1, solver="euler"), (euler + 1) / 2)
+    v1 = -euler / 2 + (1 + c) / 4                      # v at the Euler guess, t = 1
+    heun = noise + 1.0 * (v0 + v1) / 2
+    assert torch.allclose(model.sample(condition, noise, guidance=1.0, steps=1, solver="heun"), (heun + 1) / 2)
+    # two Euler steps of h = 1/2: the second at t = 1/2
+    half = noise + 0.5 * v0
+    two = half + 0.5 * (-half / 2 + (0.5 + c) / 4)
+    assert torch.allclose(model.sample(condition, noise, guidance=1.0, steps=2, solver="euler"), (two + 1) / 2)
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.0, 2.5])
+def test_guidance_is_the_null_velocity_plus_w_times_the_difference_in_the_passes_it_needs(guidance):
+    model = toy_flow()
+    condition = torch.tensor([[1.0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    noise = torch.zeros(3, *SHAPE)
+    out = model.sample(condition, noise, guidance=guidance, steps=1, solver="euler")
+    conditional = condition[:, 0] / 4        # v(0, 0, y) = y₀/4
+    unconditional = torch.full((3,), -0.5)  # v(0, 0, null): the null feature is 1, y₀ reads 0
+    expected = unconditional + guidance * (conditional - unconditional)
+    assert torch.allclose(out, ((expected[:, None, None, None] + 1) / 2).expand_as(out).clamp(0, 1))
+    calls = model.net.calls
+    assert len(calls) == 1                # one batched pass per step, whatever the scale
+    null = model.conditioner.vector(model.conditioner.null_condition(3))
+    rows = {0.0: null, 1.0: model.conditioner.vector(condition)}.get(
+        guidance, torch.cat([model.conditioner.vector(condition), null]))
+    assert torch.equal(calls[0][2], rows)
+
+
+@pytest.mark.parametrize("solver, steps, tolerance", [("euler", 400, 3e-3), ("heun", 50, 1e-5)])
+def test_invert_then_sample_gives_back_the_noise(solver, steps, tolerance):
+    model = toy_flow()
+    condition = torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0]])
+    noise = 0.1 * torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(1))
+    for guidance in (1.0, 2.0):
+        images = model.sample(condition, noise, guidance=guidance, steps=steps, solver=solver)
+        assert 0 < images.min() and images.max() < 1  # not clipped, so invertible
+        back = model.invert(images, condition, guidance=guidance, steps=steps, solver=solver)
+        assert (back - noise).abs().max() < tolerance
+    one_step = model.invert(images, condition, guidance=2.0, steps=1, solver=solver)
+    assert (one_step - noise).abs().max() > 10 * tolerance  # the test can fail
+
+
+def test_uniform_times_when_asked():
+    model = toy_flow(time_sampling="uniform").eval()
+    images = torch.rand(2, *SHAPE)
+    torch.manual_seed(3)
+    out = model(images, torch.zeros(2, 4))
+    torch.manual_seed(3)
+    assert torch.equal(out.t, torch.rand(2))
+
+
+def test_preconditioning_adds_the_scaled_network_output_to_the_best_linear_guess():
+    model = small_flow()
+    model.net = ToyVelocity()
+    x, t, vector = torch.randn(2, *SHAPE), torch.tensor([0.0, 0.75]), torch.zeros(2, model.conditioner.vector_dim)
+    out = model.predict(x, t, vector)
+    tt = t[:, None, None, None]
+    spread = (tt * 0.5) ** 2 + (1 - tt) ** 2
+    scaled_in, _, _ = model.net.calls[-1]
+    assert torch.allclose(scaled_in, x / spread.sqrt())
+    raw = -scaled_in / 2 + ((t + vector[:, 0] - 2 * vector[:, -1]) / 4)[:, None, None, None]
+    assert torch.allclose(out, (tt * 0.25 - (1 - tt)) / spread * x + 0.5 / spread.sqrt() * raw)
+    # at t = 0 x is pure noise: the linear guess is −x (v = x₁ − x₀ with E[x₁] = 0)
+    assert torch.allclose(out[0], -x[0] + 0.5 * raw[0])
+
+
+def test_condition_dropout_replaces_conditions_by_the_null_one_only_in_training():
+    model = toy_flow(condition_dropout=0.5)
+    condition = torch.ones(64, 4)
+    torch.manual_seed(0)
+    model(torch.rand(64, *SHAPE), condition)
+    vectors = model.net.calls[-1][2]
+    null = model.conditioner.vector(model.conditioner.null_condition(1))
+    given = model.conditioner.vector(condition[:1])
+    dropped = (vectors == null).all(dim=1)
+    assert torch.all(dropped | (vectors == given).all(dim=1))
+    assert 16 < int(dropped.sum()) < 48
+    model.eval()
+    model(torch.rand(64, *SHAPE), condition)
+    assert torch.equal(model.net.calls[-1][2], given.expand(64, -1))
+
+
+def test_the_loss_is_the_mean_squared_velocity_error_and_reports_it():
+    velocity, target = torch.randn(2, *SHAPE), torch.randn(2, *SHAPE)
+    result = build_loss()(FlowOutput(velocity, target, torch.rand(2)), torch.rand(2, *SHAPE))
+    expected = (velocity - target).pow(2).mean()
+    assert torch.allclose(result.total, expected)
+    assert set(result.terms) == {"mse"} and torch.allclose(result.terms["mse"], expected)
+
+
+def test_the_loss_names_the_field_a_cvae_output_lacks():
+    output = genkit.ModelOutput(reconstruction=torch.rand(1, *SHAPE), mu=torch.zeros(1, 2), logvar=torch.zeros(1, 2))
+    with pytest.raises(AttributeError, match="velocity"):
+        build_loss()(output, torch.rand(1, *SHAPE))
+
+
+def test_model_and_loss_run_on_the_meta_device():
+    with torch.device("meta"):
+        model = small_flow()
+        images, condition = torch.zeros(2, *SHAPE), torch.zeros(2, len(NAMES))
+        result = build_loss()(model(images, condition), images)
+    assert result.total.device.type == "meta" and result.total.shape == ()
+    assert all(p.device.type == "meta" for p in model.parameters())
+
+
+def test_the_contract_noise_shape_capabilities_and_sampling_options():
+    model = small_flow()
+    assert noise_shape(model) == SHAPE
+    assert has(model, "invert") and not has(model, "posterior") and not has(model, "log_likelihood")
+    options = sampling_options(model)
+    assert list(options) == ["guidance", "steps", "solver"]
+    assert [o.flag for o in options.values()] == ["--guidance", "--sampling-steps", "--solver"]
+    assert options["solver"].choices == ("euler", "heun")
+    assert "classifier-free guidance" in options["guidance"].help
+    samples = model.sample(torch.zeros(2, len(NAMES)), generator=torch.Generator().manual_seed(0), steps=2)
+    assert samples.shape == (2, *SHAPE) and 0 <= samples.min() and samples.max() <= 1
+    assert torch.equal(samples, model.sample(torch.zeros(2, len(NAMES)), torch.randn(
+        2, *SHAPE, generator=torch.Generator().manual_seed(0)), steps=2))
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"guidance": -1}, "--guidance -1 is outside [0, 50]; choose for example 2"),
+    ({"guidance": 1e6}, "--guidance 1e+06 is outside [0, 50]; choose for example 2"),
+    ({"guidance": "-0.5"}, "--guidance -0.5 is outside [0, 50]"),
+    ({"guidance": float("nan")}, "--guidance nan must be a finite number"),
+    ({"guidance": "inf"}, "--guidance inf must be a finite number"),
+    ({"steps": 0}, f"--sampling-steps 0 is outside 1 to {MAX_STEPS}; choose for example 8"),
+    ({"steps": "-3"}, f"--sampling-steps -3 is outside 1 to {MAX_STEPS}"),
+    ({"steps": MAX_STEPS + 1}, f"--sampling-steps {MAX_STEPS + 1} is outside 1 to {MAX_STEPS}"),
+    ({"steps": 2.5}, "--sampling-steps 2.5 must be a whole number"),
+    ({"solver": "rk4"}, "--solver 'rk4' must be one of euler, heun"),
+    ({"temperature": 1.0}, "'temperature' is not a sampling option of model 'flow' (its sampling options: "
+                           "--guidance, --sampling-steps, --solver)"),
+])
+def test_bad_sampling_options_are_refused_in_one_line_naming_the_flag(given, message):
+    with pytest.raises(genkit.UsageError) as caught:
+        resolve_sampling_options(small_flow(), given, "flow")
+    text = str(caught.value)
+    assert text.startswith(message) and "\n" not in text
+
+
+def test_the_model_checks_its_options_itself_too():
+    model = small_flow()
+    for bad in ({"guidance": math.nan}, {"guidance": math.inf}, {"steps": 0}, {"solver": "rk4"}):
+        with pytest.raises(genkit.UsageError):
+            model.sample(torch.zeros(1, len(NAMES)), **bad)
+    assert resolve_sampling_options(model, {"guidance": "0", "steps": "1000", "solver": "heun"}) == \
+        {"guidance": 0.0, "steps": 1000, "solver": "heun"}
+
+
+@pytest.mark.parametrize("options, size, message", [
+    ({"patch": 2, "channels": [4, 8]}, (30, 30), "sides must be multiples of 4); choose 28x28 or 32x32"),
+    ({"patch": 4, "channels": [4, 8]}, (36, 20), "sides must be multiples of 8); choose 32x16 or 40x24"),
+])
+def test_sizes_the_network_cannot_take_are_refused_naming_the_nearest_that_work(options, size, message):
+    with pytest.raises(genkit.UsageError) as caught:
+        build((3, *size), TiledOneHot(NAMES), **options)
+    assert str(caught.value).endswith(message)
+    for nearest in message.rsplit("choose ", 1)[1].split(" or "):  # the advice works as written
+        build((3, *map(int, nearest.split("x"))), TiledOneHot(NAMES), **options)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"condition_dropout": 1.0}, "condition_dropout 1.0 must be in (0, 1)"),
+    ({"condition_dropout": 0.0}, "condition_dropout 0.0 must be in (0, 1): sampling with guidance needs"),
+    ({"patch": 0}, "patch 0 must be a positive whole number"),
+    ({"channels": []}, "channels [] must be one or more positive widths"),
+    ({"blocks": 0}, "blocks 0 must be a positive whole number"),
+    ({"channels": "16"}, "channels '16' must be one or more positive widths"),
+    ({"prediction": "noise"}, "prediction 'noise' is not known; choose one of: preconditioned, velocity"),
+    ({"time_sampling": "cosine"}, "time_sampling 'cosine' is not known; choose one of: logit-normal, uniform"),
+])
+def test_bad_model_options_are_refused(options, message):
+    with pytest.raises(genkit.UsageError, match=re.escape(message)):
+        build(SHAPE, TiledOneHot(NAMES), **options)
+
+
+# ---- end to end: genkit train --model flow, resume, torchrun, the commands ------------------------------------
+
+E2E = ["--data-opt", "count=160", "--data-opt", "seed=5", "--image-size", "16", "--model-opt", "channels=[8,16]",
+       "--model-opt", "blocks=1", "--model-opt", "embedding=16", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flow") / "run"
+    result = invoke(["train", "--model", "flow", *E2E, "--epochs", "1", "--out", out])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_model_flow_alone_trains_with_its_own_loss_batch_and_averaging(flow_run):
+    config = json.loads((flow_run / "config.json").read_text())
+    assert config["loss"]["name"] == "flow-matching"
+    assert config["train"]["batch_size"] == 8 and config["train"]["ema"] == 0.999
+    assert config["model"]["options"]["prediction"] == "preconditioned"
+    assert (flow_run / "samples" / "epoch_001.png").is_file()
+    metrics = json.loads((flow_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(metrics["val_loss"]) and "val_mse" in metrics
+
+
+def test_a_flow_run_samples_with_its_options_from_the_api_and_the_command_line(flow_run, tmp_path):
+    run = genkit.load_run(flow_run, device="cpu")
+    assert run.capabilities == {"posterior": False, "invert": True, "log_likelihood": False}
+    a = run.sample("shape::circle", n=2, seed=3, rest="off", guidance=3.0, steps=2, solver="heun")
+    expected = run.model.sample(run.condition("shape::circle", 2), run.noise(2, 3), guidance=3.0, steps=2,
+                                solver="heun")
+    assert torch.equal(a, expected) and not torch.equal(a, run.sample("shape::circle", n=2, seed=3, rest="off"))
+    out = tmp_path / "s.png"
+    result = invoke(["sample", "--run", flow_run, "--attrs", "shape::circle", "--n", "2", "--guidance", "3",
+                     "--sampling-steps", "2", "--solver", "heun", "--out", out])
+    assert result.exit_code == 0 and out.is_file(), result.output
+    result = invoke(["sample", "--run", flow_run, "--sampling-steps", "0", "--out", tmp_path / "never.png"])
+    assert "--sampling-steps 0 is outside 1 to 1000" in error_line(result)
+    assert not (tmp_path / "never.png").exists()
+    result = invoke(["sample", "--run", flow_run, "--temperature", "0.5", "--out", tmp_path / "never.png"])
+    assert "its sampling options: --guidance, --sampling-steps, --solver" in error_line(result)
+
+
+def test_reconstruct_and_edit_a_flow_run_through_its_inverted_sampler(flow_run, tmp_path):
+    run = genkit.load_run(flow_run, device="cpu")
+    images, labels = genkit.load_dataset("shapes", split="test", image_size=16, count=160,
+                                         seed=5).read_uint8(range(2))
+    edits = run.edit(images, labels, set=["color::blue"], steps=4)
+    x = images.float() / 255
+    noise = run.model.invert(x, labels.float(), steps=4)
+    assert torch.allclose(edits.reconstruction, run.model.sample(labels.float(), noise, steps=4), atol=1e-6)
+    assert edits.edited[0].shape == x.shape
+    out = tmp_path / "edits.png"
+    result = invoke(["edit", "--run", flow_run, "--index", "0-1", "--set", "color::blue", "--sampling-steps", "4",
+                     "--out", out])
+    assert result.exit_code == 0 and out.is_file(), result.output
+
+
+def test_pairing_flow_with_an_elbo_or_cvae_with_flow_matching_is_refused_before_anything_is_written(tmp_path):
+    for model, loss, options in (("flow", "gaussian-elbo", E2E), ("cvae", "flow-matching", E2E[:6])):
+        out = tmp_path / f"{model}-{loss}"
+        line = error_line(invoke(["train", "--model", model, "--loss", loss, *options, "--out", out]))
+        assert loss in line and model in line
+        assert not out.exists()
+
+
+def test_a_resumed_flow_run_ends_bit_identical(tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert invoke(["train", "--model", "flow", *E2E, "--epochs", "2", "--out", straight]).exit_code == 0
+    assert invoke(["train", "--model", "flow", *E2E, "--epochs", "1", "--out", stopped]).exit_code == 0
+    result = invoke(["train", "--resume", stopped, "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(stopped / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("model.safetensors", EMA_FILE):
+        a = load_file(str(latest_checkpoint(straight) / name))
+        b = load_file(str(latest_checkpoint(stopped) / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_gloo_processes_trains_a_flow(tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "genkit",
+               "train", "--model", "flow", *E2E, "--epochs", "1", "--out", str(run)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    epoch = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert epoch["epoch"] == 1 and epoch["step"] == 16  # 128 training images, a global batch of 8
+    assert math.isfinite(epoch["val_loss"]) and (run / "model.safetensors").is_file()

@@ -1,0 +1,219 @@
+"""Sampling by attribute names: exclusive groups, the rest from the data or off, temperature."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import genkit
+from genkit.sampling import attributes
+from genkit.sampling import draw as sampling
+from conftest import error_line, invoke
+from genkit.cli.app import build_app
+from genkit.config import RunConfig
+from genkit_datasets.source import SourceIndex
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    return genkit.load_run(tiny_run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def train_vectors(run) -> set[tuple[int, ...]]:
+    data = genkit.load_dataset("shapes", split="train", image_size=16, count=320, seed=5)
+    return {tuple(int(v) for v in row) for row in data.attributes.tolist()}
+
+
+def _one_line_exit_2(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+# --- exclusive groups ------------------------------------------------------------------------
+
+def test_exclusive_groups_travel_from_the_dataset_to_the_cache_and_the_run(run, tiny_run):
+    info, _ = genkit.prepare_dataset("shapes", image_size=16, options={"count": 320, "seed": 5})
+    assert info.exclusive_groups == ["shape", "color"]
+    assert json.loads((tiny_run / "config.json").read_text())["data"]["exclusive_groups"] == ["shape", "color"]
+    assert run.exclusive_groups == ["shape", "color"]
+
+
+def test_a_config_without_exclusive_groups_still_loads(tiny_run):
+    raw = json.loads((tiny_run / "config.json").read_text())
+    del raw["data"]["exclusive_groups"]
+    assert RunConfig.from_dict(raw).data.exclusive_groups == []
+
+
+def test_source_index_refuses_an_exclusive_group_without_values():
+    with pytest.raises(ValueError, match="exclusive group 'species' has no attribute named 'species::<value>'"):
+        SourceIndex(attribute_names=["shape::circle", "large"], attributes=np.zeros((2, 2)), splits={},
+                    reader=None, fingerprint="x", exclusive_groups=["species"])
+
+
+def test_two_values_of_an_exclusive_group_are_refused(run, tiny_run):
+    with pytest.raises(genkit.UsageError, match="'shape::circle' and 'shape::square' are both values of 'shape'"):
+        run.condition("shape::circle,large,shape::square")
+    with pytest.raises(genkit.UsageError, match="both values of 'color'"):
+        run.sample("color::red,color::blue", n=1)
+    run.condition("shape::circle,-shape::square,color::red")  # one on, others off: fine
+    result = CliRunner().invoke(build_app(), ["sample", "--run", str(tiny_run), "--attrs",
+                                              "shape::circle,shape::square", "--out", "never-written.png"])
+    _one_line_exit_2(result, "'shape::circle' and 'shape::square'", "'shape'")
+    assert not Path("never-written.png").exists()
+
+
+def test_non_exclusive_families_may_hold_several_values():
+    request = attributes.parse_attrs("has_wing_color::blue,has_wing_color::red,species::a",
+                                   ["has_wing_color::blue", "has_wing_color::red", "species::a", "species::b"],
+                                   exclusive_groups=["species"])
+    assert request.on == ("has_wing_color::blue", "has_wing_color::red", "species::a")
+    with pytest.raises(genkit.UsageError, match="'species::a' and 'species::b' are both values of 'species'"):
+        attributes.parse_attrs("species::a,species::b", ["species::a", "species::b"], ["species"])
+
+
+# --- the rest --------------------------------------------------------------------------------
+
+def test_rest_off_reproduces_the_old_vectors_and_images_exactly(run):
+    spec = "shape::circle,-large,color::red"
+    cond = attributes.conditions(run, spec, n=5, seed=3, rest="off")
+    assert torch.equal(cond.condition, run.conditioner.encode(spec).reshape(1, -1).expand(5, -1))
+    old = run.model.sample(run.condition(spec, 5), run.latents(5, 3))
+    assert torch.equal(run.sample(spec, n=5, seed=3, rest="off"), old)
+
+
+@pytest.mark.parametrize("spec", ["", "large", "shape::triangle", "color::green,-outline", "-shape::circle,top"])
+def test_rest_data_draws_only_training_vectors_that_agree(run, train_vectors, spec):
+    result = sampling.generate(run, spec, n=24, seed=11, rest="data")
+    assert result.note is None
+    request = attributes.parse_attrs(spec, run.attribute_names)
+    names = run.attribute_names
+    cond = attributes.conditions(run, spec, n=24, seed=11, rest="data").condition
+    for row, attribute_set in zip(cond, result.attribute_sets):
+        vector = tuple(int(v) for v in row.tolist())
+        assert vector in train_vectors
+        assert set(request.on) <= set(attribute_set) and not set(request.off) & set(attribute_set)
+        assert attribute_set == [n for n, v in zip(names, vector) if v]
+        # shapes: exactly one shape and one colour, which rest="off" would not give
+        assert sum(n.startswith("shape::") for n in attribute_set) == 1
+        assert sum(n.startswith("color::") for n in attribute_set) == 1
+
+
+def test_rest_data_is_reproducible_by_seed_and_varies_with_it(run):
+    a = sampling.generate(run, "large", n=16, seed=4)
+    b = sampling.generate(run, "large", n=16, seed=4)
+    c = sampling.generate(run, "large", n=16, seed=5)
+    assert torch.equal(a.images, b.images) and a.attribute_sets == b.attribute_sets
+    assert a.attribute_sets != c.attribute_sets
+    assert len({tuple(s) for s in a.attribute_sets}) > 1  # each sample its own draw
+
+
+def _absent_combination(run, train_vectors) -> str:
+    names = run.attribute_names
+    for shape in range(4):
+        for color in range(4, 8):
+            for flags in range(16):
+                vector = [0] * 12
+                vector[shape] = vector[color] = 1
+                for k in range(4):
+                    vector[8 + k] = (flags >> k) & 1
+                if tuple(vector) not in train_vectors:
+                    return ",".join(n if v else f"-{n}" for n, v in zip(names, vector) if v or n in names[8:])
+    raise AssertionError("every combination occurs")
+
+
+def test_no_agreeing_training_vector_falls_back_to_off_and_says_so(run, tiny_run, train_vectors, tmp_path):
+    spec = _absent_combination(run, train_vectors)
+    result = sampling.generate(run, spec, n=3, seed=0, rest="data")
+    assert result.note and "no training image has" in result.note and "off" in result.note
+    assert torch.equal(result.images, run.sample(spec, n=3, seed=0, rest="off"))
+    with pytest.warns(UserWarning, match="no training image has"):
+        run.sample(spec, n=3, seed=0)
+    cli = CliRunner().invoke(build_app(), ["sample", "--run", str(tiny_run), "--attrs", spec, "--n", "3",
+                                           "--out", str(tmp_path / "x.png")])
+    assert cli.exit_code == 0, cli.output
+    assert any(line.startswith("warning: no training image has") for line in cli.stderr.splitlines())
+
+
+def test_the_training_vectors_are_written_into_the_run_folder(run, tiny_run):
+    table = attributes.AttributeTable.load(tiny_run, run.attribute_names)
+    data = genkit.load_dataset("shapes", split="train", image_size=16, count=320, seed=5)
+    assert int(table.counts.sum()) == len(data)
+    assert len({tuple(v) for v in table.vectors.tolist()}) == len(table.vectors)
+
+
+def test_a_run_without_the_file_uses_the_cache_else_turns_the_rest_off(tiny_run, tmp_path, monkeypatch):
+    copy = tmp_path / "old-run"
+    shutil.copytree(tiny_run, copy)
+    (copy / attributes.ATTRIBUTES_FILE).unlink()
+    from_file = sampling.generate(genkit.load_run(tiny_run, device="cpu"), "large", n=8, seed=2)
+    from_cache = sampling.generate(genkit.load_run(copy, device="cpu"), "large", n=8, seed=2)
+    assert from_cache.note is None and from_cache.attribute_sets == from_file.attribute_sets
+    monkeypatch.setenv("GENKIT_CACHE", str(tmp_path / "empty-cache"))
+    without = sampling.generate(genkit.load_run(copy, device="cpu"), "large", n=8, seed=2)
+    assert without.note and attributes.ATTRIBUTES_FILE in without.note and "off" in without.note
+    assert all(s == ["large"] for s in without.attribute_sets)
+
+
+# --- temperature and n -----------------------------------------------------------------------
+
+def test_temperature_scales_the_prior_noise_and_n_is_respected(run):
+    spec = "shape::square,color::blue"
+    for n, t in ((1, 0.5), (7, 1.0), (3, 2.0)):
+        images = run.sample(spec, n=n, seed=9, temperature=t, rest="off")
+        assert images.shape == (n, 3, 16, 16)
+        expected = run.model.sample(run.condition(spec, n), run.latents(n, 9) * t)
+        assert torch.equal(images, expected)
+    assert not torch.equal(run.sample(spec, n=4, temperature=0.5), run.sample(spec, n=4, temperature=1.5))
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf, 1e308])
+def test_a_bad_temperature_is_refused(run, tiny_run, bad):
+    # temperature is the cvae's own sampling option: its range check, and genkit's refusal of non-finite numbers
+    allowed = r"(is outside \(0, 100\]|must be a finite number)"
+    with pytest.raises(genkit.UsageError, match=f"--temperature .* {allowed}"):
+        run.sample("large", n=1, temperature=bad)
+    result = CliRunner().invoke(build_app(), ["sample", "--run", str(tiny_run), "--temperature", str(bad)])
+    _one_line_exit_2(result, "--temperature")
+    assert re.search(allowed, result.stderr)
+
+
+def test_a_bad_rest_mode_is_refused(run, tiny_run):
+    with pytest.raises(genkit.UsageError, match="rest 'some' is not known"):
+        run.sample("large", n=1, rest="some")
+    result = CliRunner().invoke(build_app(), ["sample", "--run", str(tiny_run), "--rest", "some"])
+    _one_line_exit_2(result, "--rest 'some' is not known; choose data", "or off")
+
+
+@pytest.mark.parametrize("vary, message", [
+    (["-large"], "--vary takes one attribute name, not '-large'"),
+    ([""], "--vary takes one attribute name, not ''"),
+    (["large", "large"], "--vary 'large' is given twice"),
+    (["color::red"], "are both values of 'color'"),
+])
+@pytest.mark.parametrize("rest", ["data", "off"])
+def test_bad_vary_names_are_one_line_in_both_rest_modes(tiny_run, tmp_path, vary, message, rest):
+    args = ["sample", "--run", str(tiny_run), "--attrs", "shape::circle,color::blue", "--n", "2", "--rest", rest,
+            "--out", str(tmp_path / "v.png")]
+    for name in vary:
+        args += ["--vary", name]
+    line = error_line(invoke(args))
+    assert message in line
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_an_attribute_item_naming_nothing_says_what_was_typed(tiny_run, tmp_path):
+    line = error_line(invoke(["sample", "--run", str(tiny_run), "--attrs", "large,-", "--out", str(tmp_path / "x.png")]))
+    assert "'-' names no attribute clearly; write NAME to switch one on and -NAME to switch it off" in line
