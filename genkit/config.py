@@ -65,6 +65,10 @@ class RunConfig:
     train: TrainSpec = field(default_factory=TrainSpec)
     genkit_version: str = ""
     format: int = CONFIG_FORMAT
+    #: which plugin provided each component when the run was planned, and its version:
+    #: ``{"model": {"plugin": "cvae", "distribution": "genkit-cvae", "version": "0.1.0"}, ...}``
+    #: (empty in runs written before it was recorded)
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +97,7 @@ class RunConfig:
             train=TrainSpec(**_checked(TrainSpec, raw.get("train", {}), "train")),
             genkit_version=str(raw.get("genkit_version", "")),
             format=version,
+            plugins=_plugins(raw.get("plugins", {})),
         )
 
     @classmethod
@@ -170,6 +175,19 @@ def _checked(spec: type, raw: Any, section: str) -> dict[str, Any]:
             raise UsageError(f"{section}.{name} is {shown(json.dumps(value), quote=False)} ({_json_type(value)}), "
                              f"but it must be {_json_type(default)}, like {json.dumps(default)}")
     return dict(raw)
+
+
+def _plugins(value: Any) -> dict[str, dict[str, Any]]:
+    """The ``plugins`` section: per component section, its plugin's name, distribution and version (text or null)."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise UsageError(f"plugins is {shown(json.dumps(value), quote=False)}; it must map each section to an object "
+                         'like {"plugin": "cvae", "distribution": "genkit-cvae", "version": "0.1.0"}')
+    for section, origin in value.items():
+        for key, text in origin.items():
+            if text is not None and not isinstance(text, str):
+                raise UsageError(f"plugins.{section}.{key} is {shown(json.dumps(text), quote=False)}; it must be "
+                                 "text or null")
+    return {section: dict(origin) for section, origin in value.items()}
 
 
 def _image_size(value: Any) -> tuple[int, int]:

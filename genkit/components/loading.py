@@ -25,7 +25,7 @@ from typing import Any
 import pluggy
 
 from genkit import hookspecs
-from genkit.errors import PluginError
+from genkit.errors import GenkitError, PluginError
 from genkit.components.registry import KINDS, Registry
 
 ENTRY_POINT_GROUP = "genkit"
@@ -165,10 +165,7 @@ def list_plugins() -> list[PluginInfo]:
     load_plugins()
     infos: dict[str, PluginInfo] = {}
     for name, plugin in pm.list_name_plugin():
-        dist, version = _versions.get(name, (None, None))
-        if dist is None:
-            module = sys.modules.get(getattr(plugin, "__module__", "") or "")
-            version = getattr(plugin, "__version__", None) or getattr(module, "__version__", None)
+        dist, version = _distribution_and_version(name, plugin)
         hooks = sorted(hc.name for hc in pm.get_hookcallers(plugin) or [])
         infos[name] = PluginInfo(name, dist, version, {}, hooks)
     for kind in KINDS:
@@ -176,3 +173,40 @@ def list_plugins() -> list[PluginInfo]:
             if component.plugin in infos:
                 infos[component.plugin].components.setdefault(kind, []).append(component.name)
     return sorted(infos.values(), key=lambda p: p.name)
+
+
+def _distribution_and_version(name: str, plugin: Any) -> tuple[str | None, str | None]:
+    """The distribution an entry-point plugin came from and its version; for a plugin registered at
+    run time, no distribution and its module's ``__version__`` (or None)."""
+    dist, version = _versions.get(name, (None, None))
+    if dist is None:
+        module = sys.modules.get(getattr(plugin, "__module__", "") or "")
+        version = getattr(plugin, "__version__", None) or getattr(module, "__version__", None)
+    return dist, (str(version) if version is not None else None)
+
+
+def component_origin(kind: str, name: str) -> dict[str, str | None]:
+    """Which plugin registered component ``name`` of ``kind``, from which distribution, at which version:
+    recorded in ``config.json`` so a run names the code that wrote it."""
+    plugin = registry(kind).get(name).plugin
+    return {"plugin": plugin, **dict(zip(("distribution", "version"),
+                                         _distribution_and_version(plugin, pm.get_plugin(plugin))))}
+
+
+def changed_plugin_advice(recorded: dict[str, Any], kind: str, name: str) -> str:
+    """What to do when saved weights no longer fit component ``name``: the plugin version the run
+    recorded (``RunConfig.plugins``) against the one installed now."""
+    try:
+        now = component_origin(kind, name)
+    except GenkitError:
+        return ""
+    package = now.get("distribution") or now.get("plugin")
+    if not recorded:
+        return (f"the run records no plugin version, and {package} {now.get('version') or ''} may build "
+                f"{name!r} differently now: load it with the version that trained it").replace("  ", " ")
+    was = recorded.get("version")
+    if was and was != now.get("version") and recorded.get("distribution"):
+        return (f"it was trained with {recorded['distribution']} {was} and {now.get('version')} is installed: load it "
+                f"with that version (pip install \"{recorded['distribution']}=={was}\")")
+    return f"{package} {now.get('version') or ''} builds {name!r} differently from the code that trained it".replace(
+        "  ", " ")

@@ -16,6 +16,7 @@ import torch
 
 from genkit.sampling import capabilities
 from genkit.components.build import build_components
+from genkit.components.loading import changed_plugin_advice
 from genkit.config import RunConfig
 from genkit.runtime.distributed import resolve_device
 from genkit.errors import UsageError
@@ -147,7 +148,8 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
         conditioner, model, loss = build_components(config)  # options and memory are checked first
     except UsageError as exc:
         raise UsageError(f"{directory / CONFIG_FILE}: {exc}") from None
-    load_weights(model, directory / WEIGHTS_FILE)
+    load_weights(model, directory / WEIGHTS_FILE,
+                 advice=changed_plugin_advice(config.plugins.get("model", {}), "models", config.model.name))
     chosen = resolve_device(device)
     model.to(chosen).eval()
     if isinstance(loss, torch.nn.Module):

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 from genkit.store.files import WriteError, atomic_path, write_reason
 
 #: the OS error inside a SafetensorError's text: ``(os error 28)``, or ``code: 28`` in older versions
@@ -49,7 +49,9 @@ def _write_error(path: Path, exc: SafetensorError) -> WriteError:
     return WriteError(path, write_reason(OSError(code, os.strerror(code))), code)
 
 
-def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model") -> None:
+def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model", advice: str = "") -> None:
+    """Load ``path`` into ``model``; a file that does not fit it is a one-line :class:`UsageError` naming what
+    differs, followed by ``advice`` (what the user can do about it)."""
     path = Path(path)
     try:
         with open(path, "rb"):  # the OS's own reason first: safetensors calls every failure "No such file"
@@ -62,11 +64,35 @@ def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model") 
                          f"it readable (chmod a+r {path}), or copy the run") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise UsageError(f"{path} is not a readable safetensors file ({exc}); the file is truncated or corrupt") from None
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        then = f"; {advice}" if advice else ""
+        raise UsageError(f"{path} does not fit the {what} in config.json: {mismatch}{then}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise UsageError(f"{path} does not fit the {what} in config.json: {first[-1].strip() if first else exc}") from None
+
+
+#: keys named in a state-dict mismatch before "and N more"
+SHOWN_KEYS = 3
+
+
+def state_dict_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """What differs between the tensors a module expects and those a file holds, in one short line
+    (the first few keys of each kind and how many more); empty when they fit."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [f"{k} {list(found[k].shape)} for {list(expected[k].shape)}" for k in expected
+                if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    for label, keys in (("missing", missing), ("not expected", unexpected), ("of another shape", reshaped)):
+        if keys:
+            named = ", ".join(shown(k, quote=False) for k in keys[:SHOWN_KEYS])
+            more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+            parts.append(f"{len(keys)} tensor{'s' if len(keys) != 1 else ''} {label} ({named}{more})")
+    return "; ".join(parts)
 
 
 def _owner_and_mode(path: Path) -> str:

@@ -14,7 +14,7 @@ from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
 from genkit.data.prepare import open_source, resolve_root
 from genkit.runtime.distributed import resolve_device
 from genkit.errors import UsageError
-from genkit.components.loading import registry
+from genkit.components.loading import component_origin, registry
 from genkit.components.limits import check_seed
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit_datasets.preprocess import parse_image_size
@@ -68,6 +68,9 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
         conditioner=cond_spec, model=model_spec, loss=loss_spec,
         train=spec,
         genkit_version=__version__,
+        plugins={section: component_origin(kind, name) for section, kind, name in (
+            ("data", "datasets", data), ("conditioner", "conditioners", conditioner), ("model", "models", model),
+            ("loss", "losses", loss))},
     )
     check_training_fits(config)
     return config

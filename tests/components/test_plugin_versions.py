@@ -1,0 +1,171 @@
+"""Plugins that change over time: config.json names the plugin and version of each component; an option
+added later with a default reads older runs with that default; weights that no longer fit are one
+short line naming the first tensors, how many more, and what to do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import genkit
+from conftest import cli, error_line, invoke
+
+TINY = ["--data", "shapes", "--data-opt", "count=120", "--image-size", "8", "--epochs", "1", "--batch-size", "16",
+        "--device", "cpu", "--no-tensorboard"]
+
+
+class Blocks(nn.Module):
+    """A toy model of ``depth`` linear layers (many tensors, so a changed default changes many keys)."""
+
+    def __init__(self, image_shape, conditioner, depth: int = 12, gain: float = 1.0):
+        super().__init__()
+        self.noise_shape = (4,)
+        self.gain = gain
+        self.shape = tuple(image_shape)
+        self.inp = nn.Linear(4 + conditioner.dim, 16)
+        self.layers = nn.ModuleList(nn.Linear(16, 16) for _ in range(depth))
+        self.out = nn.Linear(16, int(torch.tensor(image_shape).prod()))
+
+    def decode(self, z, condition):
+        h = self.inp(torch.cat([z, condition], 1))
+        for layer in self.layers:
+            h = torch.relu(layer(h))
+        return torch.sigmoid(self.gain * self.out(h)).view(-1, *self.shape)
+
+    def forward(self, images, condition):
+        return self.decode(torch.randn(len(images), 4, device=images.device), condition)
+
+    @torch.no_grad()
+    def sample(self, condition, noise=None, generator=None):
+        return self.decode(noise, condition)
+
+
+class SquaredError:
+    def __call__(self, output, images):
+        mse = (output - images).pow(2).flatten(1).sum(1).mean()
+        return genkit.LossResult(total=mse, terms={"mse": mse})
+
+
+def plugin(version: str, factory):
+    """A plugin module-like object at ``version`` whose model ``blocks`` is built by ``factory``."""
+    class Versioned:
+        __version__ = version
+
+        @genkit.hookimpl
+        def register_models(self, register):
+            register("blocks", factory, default_loss="squared")
+
+        @genkit.hookimpl
+        def register_losses(self, register):
+            register("squared", SquaredError)
+
+    return Versioned()
+
+
+def first_release(image_shape, conditioner, depth: int = 12):
+    """Version 1: no ``gain`` option yet."""
+    return Blocks(image_shape, conditioner, depth)
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def register(version, factory):
+        for name in names:
+            genkit.unregister_plugin(name)
+        names[:] = ["versioned"]
+        genkit.register_plugin(plugin(version, factory), name="versioned")
+
+    yield register
+    for name in names:
+        genkit.unregister_plugin(name)
+
+
+@pytest.fixture
+def old_run(registered, tmp_path):
+    registered("1.0", first_release)
+    out = tmp_path / "run"
+    code, output = cli("train", "--model", "blocks", *TINY, "--out", str(out))
+    assert code == 0, output
+    return out
+
+
+def test_config_json_names_the_plugin_and_version_of_every_component(tmp_path):
+    out = tmp_path / "run"
+    code, output = cli("train", "--model", "cvae", *TINY, "--out", str(out))
+    assert code == 0, output
+    recorded = json.loads((out / "config.json").read_text())["plugins"]
+    assert set(recorded) == {"data", "conditioner", "model", "loss"}
+    assert recorded["model"] == {"plugin": "cvae", "distribution": "genkit-cvae", "version": genkit.__version__}
+    assert recorded["data"]["plugin"] == "shapes" and recorded["loss"]["plugin"] == "gaussian-elbo"
+    config = genkit.load_run(out).config
+    assert genkit.RunConfig.from_json(config.to_json()) == config
+
+
+def test_a_runtime_plugin_is_recorded_with_its_own_version(old_run):
+    recorded = json.loads((old_run / "config.json").read_text())["plugins"]["model"]
+    assert recorded == {"plugin": "versioned", "distribution": None, "version": "1.0"}
+
+
+def test_an_option_added_with_a_default_reads_older_runs_with_that_default(old_run, registered):
+    seen = {}
+
+    def second_release(image_shape, conditioner, depth: int = 12, gain: float = 1.0):
+        """Version 2: a new option, whose default keeps version 1's behaviour."""
+        seen["gain"] = gain
+        return Blocks(image_shape, conditioner, depth, gain)
+
+    before = genkit.load_run(old_run).sample("shape::circle", n=2, seed=0)
+    registered("2.0", second_release)
+    run = genkit.load_run(old_run)
+    assert seen["gain"] == 1.0 and "gain" not in run.config.model.options
+    assert torch.equal(run.sample("shape::circle", n=2, seed=0), before)
+    code, output = cli("sample", "--run", str(old_run), "--attrs", "shape::circle", "--n", "2",
+                       "--out", str(old_run / "again.png"))
+    assert code == 0, output
+
+
+def test_weights_that_no_longer_fit_name_the_first_tensors_and_how_many_more(old_run, registered):
+    def third_release(image_shape, conditioner, depth: int = 12):
+        """Version 3: the code now builds 18 more layers for the same options (a stored option cannot catch it)."""
+        return Blocks(image_shape, conditioner, depth + 18)
+
+    registered("3.0", third_release)
+    with pytest.raises(genkit.UsageError) as caught:
+        genkit.load_run(old_run)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert "36 tensors missing (layers.12.weight, layers.12.bias, layers.13.weight and 33 more)" in message
+    assert "versioned 3.0 builds 'blocks' differently from the code that trained it" in message
+    line = error_line(invoke(["sample", "--run", str(old_run), "--attrs", "shape::circle"]))
+    assert "36 tensors missing" in line and len(line) < 400
+
+
+def test_a_reshaped_tensor_is_named_with_both_shapes():
+    from genkit.store.weights import state_dict_mismatch
+
+    expected = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
+    found = {"a": torch.zeros(3, 3), "b": torch.zeros(4), "c": torch.zeros(1)}
+    assert state_dict_mismatch(expected, found) == "1 tensor not expected (c); 1 tensor of another shape (a [3, 3] for [2, 3])"
+    assert state_dict_mismatch(expected, dict(expected)) == ""
+
+
+def test_an_upgraded_distribution_is_named_with_the_version_to_install():
+    from genkit.components.loading import changed_plugin_advice
+
+    advice = changed_plugin_advice({"plugin": "cvae", "distribution": "genkit-cvae", "version": "0.0.9"}, "models", "cvae")
+    assert advice == (f"it was trained with genkit-cvae 0.0.9 and {genkit.__version__} is installed: load it with "
+                      'that version (pip install "genkit-cvae==0.0.9")')
+    assert "records no plugin version" in changed_plugin_advice({}, "models", "cvae")
+
+
+def test_a_hand_edited_plugins_section_is_one_line(old_run):
+    config = json.loads((old_run / "config.json").read_text())
+    config["plugins"] = {"model": {"version": 3}}
+    (old_run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(genkit.UsageError, match=r"plugins.model.version is 3; it must be text or null"):
+        genkit.load_run(old_run)
