@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 from genkit.errors import GenkitError, GenkitRuntimeError, PluginError, UsageError, shown  # noqa: E402
 from genkit.hookspecs import hookimpl, hookspec  # noqa: E402
+
 # Everything else loads on first use (PEP 562). This no longer dodges an import cycle (genkit_datasets
 # imports nothing of genkit); it stays because it keeps start-up cheap. Measured on the 2-core dev
 # machine, median of 7 interleaved runs: `python -c "import genkit"` 0.04 s lazy vs 4.0 s eager

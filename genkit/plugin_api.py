@@ -21,22 +21,16 @@ they come from (``genkit_datasets.*``, ``genkit.evaluation.gaussian``) may be re
 
 from __future__ import annotations
 
-from genkit.evaluation.gaussian import gaussian_kl
 from genkit.components.limits import float32_option
+from genkit.evaluation.gaussian import gaussian_kl
 from genkit_datasets.annotations import (IMAGE_SUFFIXES, bad_row, file_digest, find_file, fingerprint, has_images,
                                          list_images, parse_int, read_lines)
-from genkit_datasets.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
-from genkit_datasets.celeba import HINT as CELEBA_HINT
-from genkit_datasets.celeba import celeba_index
-from genkit_datasets.cub import CERTAINTIES as CUB_CERTAINTIES
-from genkit_datasets.cub import HINT as CUB_HINT
-from genkit_datasets.cub import cub_index
-from genkit_datasets.folder import CSV_NAME as FOLDER_CSV_NAME
-from genkit_datasets.folder import folder_index, hash_splits
+from genkit_datasets.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES, HINT as CELEBA_HINT, celeba_index
+from genkit_datasets.cub import CERTAINTIES as CUB_CERTAINTIES, HINT as CUB_HINT, cub_index
+from genkit_datasets.folder import CSV_NAME as FOLDER_CSV_NAME, folder_index, hash_splits
 from genkit_datasets.image_files import ImageFileReader
 from genkit_datasets.preprocess import center_crop_resize
-from genkit_datasets.shapes import ATTRIBUTE_NAMES as SHAPES_ATTRIBUTE_NAMES
-from genkit_datasets.shapes import shapes_index
+from genkit_datasets.shapes import ATTRIBUTE_NAMES as SHAPES_ATTRIBUTE_NAMES, shapes_index
 from genkit_datasets.source import ImageReader, SourceIndex
 
 __all__ = [

@@ -119,12 +119,12 @@ def build_app(light: bool = False) -> typer.Typer:
     _add_root_options(app)
     if light:
         return app
-    from genkit.cli import (classifier_cmd, data_cmd, edit_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd,
-                            sample_cmd, serve_cmd, sweep_cmd, train_cmd)
+    from genkit.cli import (classifier_cmd, data_cmd, edit_cmd, evaluate_cmd, plugins_cmd, reconstruct_cmd, sample_cmd,
+                            serve_cmd, sweep_cmd, train_cmd)
     from genkit.cli.component_flags import CONTEXT_SETTINGS, ComponentCommand
     from genkit.cli.sampling_flags import CONTEXT_SETTINGS as SAMPLING_CONTEXT, SamplingCommand
-    from genkit.errors import PluginError
     from genkit.components.loading import load_plugins, pm
+    from genkit.errors import PluginError
 
     app.command("train", cls=ComponentCommand, context_settings=CONTEXT_SETTINGS)(train_cmd.train)
     app.command("sample", cls=SamplingCommand, context_settings=SAMPLING_CONTEXT)(sample_cmd.sample)

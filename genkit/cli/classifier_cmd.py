@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from genkit.evaluation.classifier import DEFAULT_BATCH_SIZE, DEFAULT_CLASSIFIER, DEFAULT_EPOCHS, DEFAULT_LR
 from genkit.cli import console
 from genkit.cli.options import parse_options
+from genkit.evaluation.classifier import DEFAULT_BATCH_SIZE, DEFAULT_CLASSIFIER, DEFAULT_EPOCHS, DEFAULT_LR
 
 app = typer.Typer(no_args_is_help=True, help="The attribute classifier used by `genkit evaluate`.")
 
@@ -34,11 +34,10 @@ def train(
     It is retrained every time this runs; `genkit evaluate` and `genkit sweep` reuse it while the
     dataset's cache fingerprint stays the same.
     """
-    from genkit.evaluation.classifier import classifier_files, resolve_classifier_options, train_classifier
-    from genkit.data.prepare import prepare_dataset
-    from genkit.runtime.distributed import resolve_device
-
     from genkit.components.limits import check_seed
+    from genkit.data.prepare import prepare_dataset
+    from genkit.evaluation.classifier import classifier_files, resolve_classifier_options, train_classifier
+    from genkit.runtime.distributed import resolve_device
 
     check_seed(seed)
     options = parse_options(classifier_opt, "--classifier-opt")

@@ -17,9 +17,9 @@ from typing import Any
 from typer.core import TyperCommand
 
 from genkit.components.build import POSITIONAL_ARGS
-from genkit.errors import UsageError
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.components.registry import SINGULAR, Flag
+from genkit.errors import UsageError
 
 #: command parameter name -> component kind
 KIND_OF_PARAM = {"data": "datasets", "conditioner": "conditioners", "model": "models", "loss": "losses"}

@@ -6,10 +6,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 from genkit.store.run_folder import NOT_TERMS
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

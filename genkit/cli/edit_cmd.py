@@ -126,9 +126,9 @@ def file_image(run, path: Path, from_attrs: str | None, classifier_name: str | N
     """The image file brought to the run's size, and its attributes: the classifier's reading, corrected by --from."""
     import torch
 
-    from genkit.sampling.editing import apply_change, names_on, parse_change, read_attributes, read_image
-    from genkit.evaluation.classifier import run_classifier
     from genkit.errors import UsageError
+    from genkit.evaluation.classifier import run_classifier
+    from genkit.sampling.editing import apply_change, names_on, parse_change, read_attributes, read_image
 
     names, groups = run.attribute_names, run.exclusive_groups
     correction = parse_change(from_attrs, names, groups, flag="--from") if from_attrs is not None else None

@@ -12,8 +12,8 @@ from rich.table import Table
 from genkit.cli import console
 from genkit.cli.options import parse_options
 from genkit.cli.sampling_flags import SAMPLE_OPT
-from genkit.evaluation.likelihood import DEFAULT_SAMPLES, DEFAULT_SIGMA
 from genkit.components.recipe import DEFAULT_RECIPE
+from genkit.evaluation.likelihood import DEFAULT_SAMPLES, DEFAULT_SIGMA
 
 DEFAULT_CLASSIFIER = DEFAULT_RECIPE.classifier
 
@@ -53,8 +53,8 @@ def evaluate(
     """
     from genkit.cli.sampling_flags import given_options
     from genkit.evaluation.metrics import evaluate_run
-    from genkit.store.files import write_text_atomic
     from genkit.sampling.run import load_run
+    from genkit.store.files import write_text_atomic
     from genkit.training.tensorboard import log_evaluation, wanted as tensorboard_wanted
 
     logging = tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any work

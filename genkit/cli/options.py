@@ -7,10 +7,10 @@ from typing import Any, Optional
 
 import typer
 
-from genkit.config import TrainSpec
-from genkit.errors import UsageError, shown
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.components.registry import SINGULAR
+from genkit.config import TrainSpec
+from genkit.errors import UsageError, shown
 
 _D = TrainSpec()
 

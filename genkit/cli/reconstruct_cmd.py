@@ -30,16 +30,14 @@ def reconstruct(
     """
     import torch
 
-    from genkit.errors import UsageError
     from genkit.cli.sampling_flags import given_options
-    from genkit.sampling.reconstruction import can_reconstruct, reconstruct as reconstruct_images
-    from genkit.sampling.run import open_run_data
-    from genkit.store.images import save_grid
-    from genkit.sampling.run import load_run
-    from genkit_datasets.torch_dataset import CachedImageDataset
-
-    from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid
     from genkit.components.limits import check_seed
+    from genkit.errors import UsageError
+    from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid
+    from genkit.sampling.reconstruction import can_reconstruct, reconstruct as reconstruct_images
+    from genkit.sampling.run import load_run, open_run_data
+    from genkit.store.images import save_grid
+    from genkit_datasets.torch_dataset import CachedImageDataset
 
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")

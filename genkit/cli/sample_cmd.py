@@ -40,17 +40,14 @@ def sample(
     """
     import math
 
-    from genkit.sampling import attributes
-
-    from genkit.sampling import draw as sampling
     from genkit.cli.sampling_flags import given_options
-    from genkit.errors import UsageError, shown
-    from genkit.store.files import check_output_file
-    from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, write_grid
-    from genkit.store.images import save_grid
-    from genkit.sampling.run import load_run
-
     from genkit.components.limits import check_seed
+    from genkit.errors import UsageError, shown
+    from genkit.sampling import attributes, draw as sampling
+    from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, write_grid
+    from genkit.sampling.run import load_run
+    from genkit.store.files import check_output_file
+    from genkit.store.images import save_grid
 
     if n < 1:
         raise UsageError(f"--n {n} must be a positive integer")

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import typer
 from typer.core import TyperCommand
 
-from genkit.sampling.capabilities import SamplingOption
 from genkit.errors import UsageError, shown
+from genkit.sampling.capabilities import SamplingOption
 
 #: let the model's flags through the parser, to :func:`given_options`
 CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -25,9 +25,9 @@ SAMPLE_OPT = typer.Option(None, "--sample-opt", help="A sampling option of the r
 
 def options_of_config(run_dir: str | Path) -> dict[str, SamplingOption] | None:
     """The sampling options of the model in ``run_dir``'s config.json (built on the meta device), or None."""
-    from genkit.sampling.capabilities import sampling_options
     from genkit.components.build import model_outline
     from genkit.config import RunConfig
+    from genkit.sampling.capabilities import sampling_options
     from genkit.store.run_folder import CONFIG_FILE
 
     try:

@@ -29,9 +29,9 @@ def serve(
     from genkit.cli.sampling_flags import given_options
     from genkit.sampling.run import load_run
     from genkit.serve.app import check_port, serve as serve_pages
+    from genkit.serve.guard import exposure_warning, is_loopback, listen_urls
     from genkit.serve.layout import import_gradio
     from genkit.serve.page import RunPage, page_labels
-    from genkit.serve.guard import exposure_warning, is_loopback, listen_urls
 
     directories = [Path(d) for d in run]
     runs = [load_run(d, device=device) for d in directories]  # every folder checked before the server starts

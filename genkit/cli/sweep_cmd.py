@@ -62,12 +62,11 @@ def sweep(
     Finished runs are reused. The paper's β sweep: --beta 0.25,0.5,0.75,0.9 with the beta-elbo loss."""
     from genkit.cli.evaluate_cmd import stage_progress
     from genkit.evaluation.likelihood import check_settings
-    from genkit.sweep.vary import parse_vary, varied_from_flags
+    from genkit.store.files import check_output_dir
     from genkit.sweep.plan import plan_sweep
     from genkit.sweep.run import prepare_sweep, run_sweep
+    from genkit.sweep.vary import parse_vary, varied_from_flags
     from genkit.training.tensorboard import wanted as tensorboard_wanted
-
-    from genkit.store.files import check_output_dir
 
     check_output_dir(out)  # a file, under a file, read-only: refused before any training
     from genkit.training.planning import default_loss

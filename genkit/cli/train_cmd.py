@@ -58,8 +58,8 @@ def train(
     The chosen components add flags of their own, listed at the end of this help; `genkit train
     --model NAME --loss NAME --help` lists those of other components.
     """
-    from genkit.runtime import distributed
     from genkit.errors import UsageError
+    from genkit.runtime import distributed
     from genkit.training.planning import plan_run
     from genkit.training.resuming import resume as resume_run
     from genkit.training.tensorboard import wanted as tensorboard_wanted

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from genkit.components.loading import registry
+from genkit.components.registry import SINGULAR
 from genkit.config import ComponentSpec, RunConfig
 from genkit.errors import UsageError
 from genkit.runtime.memory import require_memory
-from genkit.components.loading import registry
-from genkit.components.registry import SINGULAR
 
 #: bytes per parameter: the weights alone (sampling), and weights + gradients + Adam's two moments (training)
 INFERENCE_BYTES_PER_PARAMETER = 4

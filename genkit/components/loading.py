@@ -25,8 +25,8 @@ from typing import Any
 import pluggy
 
 from genkit import hookspecs
-from genkit.errors import GenkitError, PluginError
 from genkit.components.registry import KINDS, Registry
+from genkit.errors import GenkitError, PluginError
 
 ENTRY_POINT_GROUP = "genkit"
 DISTRIBUTION = "genkit-cvae"

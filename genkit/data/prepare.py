@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from genkit.errors import UsageError
 from genkit.components.loading import registry
+from genkit.errors import UsageError
 from genkit_datasets.cache import CacheInfo, Progress, UnreadableImage, cache_path, prepare_cache
 from genkit_datasets.preprocess import parse_image_size
 from genkit_datasets.torch_dataset import CachedImageDataset

@@ -21,13 +21,13 @@ from typing import Any, Callable
 import torch
 from torch.nn import functional as F
 
-from genkit.errors import UsageError
-from genkit.store.files import write_text_atomic
+from genkit.components.build import POSITIONAL_ARGS
+from genkit.components.limits import derived_seed
 from genkit.components.loading import registry
 from genkit.components.recipe import DEFAULT_RECIPE
-from genkit.components.build import POSITIONAL_ARGS
+from genkit.errors import UsageError
 from genkit.runtime.distributed import resolve_device
-from genkit.components.limits import derived_seed
+from genkit.store.files import write_text_atomic
 from genkit.store.weights import load_weights, save_weights
 from genkit_datasets.cache import CacheInfo
 from genkit_datasets.torch_dataset import CachedImageDataset

@@ -23,10 +23,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from genkit.sampling.capabilities import draw_noise, resolve_sampling_options, sample
-from genkit.evaluation.classifier import predict
 from genkit.components.limits import derived_seed
 from genkit.data.holdout import combination_of
+from genkit.evaluation.classifier import predict
+from genkit.sampling.capabilities import draw_noise, resolve_sampling_options, sample
 
 #: samples drawn per group (seen, held out) ...
 CONFORMITY_SAMPLES = 1024

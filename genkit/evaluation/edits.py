@@ -27,8 +27,8 @@ from typing import Any, Mapping
 
 import torch
 
-from genkit.sampling.capabilities import has
 from genkit.evaluation.classifier import predict
+from genkit.sampling.capabilities import has
 from genkit.sampling.editing import EDIT_BATCH, Editor, apply_change, single_changes
 
 #: evaluation images edited (a seeded subset of the split when it has more)

@@ -38,16 +38,16 @@ from typing import Any, Callable
 
 import torch
 
-from genkit.sampling import capabilities
+from genkit.components.limits import derived_seed
+from genkit.errors import UsageError
 from genkit.evaluation.classifier import DEFAULT_CLASSIFIER, attribute_accuracy, features_of, get_classifier, predict
 from genkit.evaluation.conformity import CONFORMITY_SAMPLES, conformity_metrics
-from genkit.sampling.run import Run, open_run_data
 from genkit.evaluation.edits import edit_metrics, planned_edits
-from genkit.errors import UsageError
+from genkit.evaluation.frechet import frechet_distance
 from genkit.evaluation.likelihood import (BOUND_KEYS, DEFAULT_SAMPLES, DEFAULT_SIGMA, EvalProgress, bound_means,
                                           check_samples_fit, check_settings, likelihood_sums, own_likelihood)
-from genkit.components.limits import derived_seed
-from genkit.evaluation.frechet import frechet_distance
+from genkit.sampling import capabilities
+from genkit.sampling.run import Run, open_run_data
 from genkit_datasets.cache import CacheInfo
 from genkit_datasets.torch_dataset import CachedImageDataset
 

@@ -193,8 +193,8 @@ def training_attributes(run) -> tuple[AttributeTable | None, str | None]:
 
 def _rows_from_cache(config) -> torch.Tensor | None:
     """The training split's attribute vectors from the cache the run was trained on, if it is here."""
-    from genkit.data.prepare import dataset_cache_path
     from genkit.data.holdout import without_held_out
+    from genkit.data.prepare import dataset_cache_path
     from genkit_datasets.cache import read_cache_info
     from genkit_datasets.torch_dataset import CachedImageDataset
 

@@ -39,8 +39,8 @@ from typing import Any, Mapping
 
 import torch
 
-from genkit.errors import PluginError, UsageError, shown
 from genkit.components.registry import option_docs
+from genkit.errors import PluginError, UsageError, shown
 
 #: capability -> the methods that make it up
 CAPABILITIES = {

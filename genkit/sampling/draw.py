@@ -15,10 +15,10 @@ from typing import Any, Sequence
 
 import torch
 
-from genkit.sampling import capabilities
 from genkit.errors import UsageError, shown
+from genkit.sampling import capabilities
 from genkit.sampling.attributes import (AttributeRequest, check_exclusive, check_rest, conditions, encode_rows,
-                                       parse_attrs)
+                                        parse_attrs)
 
 #: images drawn in one call of the sampler: what a model's activations cost is bounded by this batch
 SAMPLE_BATCH = 256

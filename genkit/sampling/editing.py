@@ -27,9 +27,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from genkit.sampling.capabilities import has, resolve_sampling_options, sample
 from genkit.errors import UsageError, shown
 from genkit.sampling.attributes import AttributeRequest, parse_attrs
+from genkit.sampling.capabilities import has, resolve_sampling_options, sample
 
 #: images encoded and decoded at once
 EDIT_BATCH = 256

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from genkit.errors import UsageError
-from genkit.store.files import atomic_path
-from genkit.sampling.draw import batches
 from genkit.runtime.memory import ALLOCATION_SHARE, available_bytes, format_bytes, items_that_fit
+from genkit.sampling.draw import batches
+from genkit.store.files import atomic_path
 
 #: the padding between grid cells, as torchvision's make_grid (white)
 PADDING = 2

@@ -14,18 +14,18 @@ from typing import Any
 
 import torch
 
-from genkit.sampling import capabilities
 from genkit.components.build import build_components
+from genkit.components.limits import check_seed
 from genkit.components.loading import changed_plugin_advice
 from genkit.config import RunConfig
-from genkit.runtime.distributed import resolve_device
+from genkit.data.prepare import prepare_dataset
 from genkit.errors import UsageError
-from genkit.components.limits import check_seed
-from genkit.store.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
+from genkit.runtime.distributed import resolve_device
+from genkit.sampling import capabilities
 from genkit.sampling.attributes import ATTRIBUTES_FILE, AttributeTable, parse_attrs
 from genkit.sampling.draw import Samples, check_images_fit, decode, generate, warn_note
+from genkit.store.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
 from genkit.store.weights import load_weights, loss_has_state
-from genkit.data.prepare import prepare_dataset
 from genkit_datasets.cache import CacheInfo
 
 

@@ -13,8 +13,8 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from genkit.sampling import attributes
 from genkit.errors import GenkitError, UsageError, shown
+from genkit.sampling import attributes
 from genkit.serve.page import ANY, FLAG_CHOICES, MAX_N, RunPage, matches, page_labels
 
 INSTALL_HINT = 'genkit serve needs Gradio: pip install "genkit-cvae[serve]"'

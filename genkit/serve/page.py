@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from genkit.sampling import attributes
-
-from genkit.sampling import draw as sampling
 from genkit.errors import UsageError, shown
+from genkit.sampling import attributes, draw as sampling
 
 MAX_N = 64
 ANY = "any"
@@ -147,9 +145,8 @@ def grid_png(images, nrow: int) -> bytes:
     padding; a single image unpadded), done in numpy on one thread: torch's parallel kernels
     stall for tens of milliseconds on small tensors when other processes hold the cores.
     """
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     array = images.detach().float().cpu().numpy()
     count, channels, height, width = array.shape

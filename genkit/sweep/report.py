@@ -26,14 +26,13 @@ from typing import Any
 
 import torch
 
-from genkit.sampling import capabilities
-from genkit.sampling.reconstruction import can_reconstruct, reconstruct
 from genkit.evaluation.metrics import distinct_vectors
-from genkit.sampling.run import open_run_data
+from genkit.sampling import capabilities
+from genkit.sampling.draw import decode
+from genkit.sampling.reconstruction import can_reconstruct, reconstruct
+from genkit.sampling.run import Run, open_run_data
 from genkit.store.files import write_text_atomic
 from genkit.store.images import labelled_grid, plot_against
-from genkit.sampling.run import Run
-from genkit.sampling.draw import decode
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 METRIC_COLUMNS = ("mse", "mse_per_pixel", "kl", "elbo", "cll", "attribute_accuracy", "classifier_accuracy",

@@ -21,6 +21,7 @@ from genkit.training.resuming import resume
 from genkit.training.trainer import train
 from genkit_datasets.torch_dataset import CachedImageDataset
 
+
 def prepare_sweep(plan: SweepPlan, split: str = "test", cache_dir: str | Path | None = None, data_progress=None,
                   classifier_progress=None):
     """Before any training: build the data cache, check the evaluation split, train the classifier if needed.

@@ -11,8 +11,8 @@ from typing import Any
 from genkit.components.build import POSITIONAL_ARGS
 from genkit.components.loading import registry
 from genkit.config import TrainSpec
-from genkit.errors import UsageError, shown
 from genkit.data.holdout import HOLD_OUT_KEY, hold_out_values
+from genkit.errors import UsageError, shown
 
 #: ``--vary`` prefix -> (registry kind, plan_run keyword for its options, plan_run keyword for its name)
 VARY_KINDS = {"data": ("datasets", "data_options", "data"),

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from genkit.training.averaging import EMA_FILE
 from genkit.errors import UsageError
 from genkit.store.files import WriteError, atomic_dir, atomic_path, reporting_write_errors, write_text_atomic
 from genkit.store.run_folder import LOSS_WEIGHTS_FILE, WEIGHTS_FILE
 from genkit.store.weights import load_weights, loss_has_state, save_weights
+from genkit.training.averaging import EMA_FILE
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"

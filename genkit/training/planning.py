@@ -9,14 +9,14 @@ from typing import Any, Collection
 
 from genkit import __version__
 from genkit.components.build import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, check_pairing,
-                               json_options, model_fits, resolve)
+                                     json_options, model_fits, resolve)
+from genkit.components.limits import check_seed
+from genkit.components.loading import component_origin, registry
+from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
 from genkit.data.prepare import open_source, resolve_root
-from genkit.runtime.distributed import resolve_device
 from genkit.errors import UsageError
-from genkit.components.loading import component_origin, registry
-from genkit.components.limits import check_seed
-from genkit.components.recipe import DEFAULT_RECIPE
+from genkit.runtime.distributed import resolve_device
 from genkit_datasets.preprocess import parse_image_size
 
 PRECISIONS = ("fp32", "bf16")

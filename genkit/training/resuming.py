@@ -14,15 +14,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from genkit.runtime import distributed
 from genkit.config import RunConfig
 from genkit.errors import UsageError
-from genkit.store.files import WriteError, write_text_atomic
-from genkit.training.planning import absolute_root, check_training_fits, check_training_settings
-from genkit.store.run_folder import CONFIG_FILE, RESUMES_FILE
+from genkit.runtime import distributed
 from genkit.sampling.run import Run
-from genkit.training.loop import Observer, notify
+from genkit.store.files import WriteError, write_text_atomic
+from genkit.store.run_folder import CONFIG_FILE, RESUMES_FILE
 from genkit.training.checkpoints import write_failed
+from genkit.training.loop import Observer, notify
+from genkit.training.planning import absolute_root, check_training_fits, check_training_settings
 from genkit.training.trainer import Trainer
 from genkit_datasets.cache import Progress
 

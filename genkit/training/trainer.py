@@ -24,29 +24,29 @@ from typing import Any
 
 import torch
 
-from genkit.runtime import distributed
-from genkit.training.averaging import WeightAverage
-from genkit.data.batches import Batches, choose_placement
-from genkit.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, write_failed
 from genkit.components.build import build_components
+from genkit.components.limits import derived_seed
 from genkit.config import RunConfig, TrainSpec
+from genkit.data.batches import Batches, choose_placement
+from genkit.data.holdout import without_held_out
 from genkit.data.prepare import prepare_dataset
 from genkit.errors import GenkitRuntimeError, UsageError
+from genkit.runtime import distributed
+from genkit.sampling.attributes import AttributeTable
+from genkit.sampling.run import Run
 from genkit.store.files import WriteError, check_output_dir, reporting_write_errors, write_text_atomic
-from genkit.data.holdout import without_held_out
 from genkit.store.images import plot_curves
-from genkit.components.limits import derived_seed
 from genkit.store.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, LOSS_WEIGHTS_FILE, METRICS_FILE, STEPS_FILE,
                                      WEIGHTS_FILE, default_run_dir, read_jsonl)
-from genkit.sampling.run import Run
-from genkit.sampling.attributes import AttributeTable
+from genkit.store.weights import loss_has_state, loss_parameters, save_weights
+from genkit.training.averaging import WeightAverage
+from genkit.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, write_failed
 from genkit.training.epoch_grids import GRID_COLS, EpochGrids
 from genkit.training.loop import (LoopState, Observer, Observers, Window, autocast, compile_model, effective_precision,
                                   evaluate_loss, make_optimizer, notify)
 from genkit.training.signals import TrainingInterrupted, stop_on_signals
 from genkit.training.tensorboard import TensorBoardLog, wanted as tensorboard_wanted
 from genkit.training.timing import DataWaitClock
-from genkit.store.weights import loss_has_state, loss_parameters, save_weights
 from genkit_datasets.cache import Progress
 from genkit_datasets.torch_dataset import CachedImageDataset
 
