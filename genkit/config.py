@@ -66,7 +66,7 @@ class RunConfig:
     genkit_version: str = ""
     format: int = CONFIG_FORMAT
     #: which plugin provided each component when the run was planned, and its version:
-    #: ``{"model": {"plugin": "cvae", "distribution": "genkit-cvae", "version": "0.1.0"}, ...}``
+    #: ``{"loss": {"plugin": "laplace", "distribution": "genkit-laplace", "version": "0.1.0"}, ...}``
     #: (empty in runs written before it was recorded)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -181,7 +181,7 @@ def _plugins(value: Any) -> dict[str, dict[str, Any]]:
     """The ``plugins`` section: per component section, its plugin's name, distribution and version (text or null)."""
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise UsageError(f"plugins is {shown(json.dumps(value), quote=False)}; it must map each section to an object "
-                         'like {"plugin": "cvae", "distribution": "genkit-cvae", "version": "0.1.0"}')
+                         'like {"plugin": "laplace", "distribution": "genkit-laplace", "version": "0.1.0"}')
     for section, origin in value.items():
         for key, text in origin.items():
             if text is not None and not isinstance(text, str):
