@@ -200,13 +200,13 @@ def changed_plugin_advice(recorded: dict[str, Any], kind: str, name: str) -> str
         now = component_origin(kind, name)
     except GenkitError:
         return ""
-    package = now.get("distribution") or now.get("plugin")
+    installed = " ".join(filter(None, (now["distribution"] or now["plugin"], now["version"])))
     if not recorded:
-        return (f"the run records no plugin version, and {package} {now.get('version') or ''} may build "
-                f"{name!r} differently now: load it with the version that trained it").replace("  ", " ")
+        return (f"the run records no plugin version, and {installed} may build {name!r} differently now: load it "
+                "with the version that trained it")
     was = recorded.get("version")
-    if was and was != now.get("version") and recorded.get("distribution"):
-        return (f"it was trained with {recorded['distribution']} {was} and {now.get('version')} is installed: load it "
-                f"with that version (pip install \"{recorded['distribution']}=={was}\")")
-    return f"{package} {now.get('version') or ''} builds {name!r} differently from the code that trained it".replace(
-        "  ", " ")
+    if was and was != now["version"]:
+        trained = " ".join(filter(None, (recorded.get("distribution") or recorded.get("plugin"), was)))
+        install = f' (pip install "{recorded["distribution"]}=={was}")' if recorded.get("distribution") else ""
+        return f"it was trained with {trained} and {installed} is installed: load it with that version{install}"
+    return f"{installed} builds {name!r} differently from the code that trained it"
