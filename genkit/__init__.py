@@ -29,6 +29,7 @@ _LAZY = {
     "registry": "genkit.components.loading", "unregister_plugin": "genkit.components.loading",
     "load_dataset": "genkit.data.prepare", "prepare_dataset": "genkit.data.prepare",
     "Run": "genkit.sampling.run", "load_run": "genkit.sampling.run",
+    "TrainingStep": "genkit.training.step",
     "plan_run": "genkit.training.planning", "train": "genkit.training.trainer", "resume": "genkit.training.resuming",
 }
 
@@ -64,6 +65,7 @@ __all__ = [
     "RunConfig",
     "SourceIndex",
     "TrainSpec",
+    "TrainingStep",
     "UsageError",
     "__version__",
     "hookimpl",

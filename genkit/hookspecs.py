@@ -94,6 +94,11 @@ def register_models(register):
     ``invert(images, condition, **sampling options) -> noise``, a deterministic sampler run
     backwards; ``log_likelihood(images, condition, generator=None) -> (B,)``, its own. A
     capability a model lacks is reported as absent (``null`` metrics, a one-line refusal).
+    A model may own its training step instead of the bundled one (forward, loss, one Adam):
+    ``optimizers(lr, model) -> dict[str, Optimizer]`` and ``training_step(images, condition,
+    step: genkit.TrainingStep) -> LossResult`` (``step.update(name, loss)`` for each update), with
+    optionally ``validation_step``, ``headline`` and ``training_only`` (submodules kept out of
+    the run's weights); it then needs no ``forward``. See :mod:`genkit.training.step`.
     """
 
 
@@ -116,7 +121,9 @@ def register_losses(register):
     saves it as ``loss.safetensors`` in the run folder and in every checkpoint, restores it on
     ``--resume`` and in ``genkit.load_run``. It may also define ``warnings() -> list[str]``:
     called once at the end of every training epoch, its messages go into the epoch's record
-    (``"warnings"`` in metrics.jsonl) and are printed in the epoch line.
+    (``"warnings"`` in metrics.jsonl) and are printed in the epoch line. A loss may own the
+    training step, with the same methods a model would (see ``register_models``); a model's are
+    preferred. A loss whose step does the work (a GAN's objective) need not be callable.
     """
 
 

@@ -116,12 +116,17 @@ def runs_table(rows) -> str:
         epochs = f"{'?' if row.epochs_done is None else row.epochs_done}/{c.train.epochs}"
         table.append([("! " if row.problem else "") + row.name, c.model.name, c.loss.name,
                       f"{c.data.name} {c.data.image_size[0]}x{c.data.image_size[1]}", epochs,
-                      _cell(terms.pop("val_loss", None)),
+                      _headline(row.headline, terms.pop(row.headline, None)),
                       " ".join(f"{k[4:]} {_cell(v)}" for k, v in terms.items()) or "-",
                       _cell(figures["attribute_ratio"]), weakest, _cell(figures["diversity_ratio"]),
                       _cell(figures["fd"])])
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table)
+
+
+def _headline(term: str, value: float | None) -> str:
+    """The run's validation figure: the loss, or the term its model or loss declared, named."""
+    return _cell(value) if term == "val_loss" else f"{term[4:]} {_cell(value)}"
 
 
 def _print_json(document: Any) -> None:

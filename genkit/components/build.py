@@ -58,7 +58,7 @@ def build_components(config: RunConfig, bytes_per_parameter: int = INFERENCE_BYT
     """
     check_options(config)
     model_fits(config, bytes_per_parameter=bytes_per_parameter)
-    return _create(config)
+    return make_components(config)
 
 
 def check_options(config: RunConfig) -> None:
@@ -67,7 +67,8 @@ def check_options(config: RunConfig) -> None:
         registry(kind).get(spec.name).resolve_options(spec.options, skip=POSITIONAL_ARGS[kind])
 
 
-def _create(config: RunConfig) -> tuple[Any, Any, Any]:
+def make_components(config: RunConfig) -> tuple[Any, Any, Any]:
+    """The conditioner, model and loss, built on the current default device, unchecked."""
     conditioner = _make("conditioners", config.conditioner, list(config.data.attribute_names))
     model = _make("models", config.model, config.image_shape, conditioner)
     loss = _make("losses", config.loss)
@@ -88,7 +89,7 @@ def _make(kind: str, spec: ComponentSpec, *args: Any) -> Any:
         if kind != "models":
             raise
         raise UsageError(f"model {spec.name!r} cannot be built with conditioner {type(args[1]).__name__}: "
-                         f"{_reason(exc)}; choose a --conditioner that offers it") from None
+                         f"{short_reason(exc)}; choose a --conditioner that offers it") from None
 
 
 def model_fits(config: RunConfig, bytes_per_parameter: int, batch_size: int = 0) -> int | None:
@@ -101,7 +102,7 @@ def model_fits(config: RunConfig, bytes_per_parameter: int, batch_size: int = 0)
     """
     try:
         with torch.device("meta"), ValuesUnwritten():
-            conditioner, model, _ = _create(config)
+            conditioner, model, _ = make_components(config)
             parameters = sum(p.numel() * p.element_size() for p in model.parameters())
             parameters += sum(b.numel() * b.element_size() for b in model.buffers())
             per_image = _activation_bytes(model, conditioner, config) if batch_size else 0
@@ -149,7 +150,7 @@ def _activation_bytes(model: torch.nn.Module, conditioner: Any, config: RunConfi
     leaves = [m for m in model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
     try:
-        images, condition = _dry_batch(conditioner, config, 1)
+        images, condition = dry_batch(conditioner, config, 1)
         model(images, condition)
     except Exception:
         return 2 * 4 * math.prod(config.image_shape)
@@ -160,79 +161,14 @@ def _activation_bytes(model: torch.nn.Module, conditioner: Any, config: RunConfi
 
 
 
-def _dry_batch(conditioner: Any, config: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dry_batch(conditioner: Any, config: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` blank images and conditions of the run's shapes (on the current default device)."""
     return torch.zeros(n, *config.image_shape), torch.zeros(n, int(getattr(conditioner, "dim", 0)) or
                                                             len(config.data.attribute_names))
 
 
-class _Undecided(Exception):
-    """The meta device cannot tell (an operation it has no kernel for, a value read back)."""
-
-
-def check_pairing(config: RunConfig) -> None:
-    """Refuse a loss that cannot train the model: one step's forward and loss, tried before anything is written.
-
-    genkit never looks inside a model's training output; only its loss does. So the pair is tried
-    once, on the meta device (shapes, no memory): a loss that reads a field the model's output
-    lacks (``AttributeError``, ``KeyError``), is called wrongly (``TypeError``) or gets tensors of
-    the wrong shape cannot train it. Where the meta device cannot tell, the step is tried for
-    real on two blank images on the CPU.
-    """
-    try:
-        reason = _try_step(config, meta=True)
-    except _Undecided:
-        reason = _try_step(config, meta=False)
-    if reason is None:
-        return
-    model, loss = config.model.name, config.loss.name
-    own = registry("models").get(model).default_loss
-    advice = (f"train it with --loss {own} (its own loss)" if own and own != loss
-              else "choose a loss written for this model (see `genkit plugins`)")
-    raise UsageError(f"loss {loss!r} cannot train model {model!r}: {reason}; {advice}")
-
-
-def _try_step(config: RunConfig, meta: bool) -> str | None:
-    """Why the model's training forward and the loss do not fit together, or None when they do."""
-    device = torch.device("meta" if meta else "cpu")
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        try:
-            conditioner, model, loss = _create(config)
-        except UsageError:
-            raise
-        except Exception:
-            if meta:
-                raise _Undecided from None
-            return None  # the factory fails for another reason: the real build reports it
-        images, condition = _dry_batch(conditioner, config, 2)
-        try:
-            with torch.no_grad():
-                output = model(images, condition)
-        except AttributeError as exc:
-            raise UsageError(f"model {config.model.name!r} cannot run with conditioner {config.conditioner.name!r}: "
-                             f"{_reason(exc)}; choose a --conditioner that offers it") from None
-        except Exception as exc:
-            _undecided(exc, meta)
-            return None  # the model's own failure, not a question of fit: training reports it
-        try:
-            with torch.no_grad():
-                loss(output, images)
-        except (AttributeError, KeyError, TypeError, IndexError) as exc:
-            return _reason(exc)
-        except Exception as exc:
-            _undecided(exc, meta)
-            # a shape mismatch is a question of fit; anything else (a value refused) training reports
-            return _reason(exc) if isinstance(exc, RuntimeError) else None
-    return None
-
-
-def _undecided(exc: Exception, meta: bool) -> None:
-    """On the meta device, an operation it cannot run (no kernel, a value read back) decides nothing."""
-    if meta and (isinstance(exc, NotImplementedError) or "meta" in str(exc).lower()):
-        raise _Undecided from None
-
-
-def _reason(exc: Exception) -> str:
+def short_reason(exc: Exception) -> str:
+    """An exception as ``Type: text`` in at most about 160 characters."""
     text = " ".join(str(exc).split())
     if len(text) > 160:
         text = text[:160] + "…"
@@ -244,4 +180,4 @@ def model_outline(config: RunConfig) -> Any:
     what it declares (its noise shape, sampling options, capabilities), e.g. for ``--help``."""
     check_options(config)
     with torch.device("meta"), ValuesUnwritten():
-        return _create(config)[1]
+        return make_components(config)[1]

@@ -54,6 +54,14 @@ def init(world: World, device: torch.device) -> torch.device:
     return device
 
 
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Every parameter and buffer of ``module`` as the first process has it (what DDP does at its start,
+    for modules a component steps itself)."""
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor, src=0)
+
+
 def barrier(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.barrier()

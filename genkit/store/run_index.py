@@ -52,10 +52,18 @@ class RunRow:
         return str(self.path)
 
     @property
+    def headline(self) -> str:
+        """The validation term the run is judged by: ``val_loss``, or the one its model or loss declared
+        (``"headline"`` in metrics.jsonl)."""
+        declared = self.last_epoch.get("headline")
+        return f"val_{declared}" if isinstance(declared, str) and declared and declared != "loss" else "val_loss"
+
+    @property
     def validation(self) -> dict[str, float]:
-        """The last epoch's validation terms, ``val_loss`` first."""
+        """The last epoch's validation terms, the headline first."""
         terms = finite_numbers({k: v for k, v in self.last_epoch.items() if k.startswith("val_")})
-        return dict(sorted(terms.items(), key=lambda kv: (kv[0] != "val_loss", kv[0])))
+        first = self.headline
+        return dict(sorted(terms.items(), key=lambda kv: (kv[0] != first, kv[0])))
 
     def figures(self) -> dict[str, Any]:
         """The evaluation's headline figures (None where there is none, or the model lacks the capability)."""
@@ -74,7 +82,7 @@ class RunRow:
         c = self.config
         return {**base, "model": c.model.name, "loss": c.loss.name, "conditioner": c.conditioner.name,
                 "data": c.data.name, "image_size": list(c.data.image_size), "epochs_done": self.epochs_done,
-                "epochs_planned": c.train.epochs, "validation": self.validation,
+                "epochs_planned": c.train.epochs, "validation": self.validation, "headline": self.headline,
                 "evaluation_split": self.evaluation_split, **self.figures()}
 
 

@@ -24,12 +24,26 @@ from genkit.store.files import WriteError, atomic_path, write_reason
 _OS_ERROR = re.compile(r"os error (\d+)|code: (\d+)")
 
 
-def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+def save_weights(model: torch.nn.Module, path: str | Path, exclude: tuple[str, ...] = ()) -> None:
     """The model's state dict as safetensors, written to a temporary name and renamed into place.
 
+    ``exclude``: submodule names left out (the parts used only in training, see :func:`training_only`).
     A failed write (a full disk) is a :class:`WriteError` naming ``path``; nothing is left behind.
     """
-    save_tensors({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, path, {"format": "pt"})
+    save_tensors({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+                  if not within(k, exclude)}, path, {"format": "pt"})
+
+
+def training_only(module: Any) -> tuple[str, ...]:
+    """The submodules ``module`` declares as used only in training (its ``training_only`` names: a
+    discriminator, a teacher): kept in checkpoints, left out of the run folder's weights."""
+    names = getattr(module, "training_only", ()) or ()
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def within(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether state-dict ``key`` belongs to one of the submodules named by ``prefixes``."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -49,9 +63,13 @@ def _write_error(path: Path, exc: SafetensorError) -> WriteError:
     return WriteError(path, write_reason(OSError(code, os.strerror(code))), code)
 
 
-def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model", advice: str = "") -> None:
+def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model", advice: str = "",
+                 complete: bool = False) -> None:
     """Load ``path`` into ``model``; a file that does not fit it is a one-line :class:`UsageError` naming what
-    differs, followed by ``advice`` (what the user can do about it)."""
+    differs, followed by ``advice`` (what the user can do about it).
+
+    The parts the model uses only in training (:func:`training_only`) may be absent from the file (the
+    run folder's weights leave them out) unless ``complete`` (a checkpoint holds everything)."""
     path = Path(path)
     try:
         with open(path, "rb"):  # the OS's own reason first: safetensors calls every failure "No such file"
@@ -64,12 +82,16 @@ def load_weights(model: torch.nn.Module, path: str | Path, what: str = "model", 
                          f"it readable (chmod a+r {path}), or copy the run") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise UsageError(f"{path} is not a readable safetensors file ({exc}); the file is truncated or corrupt") from None
-    mismatch = state_dict_mismatch(model.state_dict(), state)
+    expected = model.state_dict()
+    optional = () if complete else training_only(model)
+    if optional:
+        expected = {k: v for k, v in expected.items() if not (within(k, optional) and k not in state)}
+    mismatch = state_dict_mismatch(expected, state)
     if mismatch:
         then = f"; {advice}" if advice else ""
         raise UsageError(f"{path} does not fit the {what} in config.json: {mismatch}{then}")
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, strict=not optional)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise UsageError(f"{path} does not fit the {what} in config.json: {first[-1].strip() if first else exc}") from None

@@ -3,7 +3,7 @@
 A checkpoint is a folder ``checkpoints/<tag>/`` holding ``model.safetensors`` (the weights),
 ``loss.safetensors`` (the loss's own state, only for a loss that is a module with state),
 ``ema.safetensors`` (the averaged weights, only with ``--ema``) and
-``state.pt`` (optimizer state, RNG states, epoch, step and the epoch's partial sums: tensors and
+``state.pt`` (every optimizer's state by name, RNG states, epoch, step and the epoch's partial sums: tensors and
 plain Python values only, read back with ``torch.load(weights_only=True)``, so loading never
 unpickles code). Each checkpoint is written into a temporary folder and renamed into place;
 ``checkpoints/latest`` names the newest complete one and is itself replaced atomically, so an
@@ -103,11 +103,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, map_location: torch.devi
     A truncated or corrupt file is a :class:`UsageError` naming it.
     """
     try:
-        load_weights(model, path / WEIGHTS_FILE)
+        load_weights(model, path / WEIGHTS_FILE, complete=True)
         if loss_has_state(loss):
-            load_weights(loss, path / LOSS_WEIGHTS_FILE, what="loss")
+            load_weights(loss, path / LOSS_WEIGHTS_FILE, what="loss", complete=True)
         if average is not None:
-            load_weights(average, path / EMA_FILE, what="averaged model")
+            load_weights(average, path / EMA_FILE, what="averaged model", complete=True)
     except UsageError as exc:
         raise UsageError(f"{exc}; delete {path} to resume from the checkpoint before it") from None
     state_file = path / STATE_FILE

@@ -3,12 +3,17 @@ the optimizer, precision and compilation."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 import torch
 
+from genkit.config import RunConfig, TrainSpec
+from genkit.errors import GenkitRuntimeError
+from genkit.training.checkpoints import latest_checkpoint
 from genkit.training.epoch_grids import GRID_COLS
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -20,7 +25,9 @@ class Observer(Protocol):
     ``step``, ``epoch_float``, every loss term averaged over the window, ``images_per_s`` and
     ``data_wait_s``. ``on_epoch_end``'s record holds the
     epoch's metrics and, when the loss reported any through its optional ``warnings()``, a list
-    of messages under ``"warnings"`` to show with them.
+    of messages under ``"warnings"`` to show with them. The loop also sends ``on_train_start(state)``
+    and ``on_checkpoint(state)`` (a :class:`LoopState`), which the run folder's writers
+    (:mod:`genkit.training.observers`) use; an observer may ignore them.
     """
 
     def on_message(self, text: str) -> None: ...
@@ -75,12 +82,15 @@ class Window:
         self.counter = torch.tensor(step, device=device)
         self.started = time.perf_counter()
 
-    def add(self, result, images: int) -> None:
+    def add(self, result, images: int, bad_update: torch.Tensor | None = None) -> None:
+        """One step's result; ``bad_update``: whether any of its optimizer updates had a non-finite loss."""
         self.images += images
         for key, value in {"loss": result.total, **result.terms}.items():
             self.sums[key] = self.sums.get(key, 0) + value.detach().float() * images
         self.counter += 1
         bad = ~torch.isfinite(result.total.detach())
+        if bad_update is not None:
+            bad = bad | bad_update
         self.first_bad = torch.where(bad & (self.first_bad < 0), self.counter, self.first_bad)
 
     def bad_step(self) -> int:
@@ -89,9 +99,10 @@ class Window:
 
 
 @torch.no_grad()
-def evaluate_loss(model, loss_fn, dataset: CachedImageDataset, device: torch.device, batch_size: int,
-                  precision: str = "fp32") -> dict[str, float]:
-    """Mean loss terms per image over a whole split."""
+def evaluate_loss(model, validate: Callable[[torch.Tensor, torch.Tensor], Any], dataset: CachedImageDataset,
+                  device: torch.device, batch_size: int, precision: str = "fp32") -> dict[str, float]:
+    """Mean terms per image of ``validate(images, condition) -> LossResult`` over a whole split, with
+    ``model`` in eval mode."""
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
@@ -100,7 +111,7 @@ def evaluate_loss(model, loss_fn, dataset: CachedImageDataset, device: torch.dev
         images_u8, cond = dataset.read_uint8(range(start, min(start + batch_size, len(dataset))))
         images, cond = images_u8.to(device).float().div_(255), cond.to(device)
         with autocast(device, precision):
-            result = loss_fn(model(images, cond), images)
+            result = validate(images, cond)
         n = images.shape[0]
         for key, value in {"loss": result.total, **result.terms}.items():
             sums[key] = sums.get(key, 0) + value.detach().float() * n
@@ -138,3 +149,21 @@ def compile_model(model, observer):
     except Exception as exc:
         notify(observer, "on_message", f"warning: torch.compile is unavailable ({exc}); running eagerly")
         return model
+
+
+def divergence(bad_step: int, config: RunConfig, out: Path, epoch: int) -> GenkitRuntimeError:
+    """The error that ends a run whose loss became non-finite at ``bad_step``: the last finite checkpoint
+    and the ``--resume`` line that continues from it more gently (no advice at step 1: no rate was involved)."""
+    if bad_step == 1:  # the first forward pass, on the initial weights: no learning rate was involved yet
+        loss, model = config.loss, config.model
+        return GenkitRuntimeError(
+            f"the loss was non-finite at step 1, on the initial weights before any update, so a lower --lr "
+            f"cannot help: check the options of loss {loss.name!r} ({json.dumps(loss.options)}) and model "
+            f"{model.name!r} ({json.dumps(model.options)}), and start a new run with other values")
+    lr = config.train.lr
+    gentler = min(lr / 10, TrainSpec().lr)  # a tenth, and never above the default rate
+    checkpoint = latest_checkpoint(out)
+    kept = f"the last finite checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written"
+    return GenkitRuntimeError(
+        f"the loss became non-finite at step {bad_step} (epoch {epoch}); {kept}. Resume from it with "
+        f"a lower --lr (now {lr:g}): `genkit train --resume {out} --lr {gentler:g}`")

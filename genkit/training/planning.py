@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Collection
 
 from genkit import __version__
-from genkit.components.build import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, check_pairing,
-                                     json_options, model_fits, resolve)
+from genkit.components.build import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, json_options,
+                                     model_fits, resolve)
 from genkit.components.limits import check_seed
 from genkit.components.loading import component_origin, registry
 from genkit.components.recipe import DEFAULT_RECIPE
@@ -17,6 +17,7 @@ from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
 from genkit.data.prepare import open_source, resolve_root
 from genkit.errors import UsageError
 from genkit.runtime.distributed import resolve_device
+from genkit.training.trial import check_pairing
 from genkit_datasets.preprocess import parse_image_size
 
 PRECISIONS = ("fp32", "bf16")

@@ -17,7 +17,6 @@ run with the last complete checkpoint intact.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -30,20 +29,21 @@ from genkit.config import RunConfig, TrainSpec
 from genkit.data.batches import Batches, choose_placement
 from genkit.data.holdout import without_held_out
 from genkit.data.prepare import prepare_dataset
-from genkit.errors import GenkitRuntimeError, UsageError
+from genkit.errors import UsageError
 from genkit.runtime import distributed
 from genkit.sampling.attributes import AttributeTable
 from genkit.sampling.run import Run
 from genkit.store.files import WriteError, check_output_dir, reporting_write_errors, write_text_atomic
-from genkit.store.images import plot_curves
-from genkit.store.run_folder import (CONFIG_FILE, LOSS_CURVE_FILE, LOSS_WEIGHTS_FILE, METRICS_FILE, STEPS_FILE,
-                                     WEIGHTS_FILE, default_run_dir, read_jsonl)
-from genkit.store.weights import loss_has_state, loss_parameters, save_weights
+from genkit.store.run_folder import CONFIG_FILE, METRICS_FILE, STEPS_FILE, default_run_dir, read_jsonl
+from genkit.store.weights import loss_parameters
 from genkit.training.averaging import WeightAverage
-from genkit.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, write_failed
+from genkit.training.checkpoints import latest_checkpoint, load_checkpoint, write_failed
 from genkit.training.epoch_grids import GRID_COLS, EpochGrids
-from genkit.training.loop import (LoopState, Observer, Observers, Window, autocast, compile_model, effective_precision,
-                                  evaluate_loss, make_optimizer, notify)
+from genkit.training.loop import (LoopState, Observer, Observers, Window, autocast, compile_model, divergence,
+                                  effective_precision, evaluate_loss, make_optimizer, notify)
+from genkit.training.observers import Checkpointer, GridWriter, RunLog
+from genkit.training.step import (BUNDLED_OPTIMIZER, TrainingStep, bundled_step, headline, owned_optimizers,
+                                  restore_optimizers, step_owner, validation)
 from genkit.training.signals import TrainingInterrupted, stop_on_signals
 from genkit.training.tensorboard import TensorBoardLog, wanted as tensorboard_wanted
 from genkit.training.timing import DataWaitClock
@@ -110,7 +110,8 @@ class Trainer:
         self.valid_set = CachedImageDataset(info.path, valid_split, limit=data.limit, in_memory=True)
 
     def _build_components(self) -> None:
-        """Conditioner, model and loss on the device, the optimizer, and the model a step runs (DDP, compiled)."""
+        """Conditioner, model and loss on the device, the weight average, and the step: the bundled one
+        (forward through DDP, possibly compiled, the loss, one Adam) or the model's or loss's own."""
         spec = self.config.train
         torch.manual_seed(spec.seed)
         self.conditioner, self.model, self.loss_fn = build_components(self.config)
@@ -123,10 +124,18 @@ class Trainer:
             self.loss_fn.to(self.device)
         self.loss_params = loss_parameters(self.loss_fn)
         self.precision = effective_precision(spec.precision, self.device, self.observer)
-        self.optimizer = make_optimizer(self.model, spec.lr, extra=self.loss_params)
         # --ema: an averaged copy of the weights; it is what the grids, validation and the run folder use
         self.average = WeightAverage(self.model, spec.ema) if spec.ema else None
         self.sampling_model = self.average.model if self.average is not None else self.model
+        self.owner = step_owner(self.model, self.loss_fn)
+        self.headline = headline(self.model, self.loss_fn)
+        if self.owner is None:
+            self._bundled_step(spec)
+        else:
+            self._owned_step(spec)
+
+    def _bundled_step(self, spec: TrainSpec) -> None:
+        self.optimizers = {BUNDLED_OPTIMIZER: make_optimizer(self.model, spec.lr, extra=self.loss_params)}
         self.step_model = self.model
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -135,6 +144,27 @@ class Trainer:
         self._compile_untested = spec.compile
         if spec.compile:
             self.step_model = compile_model(self.step_model, self.observer)
+        # DDP averages the model's gradients over the replicas; a loss's own parameters are averaged by hand
+        self.step = TrainingStep(self.optimizers, self.world, {BUNDLED_OPTIMIZER: self.loss_params},
+                                 model=self.model, loss=self.loss_fn)
+        self.step_fn = bundled_step(self._forward_loss)
+
+    def _owned_step(self, spec: TrainSpec) -> None:
+        """The component's own step: its optimizers, its updates; gradients averaged over the processes
+        at each update (its modules are called directly, not through DDP), the same initial weights on all."""
+        kind, component = self.owner
+        self.optimizers = owned_optimizers(self.owner, self.model, spec.lr, self.loss_params)
+        if self.world.distributed:
+            distributed.broadcast_module(self.model)
+            if isinstance(self.loss_fn, torch.nn.Module):
+                distributed.broadcast_module(self.loss_fn)
+        if spec.compile:
+            notify(self.observer, "on_message", f"warning: --compile compiles a model's forward, and "
+                                                f"{kind} {getattr(self.config, kind).name!r} runs its own training "
+                                                "step; training eagerly")
+        by_hand = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
+        self.step = TrainingStep(self.optimizers, self.world, by_hand, model=self.model, loss=self.loss_fn)
+        self.step_fn = component.training_step
 
     def _plan_batches(self) -> None:
         """Where the images live (GPU, RAM or disk, and why) and this process's batches."""
@@ -155,6 +185,7 @@ class Trainer:
                 self._tensorboard_log.close()
 
     def _run(self) -> Run:
+        tensorboard = None
         if self.world.is_main:
             with reporting_write_errors(self.out):
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -166,14 +197,19 @@ class Trainer:
                     f"{data.image_size[0]}x{data.image_size[1]}, data in {self.placement_reason}, device {self.device}"
                     + (f", {self.world.size} processes" if self.world.distributed else ""))
             if self._tensorboard:
-                self._open_tensorboard()
-        self.grids = EpochGrids(self.sampling_model, self.valid_set.attributes, self.config, self.device, self.out,
-                                self.world.is_main)
-        self.state.grid_cols = self.grids.plan(self.state.step, self.state.grid_cols,
-                                               lambda text: notify(self.observer, "on_message", text))
+                tensorboard = self._open_tensorboard()
+        say = lambda text: notify(self.observer, "on_message", text)  # noqa: E731
+        grids = EpochGrids(self.sampling_model, self.valid_set.attributes, self.config, self.device, self.out,
+                           self.world.is_main)
+        # the loop's observers, in the order they hear each event (see genkit.training.observers)
+        self.events = Observers(GridWriter(grids, say), RunLog(self.out, self.world.is_main),
+                                Checkpointer(self.out, self.world, self.model, self.loss_fn, self.average,
+                                             self._checkpoint_state),
+                                self.observer, tensorboard)
+        self.events.on_train_start(self.state)
         self.model.train()
         if self.state.step == 0:  # a checkpoint before the first step: a diverging run always has a finite state
-            self._checkpoint()  # (decided from the step, not the folder, so every DDP replica agrees)
+            self.events.on_checkpoint(self.state)  # (decided from the step, not the folder: every replica agrees)
         with stop_on_signals() as stop:
             while self.state.epoch <= self.config.train.epochs:
                 self._train_epoch(stop)
@@ -186,24 +222,22 @@ class Trainer:
         """One pass over this process's share of the training split; one step reads top to bottom."""
         spec, state = self.config.train, self.state
         steps = len(self.batches)
-        notify(self.observer, "on_epoch_start", state.epoch, spec.epochs, steps)
+        self.events.on_epoch_start(state.epoch, spec.epochs, steps)
         window = Window(self.device, state.step)
         started, seen_before = time.perf_counter(), state.seen
         for images_u8, cond in self.data_wait.timed(self.batches.epoch(state.epoch, skip=state.batch_in_epoch)):
             images = images_u8.float().div_(255)
             if self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
-            # forward, backward, update: no host sync
-            result = self._forward_loss(images, cond)
-            self.optimizer.zero_grad(set_to_none=True)
-            result.total.backward()
-            self._average_loss_gradients()
-            self.optimizer.step()
+            # the step (forward, backward, update, or the component's own): no host sync
+            self.step.begin(state.step)
+            with autocast(self.device, self.precision):
+                result = self.step_fn(images, cond, self.step)
             if self.average is not None:
                 self.average.update(self.model)
             state.step += 1
             state.batch_in_epoch += 1
-            window.add(result, images.shape[0])
+            window.add(result, images.shape[0], self.step.bad)
             # every --log-every steps and at the epoch's end: the host syncs, checks for NaN/inf, logs
             last = state.batch_in_epoch == steps
             signum = None if self.world.distributed else stop["signum"]
@@ -212,21 +246,21 @@ class Trainer:
                 window = Window(self.device, state.step)
                 signum = self._agreed_signal(stop)
             else:
-                notify(self.observer, "on_step", state.epoch, state.batch_in_epoch, None)
+                self.events.on_step(state.epoch, state.batch_in_epoch, None)
             # a signal: checkpoint and stop; --checkpoint-every N: checkpoint, never after a bad step
             if signum is not None:
-                self._checkpoint()
+                self.events.on_checkpoint(state)
                 raise TrainingInterrupted(signum, self.out)
             if spec.checkpoint_every and state.step % spec.checkpoint_every == 0 and not last:
                 self._raise_if_diverged(window)
-                self._checkpoint()
+                self.events.on_checkpoint(state)
         self._epoch_seconds = time.perf_counter() - started
         self._epoch_images = (state.seen - seen_before) * self.world.size  # this session's part of the epoch
 
     def _forward_loss(self, images: torch.Tensor, cond: torch.Tensor):
+        """The bundled step's forward and loss (under the loop's autocast)."""
         try:
-            with autocast(self.device, self.precision):
-                return self.loss_fn(self.step_model(images, cond), images)
+            return self.loss_fn(self.step_model(images, cond), images)
         except Exception as exc:
             # torch.compile fails on first use where no compiler works: fall back once, loudly.
             if not self._compile_untested:
@@ -235,18 +269,9 @@ class Trainer:
             self.step_model = self._eager_model
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             notify(self.observer, "on_message", f"warning: torch.compile failed ({reason}); running eagerly")
-            with autocast(self.device, self.precision):
-                return self.loss_fn(self.step_model(images, cond), images)
+            return self.loss_fn(self.step_model(images, cond), images)
         finally:
             self._compile_untested = False
-
-    def _average_loss_gradients(self) -> None:
-        """DDP averages the model's gradients over the replicas; a loss's own parameters are averaged here."""
-        if self.world.distributed and self.loss_params:
-            for p in self.loss_params:
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad.div_(self.world.size)
 
     def _agreed_signal(self, stop: dict) -> int | None:
         """The signal to stop at, the same on every replica (an all-reduce under DDP), or None."""
@@ -268,30 +293,18 @@ class Trainer:
         metrics["data_wait_s"] = self.data_wait.take()
         state.steps_log.append({"step": state.step,
                                 "epoch_float": state.epoch - 1 + state.batch_in_epoch / len(self.batches), **metrics})
-        notify(self.observer, "on_step", state.epoch, state.batch_in_epoch, state.steps_log[-1])
+        self.events.on_step(state.epoch, state.batch_in_epoch, state.steps_log[-1])
 
     def _raise_if_diverged(self, window: Window) -> None:
         """A non-finite loss ends the run, naming the last finite checkpoint and how to continue from it."""
         bad_step = window.bad_step()
-        if bad_step < 0:
-            return
-        if bad_step == 1:  # the first forward pass, on the initial weights: no learning rate was involved yet
-            loss, model = self.config.loss, self.config.model
-            raise GenkitRuntimeError(
-                f"the loss was non-finite at step 1, on the initial weights before any update, so a lower --lr "
-                f"cannot help: check the options of loss {loss.name!r} ({json.dumps(loss.options)}) and model "
-                f"{model.name!r} ({json.dumps(model.options)}), and start a new run with other values")
-        lr = self.config.train.lr
-        gentler = min(lr / 10, TrainSpec().lr)  # a tenth, and never above the default rate
-        checkpoint = latest_checkpoint(self.out)
-        kept = f"the last finite checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written"
-        raise GenkitRuntimeError(
-            f"the loss became non-finite at step {bad_step} (epoch {self.state.epoch}); {kept}. Resume from it with "
-            f"a lower --lr (now {lr:g}): `genkit train --resume {self.out} --lr {gentler:g}`")
+        if bad_step >= 0:
+            raise divergence(bad_step, self.config, self.out, self.state.epoch)
 
     def _finish_epoch(self) -> None:
-        """The epoch's record (train terms over every replica, validation terms, warnings), its grid, a checkpoint."""
-        spec, state = self.config.train, self.state
+        """The epoch's record (train terms over every replica, validation terms, warnings), then its events:
+        the grid, the logs, the checkpoint, the caller's observer."""
+        state = self.state
         keys = sorted(state.sums)
         totals = torch.tensor([state.sums[k] for k in keys] + [float(state.seen)], dtype=torch.float64,
                               device=self.device)
@@ -306,31 +319,32 @@ class Trainer:
         if warnings:
             record["warnings"] = warnings
         if self.world.is_main:
-            record.update({f"val_{k}": v for k, v in evaluate_loss(self.sampling_model, self.loss_fn, self.valid_set,
-                                                                   self.device, spec.batch_size,
-                                                                   self.precision).items()})
-            self.grids.write(state.epoch)
+            record.update({f"val_{k}": v for k, v in self._validation_terms().items()})
+        if self.headline != "loss":  # the term `genkit runs` shows, as the model or loss declared it
+            record["headline"] = self.headline
         state.epochs_log.append(record)
         state.epoch += 1
         state.batch_in_epoch, state.sums, state.seen = 0, {}, 0
-        if self.world.is_main:
-            write_text_atomic(self.out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in state.epochs_log))
-            plot_curves(state.epochs_log, state.steps_log, self.out / LOSS_CURVE_FILE)
-        self._checkpoint()
-        notify(self.observer, "on_epoch_end", record["epoch"], record)
+        self.events.on_epoch_end(record["epoch"], record)
 
-    def _open_tensorboard(self) -> None:
-        """The run's TensorBoard events (main process only), fed as a second observer."""
+    def _validation_terms(self) -> dict[str, float]:
+        """Mean validation terms per image (nothing for an owned step without a ``validation_step``)."""
+        validate = validation(self.owner, self.sampling_model, self.loss_fn, self.world)
+        return {} if validate is None else evaluate_loss(self.sampling_model, validate, self.valid_set, self.device,
+                                                         self.config.train.batch_size, self.precision)
+
+    def _open_tensorboard(self) -> TensorBoardLog:
+        """The run's TensorBoard events (main process only), fed as the last observer."""
         state = self.state
         self._tensorboard_log = TensorBoardLog(self.out, self.config, state.step, state.epochs_log, state.steps_log,
                                                warn=lambda text: notify(self.observer, "on_message", text))
-        self.observer = Observers(self.observer, self._tensorboard_log)
+        return self._tensorboard_log
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _checkpoint_state(self) -> dict[str, Any]:
         state = self.state
         saved = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "rng_cpu": torch.get_rng_state(),
             "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "step": state.step,
             "sums": dict(state.sums), "seen": state.seen, "world_size": self.world.size,
@@ -341,18 +355,6 @@ class Trainer:
         if torch.cuda.is_available():
             saved["rng_cuda"] = torch.cuda.get_rng_state_all()
         return saved
-
-    def _checkpoint(self) -> None:
-        """The run folder's weights and logs, then the checkpoint: written last, it is the commit point,
-        so a failure anywhere before it leaves the previous checkpoint in force and the resume redoes the rest."""
-        if self.world.is_main:
-            save_weights(self.sampling_model, self.out / WEIGHTS_FILE)  # what load_run samples with
-            if loss_has_state(self.loss_fn):
-                save_weights(self.loss_fn, self.out / LOSS_WEIGHTS_FILE)
-            write_text_atomic(self.out / STEPS_FILE, "".join(json.dumps(s) + "\n" for s in self.state.steps_log))
-            save_checkpoint(self.out, f"step-{self.state.step:09d}", self.model, self._checkpoint_state(),
-                            loss=self.loss_fn, average=self.average and self.average.model)
-        distributed.barrier(self.world)
 
     def _restore(self) -> None:
         checkpoint = latest_checkpoint(self.out)
@@ -366,9 +368,7 @@ class Trainer:
         self.model.to(self.device)
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn.to(self.device)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        for group in self.optimizer.param_groups:  # --lr on resume: the config's rate, not the saved one
-            group["lr"] = self.config.train.lr
+        restore_optimizers(self.optimizers, saved, checkpoint)
         torch.set_rng_state(saved["rng_cpu"])
         if "rng_cuda" in saved and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng_cuda"])
