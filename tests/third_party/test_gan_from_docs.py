@@ -266,3 +266,9 @@ def test_under_torchrun_two_processes_train_one_gan(tmp_path):
     """)
     shown = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, env=env)
     assert shown.stdout.strip() == "(2, 3, 8, 8)", shown.stderr[-2000:]
+
+
+def test_compile_says_in_one_line_that_an_owned_step_runs_eagerly(plugin, tmp_path):
+    code, output = cli("train", "--model", "cgan", *TINY, "--epochs", "1", "--compile", "--out", str(tmp_path / "run"))
+    assert code == 0, output
+    assert "model 'cgan' runs its own training step; training eagerly" in output
