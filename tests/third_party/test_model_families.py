@@ -88,6 +88,21 @@ class FamilyPlugin:
     @genkit.hookimpl
     def register_losses(self, register):
         register("denoising", lambda: DenoisingLoss())
+        register("picky", lambda refuse="none": PickyLoss(refuse))
+
+
+class PickyLoss(DenoisingLoss):
+    """A loss that refuses some runs itself, the way a plugin checks what it is given."""
+
+    def __init__(self, refuse: str = "none"):
+        self.refuse = refuse
+
+    def __call__(self, output, images):
+        if self.refuse == "usage":
+            raise genkit.UsageError("loss 'picky' needs images of at least 16x16; pass --image-size 16")
+        if self.refuse == "value":
+            raise ValueError(f"expected 16x16 images, got {images.shape[-2]}x{images.shape[-1]}")
+        return super().__call__(output, images)
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +246,19 @@ def test_a_loss_that_cannot_train_the_model_is_refused_at_planning(plugin, tmp_p
     result = invoke(["train", "--model", "refiner", "--loss", "gaussian-elbo", *TINY, "--out", out])
     assert ("loss 'gaussian-elbo' cannot train model 'refiner': AttributeError: 'Denoised' object has no attribute "
             "'reconstruction'; train it with --loss denoising (its own loss)") in error_line(result)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("refuse, line", [
+    ("usage", "error: loss 'picky' needs images of at least 16x16; pass --image-size 16"),
+    ("value", "error: loss 'picky' refused this run: expected 16x16 images, got 8x8"),
+])
+def test_a_components_own_refusal_in_the_trial_step_is_one_line_before_anything_is_written(plugin, tmp_path,
+                                                                                          refuse, line):
+    out = tmp_path / "run"
+    result = invoke(["train", "--model", "refiner", "--loss", "picky", "--loss-opt", f"refuse={refuse}", *TINY,
+                     "--out", out])
+    assert error_line(result) == line
     assert not out.exists()
 
 
