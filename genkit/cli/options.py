@@ -11,6 +11,7 @@ from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.components.registry import SINGULAR
 from genkit.config import TrainSpec
 from genkit.errors import UsageError, shown
+from genkit.options import ANY, TEXT, convert
 
 _D = TrainSpec()
 
@@ -98,8 +99,5 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise UsageError(f"{flag} {shown(pair)} is not KEY=VALUE; for example {flag} latent_dim=16")
-        try:
-            options[key] = json.loads(raw)
-        except ValueError:  # not JSON (or a number too long for Python to read): kept as text
-            options[key] = raw
+        options[key] = convert(ANY, raw, TEXT)
     return options
