@@ -35,6 +35,8 @@ COMPATIBLE = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list
               tuple: (list, tuple), dict: (dict,)}
 SCALARS = (bool, int, float, str)
 _NAMED = {t.__name__: t for t in COMPATIBLE}
+#: the words a true-or-false option is given as (any case)
+BOOL_WORDS = ("true", "false")
 #: the whole numbers genkit passes on to PyTorch
 INT64 = (-2**63, 2**63 - 1)
 
@@ -72,16 +74,22 @@ class Bounds:
                 and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
 
     def describe(self) -> str:
-        """The range in words: ``1 or more``, ``above 0``, ``from 0 to 1``, ``0 or more and below 1``."""
+        """The range in words: ``1 or more``, ``above 0``, ``from 0 to 1``, ``above 0 and at most 5``."""
         if self.says:
             return self.says
         if self.ge is not None and self.le is not None:
             return f"from {_show(self.ge)} to {_show(self.le)}"
-        low = f"{_show(self.ge)} or more" if self.ge is not None else f"above {_show(self.gt)}" \
+        low = f"at least {_show(self.ge)}" if self.ge is not None else f"above {_show(self.gt)}" \
             if self.gt is not None else ""
-        high = f"{_show(self.le)} or less" if self.le is not None else f"below {_show(self.lt)}" \
+        high = f"at most {_show(self.le)}" if self.le is not None else f"below {_show(self.lt)}" \
             if self.lt is not None else ""
-        return " and ".join(part for part in (low, high) if part) or "any number"
+        if low and high:
+            return f"{low} and {high}"
+        if self.ge is not None:
+            return f"{_show(self.ge)} or more"
+        if self.le is not None:
+            return f"{_show(self.le)} or less"
+        return low or high or "any number"
 
     @property
     def low(self) -> float | None:
@@ -219,7 +227,7 @@ def _read(option: Option, text: str, route: Route) -> Any:
     kind = option.type if route.text == "typed" else None
     if kind is bool:
         word = text.strip().lower()
-        return word == "true" if word in ("true", "false") else _BAD
+        return word == BOOL_WORDS[0] if word in BOOL_WORDS else _BAD
     if kind in (int, float):
         try:
             return kind(text)

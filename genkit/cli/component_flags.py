@@ -20,7 +20,7 @@ from genkit.components.build import POSITIONAL_ARGS
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.components.registry import SINGULAR
 from genkit.errors import UsageError
-from genkit.options import FLAG, Option, convert
+from genkit.options import BOOL_WORDS, FLAG, Option, convert
 
 #: command parameter name -> component kind
 KIND_OF_PARAM = {"data": "datasets", "conditioner": "conditioners", "model": "models", "loss": "losses"}
@@ -128,7 +128,7 @@ def given_flags(ctx, chosen: dict[str, str], as_text: bool = False) -> dict[str,
                              f"option with its --model-opt/--loss-opt/--conditioner-opt/--data-opt KEY=VALUE instead")
         if sep:
             raw = inline
-        elif isinstance(flag.default, bool) and not (args and args[0].lower() in ("true", "false")):
+        elif isinstance(flag.default, bool) and not (args and args[0].lower() in BOOL_WORDS):
             raw = "true"
         elif args:
             raw = args.pop(0)
