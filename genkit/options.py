@@ -113,7 +113,7 @@ class Option:
     help: str = ""
     #: the command-line flag (``--guidance``); empty where the option has none
     flag: str = ""
-    #: how messages name it (``model 'cvae' option latent_dim``); the flag when empty
+    #: how messages name it (``model 'mine' option depth``); the flag when empty
     label: str = ""
 
     @property
