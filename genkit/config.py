@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from genkit.errors import UsageError, shown
 from genkit.options import Bounds, Option
@@ -99,6 +99,11 @@ def training_settings() -> dict[str, Option]:
                                meta["help"].format(default=f"{f.default:g}" if isinstance(f.default, float)
                                                    else f.default), flag=flag, label=meta["called"])
     return found
+
+
+def setting_metadata(spec: type, name: str) -> Mapping[str, Any]:
+    """The metadata of field ``name`` of dataclass ``spec`` (a training setting's help, bounds, ...)."""
+    return next(f.metadata for f in fields(spec) if f.name == name)
 
 
 def resumable_settings() -> tuple[str, ...]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -12,7 +11,7 @@ import typer
 
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.components.registry import SINGULAR
-from genkit.config import DataSpec, TrainSpec, training_settings
+from genkit.config import DataSpec, TrainSpec, setting_metadata, training_settings
 from genkit.errors import UsageError, shown
 from genkit.options import ANY, TEXT, convert
 
@@ -23,7 +22,7 @@ SETTINGS = training_settings()
 def _setting(name: str) -> tuple[Any, Any]:
     """The flag of a training setting, from its metadata: None by default where a model may give its own."""
     option = SETTINGS[name]
-    if next(f for f in fields(TrainSpec) if f.name == name).metadata["per_model"]:
+    if setting_metadata(TrainSpec, name)["per_model"]:
         return Optional[option.type], typer.Option(None, option.flag, help=option.help, show_default=False)
     return option.type, typer.Option(option.default, option.flag, help=option.help)
 
@@ -41,8 +40,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "hold_out": (Optional[list[str]], typer.Option(
         None, "--hold-out", help='Leave out of training every image with all of these attributes, e.g. '
                                  '"shape::circle+color::red" (repeatable; validation and test keep them).')),
-    "root": (Optional[Path], typer.Option(None, "--root", help=next(f for f in fields(DataSpec)
-                                                                      if f.name == "root").metadata["help"])),
+    "root": (Optional[Path], typer.Option(None, "--root", help=setting_metadata(DataSpec, "root")["help"])),
     "tensorboard": (Optional[bool], typer.Option(
         None, "--tensorboard/--no-tensorboard", help="Write TensorBoard event files into each run folder (default: "
                                                      "when the tensorboard package is installed; --tensorboard fails "
