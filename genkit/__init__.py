@@ -24,7 +24,7 @@ _LAZY = {
     "LossResult": "genkit.types", "Model": "genkit.types", "ModelOutput": "genkit.types",
     "SourceIndex": "genkit.types",
     "ComponentSpec": "genkit.config", "DataSpec": "genkit.config", "RunConfig": "genkit.config",
-    "TrainSpec": "genkit.config",
+    "TrainSpec": "genkit.config", "Bounds": "genkit.options",
     "list_plugins": "genkit.components.loading", "plugin_errors": "genkit.components.loading", "register_plugin": "genkit.components.loading",
     "registry": "genkit.components.loading", "unregister_plugin": "genkit.components.loading",
     "load_dataset": "genkit.data.prepare", "prepare_dataset": "genkit.data.prepare",
@@ -50,6 +50,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Bounds",
     "ComponentSpec",
     "Conditioner",
     "DataSpec",

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from genkit.errors import UsageError, shown
+from genkit.options import Bounds, Option
 
 CONFIG_FORMAT = 1
 
@@ -28,7 +29,8 @@ class ComponentSpec:
 class DataSpec:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
-    root: str | None = None
+    #: the folder of the dataset's files; a resume may change it (the data moved)
+    root: str | None = field(default=None, metadata={"resumable": True, "help": "Folder holding the dataset's files."})
     image_size: tuple[int, int] = (64, 64)
     limit: int | None = None
     attribute_names: list[str] = field(default_factory=list)
@@ -39,21 +41,75 @@ class DataSpec:
     hold_out: list[str] = field(default_factory=list)
 
 
+PRECISIONS = ("fp32", "bf16")
+DATA_PLACEMENTS = ("auto", "disk", "ram", "gpu")
+
+
+def setting(default: Any, help: str, *, bounds: Bounds | None = None, choices: tuple[str, ...] | None = None,
+            resumable: bool = False, per_model: bool = False, called: str = "") -> Any:
+    """A training setting's field: its default and, once for the CLI, ``--resume`` and messages, what it is.
+
+    ``help`` may name ``{default}``; ``resumable``: ``--resume`` may change it (it does not change what a
+    checkpoint means); ``per_model``: a model's ``train_defaults`` may give it, so its flag defaults to
+    None; ``called``: what a message about a bad value given as a flag calls it (else its flag).
+    """
+    return field(default=default, metadata={"help": help, "bounds": bounds, "choices": choices,
+                                            "resumable": resumable, "per_model": per_model, "called": called})
+
+
 @dataclass
 class TrainSpec:
-    epochs: int = 6
-    batch_size: int = 16
-    lr: float = 2e-3
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
-    log_every: int = 25
-    data_in: str = "auto"
-    workers: int = 0
-    checkpoint_every: int = 0
+    """The training settings; each field's metadata is its flag's help, bounds and whether ``--resume`` may change it."""
+
+    epochs: int = setting(6, "Passes over the training split (default {default}).", bounds=Bounds(ge=1, says="a positive integer"),
+                          resumable=True, per_model=True)
+    batch_size: int = setting(16, "Images per optimiser step (global: split over processes; default {default}, or "
+                                  "the model's own).", bounds=Bounds(ge=1, says="a positive integer"), per_model=True)
+    lr: float = setting(2e-3, "Adam learning rate (default {default}, or the model's own).",
+                        bounds=Bounds(gt=0, says="a positive number, for example 1e-3"), resumable=True,
+                        per_model=True, called="learning rate")
+    seed: int = setting(0, "Seed for weights, shuffling and noise.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.", resumable=True)
+    precision: str = setting("fp32", "fp32, or bf16 autocast on CUDA.", choices=PRECISIONS)
+    compile: bool = setting(False, "torch.compile the model.")
+    log_every: int = setting(25, "Steps between progress updates (host syncs).",
+                             bounds=Bounds(ge=1, says="a positive integer"))
+    data_in: str = setting("auto", "auto, ram, gpu, or disk (stream from the cache).", choices=DATA_PLACEMENTS,
+                           resumable=True)
+    workers: int = setting(0, "DataLoader workers when streaming from disk.", bounds=Bounds(ge=0), resumable=True)
+    checkpoint_every: int = setting(0, "Also checkpoint every N steps (0: at epoch ends only).",
+                                    bounds=Bounds(ge=0, says="0 (only at epoch ends) or positive"))
     #: decay of the exponential moving average of the weights that sampling and evaluation use (0: off)
-    ema: float = 0.0
+    ema: float = setting(0.0, "Decay of the weights' moving average that sampling uses, e.g. 0.999 (default 0: off, "
+                              "or the model's own).", bounds=Bounds(ge=0, lt=1, says="0 (off) or a decay below 1, for "
+                                                                                         "example 0.999"),
+                         per_model=True)
+
+
+def training_settings() -> dict[str, Option]:
+    """Every training setting as an :class:`Option`, in ``TrainSpec``'s order; ``root`` (``data.root``) last."""
+    import typing
+
+    hints = typing.get_type_hints(TrainSpec)
+    found = {}
+    for f in fields(TrainSpec):
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        found[f.name] = Option(f.name, (hints[f.name],), f.default, meta["choices"], meta["bounds"],
+                               meta["help"].format(default=f"{f.default:g}" if isinstance(f.default, float)
+                                                   else f.default), flag=flag, label=meta["called"])
+    return found
+
+
+def setting_metadata(spec: type, name: str) -> Mapping[str, Any]:
+    """The metadata of field ``name`` of dataclass ``spec`` (a training setting's help, bounds, ...)."""
+    return next(f.metadata for f in fields(spec) if f.name == name)
+
+
+def resumable_settings() -> tuple[str, ...]:
+    """The settings ``--resume`` may change: the training settings marked resumable, and the data's ``root``."""
+    return (*(f.name for f in fields(TrainSpec) if f.metadata["resumable"]),
+            *(f.name for f in fields(DataSpec) if f.metadata.get("resumable")))
 
 
 @dataclass

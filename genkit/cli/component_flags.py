@@ -18,8 +18,9 @@ from typer.core import TyperCommand
 
 from genkit.components.build import POSITIONAL_ARGS
 from genkit.components.recipe import DEFAULT_RECIPE
-from genkit.components.registry import SINGULAR, Flag
+from genkit.components.registry import SINGULAR
 from genkit.errors import UsageError
+from genkit.options import BOOL_WORDS, FLAG, Option, convert
 
 #: command parameter name -> component kind
 KIND_OF_PARAM = {"data": "datasets", "conditioner": "conditioners", "model": "models", "loss": "losses"}
@@ -57,7 +58,7 @@ def chosen_components(command, args: list[str]) -> dict[str, str]:
     return chosen
 
 
-def declared_flags(chosen: dict[str, str], taken: frozenset[str] = frozenset()) -> list[tuple[str, str, Flag]]:
+def declared_flags(chosen: dict[str, str], taken: frozenset[str] = frozenset()) -> list[tuple[str, str, Option]]:
     """``(kind, component, flag)`` for every flag the chosen, installed components declare.
 
     A flag in ``taken`` (one of the command's own options) is left out: the command's option
@@ -88,7 +89,7 @@ class ComponentCommand(TyperCommand):
             if (kind, name) != owner:
                 owner = (kind, name)
                 paragraphs.append(f"Options of {SINGULAR[kind]} {name}:")
-            default = DEFAULT_RECIPE.options_for(SINGULAR[kind], name).get(flag.option, flag.default)
+            default = DEFAULT_RECIPE.options_for(SINGULAR[kind], name).get(flag.name, flag.default)
             shown_default = "" if default is None else f" (default {json.dumps(default)})"
             paragraphs.append(f"  {flag.flag} {_metavar(flag.default)}  {flag.help}{shown_default}")
         if paragraphs:
@@ -104,7 +105,7 @@ def given_flags(ctx, chosen: dict[str, str], as_text: bool = False) -> dict[str,
     argument is a :class:`UsageError` naming the component that has that flag, or the closest
     known option.
     """
-    known: dict[str, tuple[str, Flag]] = {}
+    known: dict[str, tuple[str, Option]] = {}
     shared: dict[str, list[str]] = {}  # a flag two chosen components declare: ambiguous, refused when used
     for kind, name, flag in declared_flags(chosen, command_options(ctx.command)):
         shared.setdefault(flag.flag, []).append(f"{SINGULAR[kind]} {name!r}")
@@ -117,7 +118,7 @@ def given_flags(ctx, chosen: dict[str, str], as_text: bool = False) -> dict[str,
         name, sep, inline = token.partition("=")
         if name in negated and not sep:
             kind, flag = known[negated[name]]
-            values.setdefault(kind, {})[flag.option] = "false" if as_text else False
+            values.setdefault(kind, {})[flag.name] = "false" if as_text else False
             continue
         if name not in known:
             raise _unknown(token, ctx, chosen)
@@ -127,38 +128,14 @@ def given_flags(ctx, chosen: dict[str, str], as_text: bool = False) -> dict[str,
                              f"option with its --model-opt/--loss-opt/--conditioner-opt/--data-opt KEY=VALUE instead")
         if sep:
             raw = inline
-        elif isinstance(flag.default, bool) and not (args and args[0].lower() in ("true", "false")):
+        elif isinstance(flag.default, bool) and not (args and args[0].lower() in BOOL_WORDS):
             raw = "true"
         elif args:
             raw = args.pop(0)
         else:
             raise UsageError(f"{name} needs a value: {flag.help}")
-        values.setdefault(kind, {})[flag.option] = raw if as_text else convert(raw, flag)
+        values.setdefault(kind, {})[flag.name] = raw if as_text else convert(flag, raw, FLAG)
     return values
-
-
-def convert(raw: str, flag: Flag) -> Any:
-    """``raw`` as the type of the option's default; a UsageError naming the flag when it is not."""
-    default = flag.default
-    try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false"):
-                raise ValueError
-            return raw.lower() == "true"
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        kind = "true or false" if isinstance(default, bool) else "a whole number" if isinstance(default, int) \
-            else "a number"
-        raise UsageError(f"{flag.flag} {raw!r} is not {kind}; {flag.help}") from None
-    if isinstance(default, str):
-        return raw
-    try:
-        return json.loads(raw)
-    except ValueError:  # not JSON (or a number too long for Python to read): kept as text
-        return raw
 
 
 def _metavar(default: Any) -> str:

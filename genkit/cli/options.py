@@ -2,54 +2,78 @@
 
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import typer
 
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.components.registry import SINGULAR
-from genkit.config import TrainSpec
+from genkit.config import DataSpec, TrainSpec, setting_metadata, training_settings
 from genkit.errors import UsageError, shown
+from genkit.options import ANY, TEXT, convert
 
-_D = TrainSpec()
+#: every training setting (``TrainSpec``'s fields and their metadata)
+SETTINGS = training_settings()
 
 
-class TrainingOptions:
-    """The Typer options shared by every command that trains (``train``, ``sweep``)."""
+def _setting(name: str) -> tuple[Any, Any]:
+    """The flag of a training setting, from its metadata: None by default where a model may give its own."""
+    option = SETTINGS[name]
+    if setting_metadata(TrainSpec, name)["per_model"]:
+        return Optional[option.type], typer.Option(None, option.flag, help=option.help, show_default=False)
+    return option.type, typer.Option(option.default, option.flag, help=option.help)
 
-    MODEL = typer.Option(DEFAULT_RECIPE.model, "--model", "-m", help="Model name (see `genkit plugins`).")
-    DATA = typer.Option(DEFAULT_RECIPE.dataset, "--data", "-d", help="Dataset name (see `genkit plugins`).")
-    CONDITIONER = typer.Option(DEFAULT_RECIPE.conditioner, "--conditioner", help="Conditioner name.")
-    LOSS = typer.Option(None, "--loss", help=f"Loss name (default: the model's own loss, else {DEFAULT_RECIPE.loss}).",
-                        show_default=False)
-    BATCH_SIZE = typer.Option(None, "--batch-size", show_default=False,
-                              help=f"Images per optimiser step (global: split over processes; default "
-                                   f"{_D.batch_size}, or the model's own).")
-    LR = typer.Option(None, "--lr", show_default=False,
-                      help=f"Adam learning rate (default {_D.lr:g}, or the model's own).")
-    EMA = typer.Option(None, "--ema", show_default=False,
-                       help="Decay of the weights' moving average that sampling uses, e.g. 0.999 (default 0: off, "
-                            "or the model's own).")
-    IMAGE_SIZE = typer.Option(None, "--image-size", help="S or HxW (default: the dataset's own size).")
-    SEED = typer.Option(_D.seed, "--seed", help="Seed for weights, shuffling and noise.")
-    DEVICE = typer.Option(_D.device, "--device", help="auto, cpu, cuda or cuda:N.")
-    PRECISION = typer.Option(_D.precision, "--precision", help="fp32, or bf16 autocast on CUDA.")
-    LIMIT = typer.Option(None, "--limit", help="Train on the first N images only.")
-    HOLD_OUT = typer.Option(None, "--hold-out",
-                            help='Leave out of training every image with all of these attributes, e.g. '
-                                 '"shape::circle+color::red" (repeatable; validation and test keep them).')
-    ROOT = typer.Option(None, "--root", help="Folder holding the dataset's files.")
-    DATA_IN = typer.Option(_D.data_in, "--data-in", help="auto, ram, gpu, or disk (stream from the cache).")
-    WORKERS = typer.Option(_D.workers, "--workers", help="DataLoader workers when streaming from disk.")
-    LOG_EVERY = typer.Option(_D.log_every, "--log-every", help="Steps between progress updates (host syncs).")
-    TENSORBOARD = typer.Option(None, "--tensorboard/--no-tensorboard",
-                               help="Write TensorBoard event files into each run folder (default: when the "
-                                    "tensorboard package is installed; --tensorboard fails without it).")
-    MODEL_OPT = typer.Option(None, "--model-opt", help="Model option KEY=VALUE (repeatable).")
-    LOSS_OPT = typer.Option(None, "--loss-opt", help="Loss option KEY=VALUE (repeatable).")
-    COND_OPT = typer.Option(None, "--conditioner-opt", help="Conditioner option KEY=VALUE.")
-    DATA_OPT = typer.Option(None, "--data-opt", help="Dataset option KEY=VALUE (e.g. count=2000).")
+
+#: name -> (annotation, Typer option) of the options shared by every command that trains (``train``, ``sweep``)
+SHARED: dict[str, tuple[Any, Any]] = {
+    "model": (str, typer.Option(DEFAULT_RECIPE.model, "--model", "-m", help="Model name (see `genkit plugins`).")),
+    "data": (str, typer.Option(DEFAULT_RECIPE.dataset, "--data", "-d", help="Dataset name (see `genkit plugins`).")),
+    "conditioner": (str, typer.Option(DEFAULT_RECIPE.conditioner, "--conditioner", help="Conditioner name.")),
+    "loss": (Optional[str], typer.Option(None, "--loss", show_default=False,
+                                         help=f"Loss name (default: the model's own loss, else {DEFAULT_RECIPE.loss}).")),
+    **{name: _setting(name) for name in SETTINGS},
+    "image_size": (Optional[str], typer.Option(None, "--image-size", help="S or HxW (default: the dataset's own size).")),
+    "limit": (Optional[int], typer.Option(None, "--limit", help="Train on the first N images only.")),
+    "hold_out": (Optional[list[str]], typer.Option(
+        None, "--hold-out", help='Leave out of training every image with all of these attributes, e.g. '
+                                 '"shape::circle+color::red" (repeatable; validation and test keep them).')),
+    "root": (Optional[Path], typer.Option(None, "--root", help=setting_metadata(DataSpec, "root")["help"])),
+    "tensorboard": (Optional[bool], typer.Option(
+        None, "--tensorboard/--no-tensorboard", help="Write TensorBoard event files into each run folder (default: "
+                                                     "when the tensorboard package is installed; --tensorboard fails "
+                                                     "without it).")),
+    "model_opt": (Optional[list[str]], typer.Option(None, "--model-opt", help="Model option KEY=VALUE (repeatable).")),
+    "loss_opt": (Optional[list[str]], typer.Option(None, "--loss-opt", help="Loss option KEY=VALUE (repeatable).")),
+    "cond_opt": (Optional[list[str]], typer.Option(None, "--conditioner-opt", help="Conditioner option KEY=VALUE.")),
+    "data_opt": (Optional[list[str]], typer.Option(None, "--data-opt", help="Dataset option KEY=VALUE (e.g. count=2000).")),
+}
+
+
+def command_options(names: str, **own: tuple[Any, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command ``ctx`` and the options ``names`` (space-separated, in ``--help``'s order): each from
+    :data:`SHARED`, or from ``own`` (``name=(annotation, typer.Option(...))``) for the command's own.
+
+    The command is written ``def cmd(ctx: typer.Context, **given)``; Typer reads the options from the
+    signature this sets (``__signature__``), so the shared ones are declared once for every command.
+    """
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+        for name in names.split():
+            annotation, default = own[name] if name in own else SHARED[name]
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                            annotation=annotation))
+        command.__signature__ = inspect.Signature(params, return_annotation=None)
+        return command
+
+    return decorate
+
+
+def settings_given(given: dict[str, Any]) -> dict[str, Any]:
+    """The training settings among a command's option values, as :func:`genkit.plan_run` keywords."""
+    return {name: value for name, value in given.items() if name in SETTINGS}
 
 
 #: the generic ``KEY=VALUE`` flag of each component kind
@@ -98,8 +122,5 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise UsageError(f"{flag} {shown(pair)} is not KEY=VALUE; for example {flag} latent_dim=16")
-        try:
-            options[key] = json.loads(raw)
-        except ValueError:  # not JSON (or a number too long for Python to read): kept as text
-            options[key] = raw
+        options[key] = convert(ANY, raw, TEXT)
     return options

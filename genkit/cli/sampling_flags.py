@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 from genkit.errors import UsageError, shown
+from genkit.options import BOOL_WORDS
 from genkit.sampling.capabilities import SamplingOption
 
 #: let the model's flags through the parser, to :func:`given_options`
@@ -78,7 +79,7 @@ def given_options(extra: list[str], sample_opt: list[str] | None,
                              f"of model {model!r} (its sampling options: {own})")
         if sep:
             values[option.name] = inline
-        elif option.type is bool and not (args and args[0].lower() in ("true", "false")):
+        elif option.type is bool and not (args and args[0].lower() in BOOL_WORDS):
             values[option.name] = "true"
         elif args:
             values[option.name] = args.pop(0)

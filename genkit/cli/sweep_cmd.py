@@ -3,60 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from genkit.cli import console
 from genkit.cli.component_flags import given_flags
-from genkit.cli.options import TrainingOptions as T, component_options, parse_options
+from genkit.cli.options import command_options, component_options, parse_options, settings_given
 from genkit.cli.sampling_flags import SAMPLE_OPT
 from genkit.config import TrainSpec
 from genkit.evaluation.likelihood import DEFAULT_SAMPLES, DEFAULT_SIGMA
 
 _D = TrainSpec()
-
-
-def sweep(
-    ctx: typer.Context,
-    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder: one run folder per value, table, figures."),
-    vary: Optional[list[str]] = typer.Option(
+#: ``sweep``'s own options, and the shared ones it words for a sweep
+OWN: dict[str, tuple[Any, Any]] = {
+    "out": (Path, typer.Option(..., "--out", "-o", help="Sweep folder: one run folder per value, table, figures.")),
+    "vary": (Optional[list[str]], typer.Option(
         None, "--vary", help="KIND.OPTION=V1,V2,... with KIND data, conditioner, model, loss or train: one run per "
                              "value (repeatable: a grid); KIND sample: one evaluation per value of a sampling option "
                              "of the model, without retraining. A component flag given several comma-separated "
-                             "values is varied the same way."),
-    data: str = T.DATA,
-    model: str = T.MODEL,
-    conditioner: str = T.CONDITIONER,
-    loss: Optional[str] = T.LOSS,
-    epochs: Optional[int] = typer.Option(None, "--epochs", show_default=False,
-                                         help=f"Passes over the training split, every run (default {_D.epochs}, or "
-                                              "the model's own)."),
-    batch_size: Optional[int] = T.BATCH_SIZE,
-    lr: Optional[float] = T.LR,
-    ema: Optional[float] = T.EMA,
-    image_size: Optional[str] = T.IMAGE_SIZE,
-    seed: int = typer.Option(_D.seed, "--seed", help="Seed of every run (the same for all of them)."),
-    device: str = T.DEVICE,
-    precision: str = T.PRECISION,
-    limit: Optional[int] = T.LIMIT,
-    root: Optional[Path] = T.ROOT,
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where HDF5 caches and classifiers live."),
-    data_in: str = T.DATA_IN,
-    workers: int = T.WORKERS,
-    log_every: int = T.LOG_EVERY,
-    tensorboard: Optional[bool] = T.TENSORBOARD,
-    split: str = typer.Option("test", "--split", help="Held-out split every run is evaluated on."),
-    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-S", help="Importance samples per image for cll."),
-    sigma: float = typer.Option(DEFAULT_SIGMA, "--sigma", help="σ of the Gaussian decoder likelihood."),
-    run: Optional[Path] = typer.Option(None, "--run", "-r", help="Evaluate this trained run folder at every value of "
-                                                                  "--vary sample.OPTION instead of training runs."),
-    sample_opt: Optional[list[str]] = SAMPLE_OPT,
-    model_opt: Optional[list[str]] = T.MODEL_OPT,
-    loss_opt: Optional[list[str]] = T.LOSS_OPT,
-    cond_opt: Optional[list[str]] = T.COND_OPT,
-    data_opt: Optional[list[str]] = T.DATA_OPT,
-) -> None:
+                             "values is varied the same way.")),
+    "epochs": (Optional[int], typer.Option(None, "--epochs", show_default=False,
+                                           help=f"Passes over the training split, every run (default {_D.epochs}, or "
+                                                "the model's own).")),
+    "seed": (int, typer.Option(_D.seed, "--seed", help="Seed of every run (the same for all of them).")),
+    "cache_dir": (Optional[Path], typer.Option(None, "--cache-dir", help="Where HDF5 caches and classifiers live.")),
+    "split": (str, typer.Option("test", "--split", help="Held-out split every run is evaluated on.")),
+    "samples": (int, typer.Option(DEFAULT_SAMPLES, "--samples", "-S", help="Importance samples per image for cll.")),
+    "sigma": (float, typer.Option(DEFAULT_SIGMA, "--sigma", help="σ of the Gaussian decoder likelihood.")),
+    "run": (Optional[Path], typer.Option(None, "--run", "-r", help="Evaluate this trained run folder at every value "
+                                                                    "of --vary sample.OPTION instead of training runs.")),
+    "sample_opt": (Optional[list[str]], SAMPLE_OPT),
+}
+
+
+@command_options(
+    "out vary data model conditioner loss epochs batch_size lr ema image_size seed device precision limit root "
+    "cache_dir data_in workers log_every tensorboard split samples sigma run sample_opt model_opt loss_opt cond_opt "
+    "data_opt", **OWN)
+def sweep(ctx: typer.Context, **given: Any) -> None:
     """Train one run per value (or grid point) of the varied options with the same seed and data, evaluate
     each, and write table.csv, table.md, figure3.png, figure4.png and mse_kl_vs_<option>.png into --out.
     Finished runs are reused. The paper's β sweep: --beta 0.25,0.5,0.75,0.9 with the beta-elbo loss."""
@@ -68,22 +53,24 @@ def sweep(
     from genkit.sweep.vary import parse_vary, varied_from_flags
     from genkit.training.tensorboard import wanted as tensorboard_wanted
 
+    out, data, model, conditioner, tensorboard, cache_dir, split, samples, sigma = (given[k] for k in (
+        "out", "data", "model", "conditioner", "tensorboard", "cache_dir", "split", "samples", "sigma"))
     check_output_dir(out)  # a file, under a file, read-only: refused before any training
     from genkit.training.planning import default_loss
 
-    loss = loss or default_loss(model)
+    loss = given["loss"] or default_loss(model)
     components = {"data": data, "conditioner": conditioner, "model": model, "loss": loss}
     chosen = {"datasets": data, "conditioners": conditioner, "models": model, "losses": loss}
     flag_varied, fixed = varied_from_flags(given_flags(ctx, chosen, as_text=True), components)
-    varied = flag_varied + parse_vary(vary or [], components)
-    options = component_options(model_opt, loss_opt, cond_opt, data_opt, fixed)
+    varied = flag_varied + parse_vary(given["vary"] or [], components)
+    options = component_options(given["model_opt"], given["loss_opt"], given["cond_opt"], given["data_opt"], fixed)
     check_settings(samples, sigma)
     tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any training
+    settings = {**settings_given(given), "log_every": max(1, given["log_every"])}
     plan = plan_sweep(
-        varied, out, run=run, sample_options=parse_options(sample_opt, "--sample-opt"), model=model, data=data,
-        conditioner=conditioner, loss=loss, **options, root=root, image_size=image_size, limit=limit, epochs=epochs,
-        batch_size=batch_size, lr=lr, ema=ema, seed=seed, device=device,
-        precision=precision, log_every=max(1, log_every), data_in=data_in, workers=workers)
+        varied, out, run=given["run"], sample_options=parse_options(given["sample_opt"], "--sample-opt"), model=model,
+        data=data, conditioner=conditioner, loss=loss, **options, root=given["root"], image_size=given["image_size"],
+        limit=given["limit"], **settings)
     progress, on_cache = console.cache_progress(f"preparing {data} cache")
     bar, on_classifier, _ = stage_progress()
     try:

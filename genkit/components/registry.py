@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from genkit.errors import PluginError, UsageError, shown
+from genkit.options import COMPATIBLE, COMPONENT, SCALARS, TYPE_NAMES, Option, convert, signature_options
+from genkit.options import option_docs  # noqa: F401  (its documented home before genkit.options)
 
 KINDS = ("datasets", "conditioners", "models", "losses", "classifiers")
 SINGULAR = {"datasets": "dataset", "conditioners": "conditioner", "models": "model", "losses": "loss",
@@ -24,14 +26,8 @@ class DuplicateComponentError(PluginError):
     """A plugin registered a name that another plugin already holds."""
 
 
-@dataclass(frozen=True)
-class Flag:
-    """A short command-line flag a component declares for one of its options (``--beta``)."""
-
-    option: str
-    flag: str
-    default: Any
-    help: str
+#: a short command-line flag a component declares for one of its options (``--beta``): an Option with its flag
+Flag = Option
 
 
 @dataclass(frozen=True)
@@ -48,21 +44,32 @@ class Component:
     #: training settings a model trains best with, used where the user gives none (``{"ema": 0.999}``)
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
 
-    def cli_flags(self, skip: tuple[str, ...] = ()) -> list[Flag]:
-        """The declared flags with their defaults and the help text from the factory's docstring."""
-        defaults = self.option_defaults(skip)
-        docs = option_docs(self.factory)
-        return [Flag(option, flag, defaults.get(option), docs.get(option, f"{SINGULAR[self.kind]} option {option}"))
+    def cli_flags(self, skip: tuple[str, ...] = ()) -> list[Option]:
+        """The declared flags with their defaults and the help text from the factory's docstring.
+
+        A flag's value is read by the type of the option's default (JSON for a list or an object).
+        """
+        declared = self.options(skip)
+        return [Option(option, (type(declared[option].default),) if type(declared[option].default) in SCALARS else None,
+                       declared[option].default, help=declared[option].help, flag=flag)
                 for option, flag in self.flags.items()]
+
+    def options(self, skip: tuple[str, ...] = ()) -> dict[str, Option]:
+        """The factory's keyword options (default ``...`` when required): types, choices, bounds and help."""
+        params = [p for p in inspect.signature(self.factory).parameters.values()
+                  if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+        def describe(param, types, choices, bounds, help):
+            default = ... if param.default is param.empty else param.default
+            return Option(param.name, types, default, choices, bounds,
+                          help or f"{SINGULAR[self.kind]} option {param.name}",
+                          label=f"{SINGULAR[self.kind]} {self.name!r} option {param.name}")
+
+        return signature_options(self.factory, params, describe)
 
     def option_defaults(self, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         """Keyword options the factory accepts, with their defaults (``...`` when required)."""
-        options: dict[str, Any] = {}
-        for param in inspect.signature(self.factory).parameters.values():
-            if param.name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                continue
-            options[param.name] = ... if param.default is param.empty else param.default
-        return options
+        return {name: option.default for name, option in self.options(skip).items()}
 
     def accepts_any_option(self) -> bool:
         return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.factory).parameters.values())
@@ -81,8 +88,10 @@ class Component:
             raise UsageError(
                 f"{SINGULAR[self.kind]} {self.name!r} has no option {shown(unknown[0])}; its options are: {allowed}"
             )
+        declared = self.options(skip)
+        label = f"{SINGULAR[self.kind]} {self.name!r} option "
         for key, value in given.items():
-            _check_type(self, key, value, defaults.get(key, ...))
+            convert(declared.get(key) or Option(key, None, ..., label=label + key), value, COMPONENT)
         resolved = {k: v for k, v in defaults.items() if v is not ...}
         resolved.update(given)
         return resolved
@@ -188,104 +197,12 @@ def _declared_train_defaults(defaults: Mapping[str, Any] | None, plugin: str, wh
         if key not in settings:
             raise PluginError(plugin, f"registered {what} with train_defaults {key!r}, which is not a training setting "
                                       f"(settings: {', '.join(settings)})")
-        allowed = _COMPATIBLE.get(type(settings[key]), (type(settings[key]),))
+        allowed = COMPATIBLE.get(type(settings[key]), (type(settings[key]),))
         if not isinstance(value, allowed) or (isinstance(value, bool) and not isinstance(settings[key], bool)):
             raise PluginError(plugin, f"registered {what} with train_defaults {key}={value!r}; it must be "
-                                      f"{_TYPE_NAMES.get(type(settings[key]), type(settings[key]).__name__)}")
+                                      f"{TYPE_NAMES.get(type(settings[key]), type(settings[key]).__name__)}")
         checked[key] = value
     return checked
-
-
-def option_docs(factory: Callable[..., Any]) -> dict[str, str]:
-    """Per-option help from the factory's docstring: ``:param name: text`` or a Google ``Args:`` list."""
-    doc = inspect.getdoc(factory) or ""
-    docs: dict[str, str] = {}
-    current = None
-    in_args = False
-    for line in doc.splitlines():
-        stripped = line.strip()
-        sphinx = re.match(r":param\s+(?:[\w\[\], .|]+\s+)?(\w+):\s*(.*)", stripped)
-        google = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s+(.*)", stripped) if in_args and line.startswith((" ", "\t")) else None
-        if sphinx or google:
-            current, text = (sphinx or google).groups()
-            docs[current] = text.strip()
-        elif stripped in ("Args:", "Arguments:", "Parameters:"):
-            in_args, current = True, None
-        elif not stripped or stripped.startswith(":") or not line.startswith((" ", "\t")) and in_args:
-            current = None
-            if not line.startswith((" ", "\t")) and stripped:
-                in_args = False
-        elif current is not None:
-            docs[current] += " " + stripped
-    return docs
-
-
-#: the types a value may have when the factory's default has the key's type
-_COMPATIBLE = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list, tuple),
-               tuple: (list, tuple), dict: (dict,)}
-_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "a list",
-               tuple: "a list", dict: "an object"}
-
-
-_ANNOTATED = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": tuple, "dict": dict}
-
-
-def _declared_types(component: Component, key: str, default: Any) -> tuple[type, ...] | None:
-    """The JSON types an option may take: those its annotation names (``str | float``), else its default's.
-
-    None when genkit does not judge it (no default, a None default, ``Any``, an unknown type).
-    """
-    try:
-        annotation = inspect.signature(component.factory).parameters[key].annotation
-    except (KeyError, TypeError, ValueError):
-        annotation = inspect.Parameter.empty
-    if annotation is not inspect.Parameter.empty:
-        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None) or str(annotation)
-        while re.search(r"\[[^\[\]]*\]", text):  # list[int] -> list: a generic's arguments say nothing here
-            text = re.sub(r"\[[^\[\]]*\]", "", text)
-        names = [n.strip().split(".")[-1] for n in re.split(r"[|,]", text.replace("Optional", "").replace("Union", ""))]
-        names = [n for n in names if n and n != "None"]
-        if not names or any(n.lower() not in _ANNOTATED for n in names):
-            return None  # Any, a class of the plugin's own, ...: the factory judges it
-        return tuple(_ANNOTATED[n.lower()] for n in names)
-    kind = type(default)
-    return (kind,) if kind in _COMPATIBLE else None
-
-
-def _check_type(component: Component, key: str, value: Any, default: Any) -> None:
-    """An option must be given as the JSON type its annotation or default says (a bool, number, text, list),
-    and every whole number in it must fit a 64-bit integer (what PyTorch takes)."""
-    huge = _huge_int(value)
-    if huge is not None:
-        raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} holds {shown(huge)}, outside the "
-                         f"whole numbers genkit passes on (-2**63 to 2**63 - 1), like {key}={_example(default)}")
-    declared = _declared_types(component, key, default)
-    if declared is None:
-        return
-    allowed = tuple({t for d in declared for t in _COMPATIBLE.get(d, (d,))})
-    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in declared):
-        wanted = " or ".join(dict.fromkeys(_TYPE_NAMES.get(d, d.__name__) for d in declared))
-        raise UsageError(f"{SINGULAR[component.kind]} {component.name!r} option {key} is {shown(value)}, but it must be "
-                         f"{wanted}, like {key}={_example(default)}")
-
-
-def _huge_int(value: Any) -> int | None:
-    """The first whole number in ``value`` (or in its lists and objects) that a 64-bit integer cannot hold."""
-    from genkit.components.limits import fits_int64
-
-    if isinstance(value, int) and not isinstance(value, bool):
-        return None if fits_int64(value) else value
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-    return next((found for item in items if (found := _huge_int(item)) is not None), None)
-
-
-def _example(default: Any) -> str:
-    import json
-
-    try:
-        return json.dumps(list(default) if isinstance(default, tuple) else default)
-    except (TypeError, ValueError):
-        return str(default)
 
 
 def _first_line(obj: Any) -> str:

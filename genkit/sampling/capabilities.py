@@ -32,15 +32,12 @@ genkit itself checks types, choices and that numbers are finite, before any samp
 from __future__ import annotations
 
 import inspect
-import math
-import typing
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 
-from genkit.components.registry import option_docs
 from genkit.errors import PluginError, UsageError, shown
+from genkit.options import SAMPLING, SCALARS, Option, convert, signature_options
 
 #: capability -> the methods that make it up
 CAPABILITIES = {
@@ -50,7 +47,6 @@ CAPABILITIES = {
 }
 #: ``sample``'s parameters that are not sampling options (the first two are taken by position)
 GENERATOR = "generator"
-_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
 def has(model: Any, capability: str) -> bool:
@@ -88,22 +84,8 @@ def draw_noise(model: Any, n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(n, *noise_shape(model), generator=generator)
 
 
-@dataclass(frozen=True)
-class SamplingOption:
-    """One option of a model's ``sample``: its flag, default, type, choices and help."""
-
-    name: str
-    flag: str
-    default: Any
-    type: type
-    choices: tuple[Any, ...] | None
-    help: str
-
-    def describe(self) -> str:
-        """``--guidance FLOAT  help (default 2.0)``-like text for listings."""
-        kind = "|".join(map(str, self.choices)) if self.choices else {bool: "BOOL", int: "INTEGER", float: "FLOAT",
-                                                                        str: "TEXT"}[self.type]
-        return f"{self.flag} {kind}  {self.help} (default {self.default})"
+#: one option of a model's ``sample``: its flag, default, type, choices, bounds and help
+SamplingOption = Option
 
 
 def sampling_options(model: Any) -> dict[str, SamplingOption]:
@@ -115,37 +97,23 @@ def sampling_options(model: Any) -> dict[str, SamplingOption]:
         parameters = list(inspect.signature(sample).parameters.values())
     except (TypeError, ValueError):
         return {}
-    try:
-        hints = typing.get_type_hints(sample)
-    except Exception:  # annotations that cannot be evaluated: fall back to the defaults' types
-        hints = {}
-    docs = option_docs(sample)
     renamed = dict(getattr(model, "sampling_flags", {}) or {})
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:2]
-    found: dict[str, SamplingOption] = {}
-    for param in parameters:
-        if param in positional or param.name == GENERATOR or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
+    options = [p for p in parameters if p not in positional and p.name != GENERATOR
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for param in options:
         if param.default is param.empty:
             raise PluginError(_owner(model), f"model {type(model).__name__}'s sample() has the parameter "
                                              f"{param.name!r} without a default; sampling options need one")
-        kind, choices = _option_type(hints.get(param.name), param.default)
-        flag = renamed.get(param.name, "--" + param.name.replace("_", "-"))
-        found[param.name] = SamplingOption(param.name, flag, param.default, kind, choices,
-                                           docs.get(param.name, f"sampling option {param.name}"))
-    return found
 
+    def describe(param, types, choices, bounds, help):
+        kind = types[0] if types and len(types) == 1 and types[0] in SCALARS else None
+        if kind is None:  # several types, a list, a class: the default's, else text
+            kind = type(param.default) if isinstance(param.default, SCALARS) else str
+        return Option(param.name, (kind,), param.default, choices, bounds, help or f"sampling option {param.name}",
+                      flag=renamed.get(param.name, "--" + param.name.replace("_", "-")))
 
-def _option_type(hint: Any, default: Any) -> tuple[type, tuple[Any, ...] | None]:
-    if typing.get_origin(hint) is typing.Literal:
-        choices = typing.get_args(hint)
-        return type(choices[0]), tuple(choices)
-    for candidate in (bool, int, float, str):
-        if hint is candidate:
-            return candidate, None
-    if isinstance(default, (bool, int, float, str)):
-        return type(default), None
-    return str, None
+    return signature_options(sample, options, describe)
 
 
 def resolve_sampling_options(model: Any, given: Mapping[str, Any], model_name: str = "") -> dict[str, Any]:
@@ -162,48 +130,11 @@ def resolve_sampling_options(model: Any, given: Mapping[str, Any], model_name: s
         if option is None:
             own = ", ".join(o.flag for o in declared.values()) or "none"
             raise UsageError(f"{shown(name)} is not a sampling option of {what} (its sampling options: {own})")
-        resolved[name] = convert(option, value)
+        resolved[name] = convert(option, value, SAMPLING)
     check = getattr(model, "check_sampling_options", None)
     if callable(check):
         check(**resolved)
     return resolved
-
-
-def convert(option: SamplingOption, value: Any) -> Any:
-    """``value`` as ``option``'s type (text is parsed); a :class:`UsageError` naming the flag otherwise."""
-    kind = option.type
-    wanted = ("one of " + ", ".join(map(str, option.choices))) if option.choices else _TYPE_NAMES[kind]
-    bad = UsageError(f"{option.flag} {shown(value)} must be {wanted}; {option.help}")
-    if isinstance(value, str) and kind is not str:
-        text = value.strip().lower()
-        if kind is bool:
-            if text not in ("true", "false"):
-                raise bad
-            value = text == "true"
-        else:
-            try:
-                value = int(text) if kind is int else float(text)
-            except ValueError:
-                raise bad from None
-    if kind is bool and not isinstance(value, bool):
-        raise bad
-    if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        try:
-            finite = math.isfinite(value)
-        except OverflowError:  # an integer beyond any float
-            finite = False
-        if not finite:
-            raise UsageError(f"{option.flag} {shown(value)} must be a finite number; {option.help}")
-        if kind is int and value != int(value):
-            raise bad
-        value = kind(value)
-    if kind is str and not isinstance(value, str):
-        raise bad
-    if option.choices is not None and value not in option.choices:
-        raise bad
-    return value
 
 
 def sample(model: Any, condition: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None = None,

@@ -203,8 +203,10 @@ def _option_control(gr, option, value: Any, index: int):
         return gr.Dropdown(list(option.choices), value=value, **common)
     if option.type is bool:
         return gr.Checkbox(value=value, **common)
-    if option.type in (int, float):
-        return gr.Number(value, precision=0 if option.type is int else None, **common)
+    if option.type in (int, float):  # a declared range stops the control at its ends; the server checks again
+        bounds = option.bounds
+        return gr.Number(value, precision=0 if option.type is int else None, **common,
+                         minimum=bounds.low if bounds else None, maximum=bounds.high if bounds else None)
     return gr.Textbox(value, **common)
 
 

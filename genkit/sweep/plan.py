@@ -28,9 +28,10 @@ from genkit.components.build import model_outline
 from genkit.config import RunConfig
 from genkit.data.holdout import HOLD_OUT_KEY, hold_out_argument
 from genkit.errors import UsageError, shown
-from genkit.sampling.capabilities import convert, resolve_sampling_options, sampling_options
+from genkit.options import SAMPLING
+from genkit.sampling.capabilities import resolve_sampling_options, sampling_options
 from genkit.store.run_folder import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, evaluation_file, read_jsonl
-from genkit.sweep.vary import SAMPLE, SINGLE_RUN, VARY_KINDS, Varied
+from genkit.sweep.vary import SAMPLE, SINGLE_RUN, VARY_KINDS, Varied, typed_values
 from genkit.training.planning import plan_run
 
 
@@ -184,13 +185,7 @@ def _sample_points(varied: list[Varied], config: RunConfig, base: dict[str, Any]
             own = ", ".join(declared) or "none"
             raise UsageError(f"{v.given_as}: model {config.model.name!r} has no sampling option {v.option!r}; its "
                              f"sampling options are: {own}")
-        values: list[Any] = []
-        for item in v.values:
-            value = convert(option, item)
-            if value in values:
-                raise UsageError(f"{v.given_as} value {item} is listed twice; give each value once")
-            values.append(value)
-        typed.append(Varied(v.kind, v.option, tuple(values), v.given_as))
+        typed.append(Varied(v.kind, v.option, typed_values(list(v.values), option, v.given_as, SAMPLING), v.given_as))
     sampled = [v for v in typed if v.kind == SAMPLE]
     points = [dict(zip([v.key for v in sampled], combo)) for combo in itertools.product(*(v.values for v in sampled))]
     resolved = [resolve_sampling_options(model, {**(base or {}), **{k.split(".", 1)[1]: x for k, x in p.items()}},

@@ -3,8 +3,6 @@ into typed values, checked against the option each names."""
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -12,7 +10,8 @@ from genkit.components.build import POSITIONAL_ARGS
 from genkit.components.loading import registry
 from genkit.config import TrainSpec
 from genkit.data.holdout import HOLD_OUT_KEY, hold_out_values
-from genkit.errors import UsageError, shown
+from genkit.errors import UsageError
+from genkit.options import ANY, TEXT, VARY, Option, Route, convert
 
 #: ``--vary`` prefix -> (registry kind, plan_run keyword for its options, plan_run keyword for its name)
 VARY_KINDS = {"data": ("datasets", "data_options", "data"),
@@ -54,37 +53,32 @@ class Varied:
 
 
 def parse_values(text: str, given_as: str, default: Any) -> tuple[Any, ...]:
-    """``"0.25,0.5"`` to ``(0.25, 0.5)``, each value of the option's type; empties and repeats refused."""
+    """``"0.25,0.5"`` to ``(0.25, 0.5)``, each value of the option's type; empties and repeats refused.
+
+    The type is the default's (a number, true or false); other values are read as JSON, else as text,
+    and judged when the run is planned.
+    """
+    kind = type(default) if isinstance(default, (bool, int, float)) else None
+    return typed_values(split_values(text, given_as), Option("value", (kind,) if kind else None, default), given_as)
+
+
+def split_values(text: str, given_as: str) -> list[str]:
+    """The comma-separated items of ``text``; none is a UsageError."""
     items = [t.strip() for t in (text or "").split(",") if t.strip()]
     if not items:
         raise UsageError(f"{given_as} is empty; give one or more values separated by commas")
+    return items
+
+
+def typed_values(items: list[str], option: Option, given_as: str, route: Route = VARY) -> tuple[Any, ...]:
+    """Each item converted to ``option``'s value (:func:`genkit.options.convert`); a value listed twice refused."""
     values: list[Any] = []
     for item in items:
-        value = _typed(item, default, given_as)
+        value = convert(option, item, route, given_as if route is VARY else "")
         if value in values:
             raise UsageError(f"{given_as} value {item} is listed twice; give each value once")
         values.append(value)
     return tuple(values)
-
-
-def _typed(item: str, default: Any, given_as: str) -> Any:
-    try:
-        value = json.loads(item)
-    except ValueError:  # not JSON (or a number too long for Python to read): kept as text
-        value = item
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise UsageError(f"{given_as} value {item!r} is not true or false")
-    elif isinstance(default, (int, float)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{given_as} value {shown(item)} is not a number")
-        if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, and 1e400 (read as inf)
-            raise UsageError(f"{given_as} value {shown(item)} is not a finite number; give numbers such as "
-                             f"{_show(default)}")
-        if isinstance(default, int) and not isinstance(default, bool) and value != int(value):
-            raise UsageError(f"{given_as} value {shown(item)} is not a whole number")
-        value = type(default)(value)
-    return value
 
 
 def parse_vary(items: list[str], components: dict[str, str]) -> list[Varied]:
@@ -115,10 +109,7 @@ def parse_vary(items: list[str], components: dict[str, str]) -> list[Varied]:
         elif kind in VARY_KINDS:
             default = option_default(kind, components[kind], option, given_as)
         elif kind == SAMPLE:  # typed against the model's own options once the model is known (plan_sweep)
-            items = [t.strip() for t in text.split(",") if t.strip()]
-            if not items:
-                raise UsageError(f"{given_as} is empty; give one or more values separated by commas")
-            varied.append(Varied(kind, option, tuple(items), given_as))
+            varied.append(Varied(kind, option, tuple(split_values(text, given_as)), given_as))
             continue
         else:
             raise UsageError(f"{given_as}: {kind!r} is not a kind of option; use one of {kinds}")
@@ -144,11 +135,11 @@ def varied_from_flags(flags: dict[str, dict[str, str]], components: dict[str, st
     varied, fixed = [], {}
     for reg_kind, values in flags.items():
         kind = singular[reg_kind]
-        declared = {f.option: f for f in registry(reg_kind).get(components[kind]).cli_flags(POSITIONAL_ARGS[reg_kind])}
+        declared = {f.name: f for f in registry(reg_kind).get(components[kind]).cli_flags(POSITIONAL_ARGS[reg_kind])}
         for option, raw in values.items():
             flag = declared[option]
             if isinstance(flag.default, (list, tuple, dict)):
-                fixed.setdefault(reg_kind, {})[option] = json.loads(raw)
+                fixed.setdefault(reg_kind, {})[option] = convert(ANY, raw, TEXT)
                 continue
             parsed = parse_values(raw, flag.flag, flag.default)
             if len(parsed) > 1:

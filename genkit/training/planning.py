@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Collection
@@ -13,15 +12,14 @@ from genkit.components.build import (TRAINING_BYTES_PER_PARAMETER, build_compone
 from genkit.components.limits import check_seed
 from genkit.components.loading import component_origin, registry
 from genkit.components.recipe import DEFAULT_RECIPE
-from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec
+from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec, training_settings
 from genkit.data.prepare import open_source, resolve_root
 from genkit.errors import UsageError
+from genkit.options import check_bounds
 from genkit.runtime.distributed import resolve_device
 from genkit.training.trial import check_pairing
 from genkit_datasets.preprocess import parse_image_size
 
-PRECISIONS = ("fp32", "bf16")
-DATA_PLACEMENTS = ("auto", "disk", "ram", "gpu")
 
 
 def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.dataset,
@@ -111,13 +109,12 @@ def check_training_fits(config: RunConfig) -> None:
 
 
 #: the command-line flag of each training setting, for messages about a value given as a flag
-SETTING_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
-                 "device": "--device", "precision": "--precision", "log_every": "--log-every",
-                 "data_in": "--data-in", "workers": "--workers", "checkpoint_every": "--checkpoint-every", "ema": "--ema"}
+SETTING_FLAGS = {name: option.flag for name, option in training_settings().items()}
 
 
 def check_training_settings(spec: TrainSpec, source: str | Path | None = None, given: Collection[str] = ()) -> None:
-    """Every training setting in range; a :class:`UsageError` naming the first that is not.
+    """Every training setting in its bounds and choices (``TrainSpec``'s metadata); a :class:`UsageError`
+    naming the first that is not.
 
     A setting is named by its flag (``--epochs``), or, when it was read from the config file
     ``source`` and not among ``given`` (the settings the command line changed), as that file's
@@ -128,24 +125,14 @@ def check_training_settings(spec: TrainSpec, source: str | Path | None = None, g
             return SETTING_FLAGS[setting]
         return f"{source}: train.{setting}"
 
-    _positive(name("epochs"), spec.epochs)
-    _positive(name("batch_size"), spec.batch_size)
-    _positive(name("log_every"), spec.log_every)
-    if spec.checkpoint_every < 0:
-        raise UsageError(f"{name('checkpoint_every')} {spec.checkpoint_every} must be 0 (only at epoch ends) or "
-                         "positive")
-    if not (spec.lr > 0 and math.isfinite(spec.lr)):
-        what = "learning rate" if name("lr") == SETTING_FLAGS["lr"] else name("lr")
-        raise UsageError(f"{what} {spec.lr} must be a positive number, for example 1e-3")
-    if not 0 <= spec.ema < 1:
-        raise UsageError(f"{name('ema')} {spec.ema} must be 0 (off) or a decay below 1, for example 0.999")
+    for setting, option in training_settings().items():
+        value = getattr(spec, setting)
+        called = name(setting)
+        if option.bounds is not None:
+            check_bounds(option, value, option.label if called == option.flag and option.label else called)
+        if option.choices is not None and value not in option.choices:
+            raise UsageError(f"{called} {value!r} is not known; choose one of: {', '.join(option.choices)}")
     check_seed(spec.seed, name("seed"))
-    if spec.precision not in PRECISIONS:
-        raise UsageError(f"{name('precision')} {spec.precision!r} is not known; choose one of: {', '.join(PRECISIONS)}")
-    if spec.data_in not in DATA_PLACEMENTS:
-        raise UsageError(f"{name('data_in')} {spec.data_in!r} is not known; choose one of: {', '.join(DATA_PLACEMENTS)}")
-    if spec.workers < 0:
-        raise UsageError(f"{name('workers')} {spec.workers} must be 0 or more")
     resolve_device(spec.device)
 
 

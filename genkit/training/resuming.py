@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from genkit.config import RunConfig
+from genkit.config import RunConfig, resumable_settings
 from genkit.errors import UsageError
 from genkit.runtime import distributed
 from genkit.sampling.run import Run
@@ -27,7 +27,7 @@ from genkit.training.trainer import Trainer
 from genkit_datasets.cache import Progress
 
 #: the settings ``resume`` may change: none of them changes what the checkpoint means
-RESUMABLE_SETTINGS = ("epochs", "lr", "root", "workers", "data_in", "device")
+RESUMABLE_SETTINGS = resumable_settings()
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | None = None,

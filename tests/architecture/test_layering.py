@@ -170,7 +170,7 @@ def test_no_import_cycle_among_genkits_own_modules():
 
 
 #: genkit's packages from the bottom up; a module imports only from its own package and the levels below.
-#: The root modules ``errors``, ``hookspecs``, ``types`` and ``config`` are the floor; ``genkit`` itself
+#: The root modules ``errors``, ``hookspecs``, ``types``, ``config`` and ``options`` are the floor; ``genkit`` itself
 #: (its lazy public names), ``plugin_api`` and ``__main__`` are the public face over everything.
 LAYERS = [
     {"runtime", "store"},
@@ -181,7 +181,7 @@ LAYERS = [
     {"serve", "sweep"},
     {"cli"},
 ]
-FLOOR = {"genkit.errors", "genkit.hookspecs", "genkit.types", "genkit.config"}
+FLOOR = {"genkit.errors", "genkit.hookspecs", "genkit.types", "genkit.config", "genkit.options"}
 FACE = {"genkit", "genkit.plugin_api", "genkit.__main__"}
 
 
