@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from genkit.cli import console
 from genkit.cli.sampling_flags import SAMPLE_OPT
+
+if TYPE_CHECKING:  # imported when a command runs, so that `genkit --help` stays quick
+    from genkit.sampling.run import Run
 
 #: the most rows (images) one figure holds
 MAX_ROWS = 64
@@ -65,7 +68,7 @@ def edit(
         check_output_file(out)
     import torch
 
-    from genkit.sampling.editing import Editor, edit as edit_images, parse_change
+    from genkit.sampling.editing import parse_change
     from genkit.sampling.run import load_run
 
     if rows is None or len(rows) <= THREADED_ROWS:
@@ -77,12 +80,12 @@ def edit(
     names, groups = loaded.attribute_names, loaded.exclusive_groups
     for spec in changes:  # every change checked before any image is read
         parse_change(spec, names, groups)
-    Editor(loaded, options)  # a model that cannot edit, or a bad sampling option: said now
+    loaded.editor(options)  # a model that cannot edit: said now
     if rows is not None:
         pixels, vectors = dataset_rows(loaded, split, rows, cache_dir)
     else:
         pixels, vectors = file_image(loaded, image, from_attrs, classifier, cache_dir)
-    edits = edit_images(loaded, pixels, vectors, changes, options)
+    edits = loaded.edit(pixels, vectors, changes, **options)
     target = out if out is not None else loaded.directory / "edits.png"
     write_rows(edits.rows(), target)
     columns = " | ".join(["original", "reconstruction", *(spec or "(nothing)" for spec in edits.changes)])
@@ -107,7 +110,7 @@ def parse_index(text: str) -> range:
     return range(first, last + 1)
 
 
-def dataset_rows(run, split: str, rows: range, cache_dir: Path | None):
+def dataset_rows(run: Run, split: str, rows: range, cache_dir: Path | None):
     """The images at ``rows`` of ``split`` and their labels; a one-line error for rows outside the split."""
     from genkit.errors import UsageError
     from genkit.sampling.run import open_run_data
@@ -122,7 +125,7 @@ def dataset_rows(run, split: str, rows: range, cache_dir: Path | None):
     return dataset.read_uint8(list(rows))
 
 
-def file_image(run, path: Path, from_attrs: str | None, classifier_name: str | None, cache_dir: Path | None):
+def file_image(run: Run, path: Path, from_attrs: str | None, classifier_name: str | None, cache_dir: Path | None):
     """The image file brought to the run's size, and its attributes: the classifier's reading, corrected by --from."""
     import torch
 

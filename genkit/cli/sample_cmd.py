@@ -43,7 +43,7 @@ def sample(
     from genkit.cli.sampling_flags import given_options
     from genkit.components.limits import check_seed
     from genkit.errors import UsageError, shown
-    from genkit.sampling import attributes, draw as sampling
+    from genkit.sampling import attributes, compare
     from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, write_grid
     from genkit.sampling.run import load_run
     from genkit.store.files import check_output_file
@@ -78,21 +78,21 @@ def sample(
     if vary:
         check_grid(2 * len(vary) * n, n, shape, asked=f"--n {n} with {len(vary)} --vary ({2 * len(vary) * n} images)",
                    bytes_per_value=FLOAT_GRID_BYTES_PER_VALUE, columns_flag=None)
-        result = sampling.vary(loaded, attrs, vary, n, seed, rest, options)
+        result = compare.vary(loaded, attrs, vary, n, seed, rest, options)
         save_grid(result.images, target, nrow=n)
         what = f"{len(vary)} attribute(s) off and on over [{_short(attrs)}], {n} noise draws"
     elif pair:
         check_grid(n * steps, steps, shape, asked=f"--n {n} with --steps {steps} ({n * steps} images)",
                    bytes_per_value=FLOAT_GRID_BYTES_PER_VALUE, columns_flag=None)
-        result = sampling.interpolate(loaded, pair, n, steps, seed, rest, options)
+        result = compare.interpolate(loaded, pair, n, steps, seed, rest, options)
         save_grid(result.images, target, nrow=steps)
         what = f"{n} rows from [{_short(pair[0])}] to [{_short(pair[1])}] in {steps} steps"
     else:  # streamed: the grid is bounded first, then decoded a batch at a time
         noise_values = math.prod(loaded.noise(1).shape[1:])
         check_grid(n, nrow, shape, extra_per_image=4 * (noise_values + loaded.conditioner.dim))
         noise = loaded.noise(n, seed)
-        result = attributes.conditions(loaded, attrs, n, seed, rest)
-        write_grid(loaded, result.condition, noise, nrow, target, options, seed)
+        result = loaded.conditions(attrs, n, seed, rest)
+        write_grid(loaded.batches(result.condition, noise, options, seed), n, nrow, shape, target)
         what = f"{n} samples with [{_short(attrs)}]"
     if result.note:
         console.err.print(f"warning: {result.note}", highlight=False, markup=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -12,6 +12,9 @@ from genkit.cli import console
 from genkit.cli.component_flags import given_flags
 from genkit.cli.options import SHARED, command_options, component_options, settings_given
 from genkit.config import resumable_settings
+
+if TYPE_CHECKING:  # imported when a command runs, so that `genkit --help` stays quick
+    from genkit.sampling.run import Run
 
 #: the settings a resume may change (``TrainSpec``'s metadata, and the data's root)
 RESUMABLE_SETTINGS = resumable_settings()
@@ -115,7 +118,7 @@ def _flag(ctx: typer.Context, name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _report(run) -> None:
+def _report(run: Run) -> None:
     from genkit.runtime.distributed import world_from_env
 
     if not world_from_env().is_main:

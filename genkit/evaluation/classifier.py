@@ -27,6 +27,7 @@ from genkit.components.loading import registry
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.errors import UsageError
 from genkit.runtime.distributed import resolve_device
+from genkit.sampling.run import Run
 from genkit.store.files import write_text_atomic
 from genkit.store.weights import load_weights, save_weights
 from genkit_datasets.cache import CacheInfo
@@ -246,7 +247,7 @@ def attribute_accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> torc
     return (predictions.bool() == (targets > 0.5)).float().mean(dim=0)
 
 
-def run_classifier(run, name: str | None = None, cache_dir: str | Path | None = None) -> torch.nn.Module:
+def run_classifier(run: Run, name: str | None = None, cache_dir: str | Path | None = None) -> torch.nn.Module:
     """The attribute classifier of the run's data, from beside its cache (nothing is built or trained here);
     a :class:`UsageError` saying how to get one, or to give the attributes with ``--from``, when there is none."""
     from genkit.data.prepare import dataset_cache_path

@@ -26,13 +26,14 @@ import torch
 from genkit.components.limits import derived_seed
 from genkit.data.holdout import combination_of
 from genkit.evaluation.classifier import predict
-from genkit.sampling.capabilities import draw_noise, resolve_sampling_options, sample
+from genkit.sampling.draw import sample_batches
+from genkit.sampling.run import Run
+from genkit_datasets.torch_dataset import CachedImageDataset
 
 #: samples drawn per group (seen, held out) ...
 CONFORMITY_SAMPLES = 1024
 #: ... but at most this many per image of the group (a small group is not sampled hundreds of times over)
 MAX_REPEATS = 8
-SAMPLE_BATCH = 256
 
 
 def conforms(predictions: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
@@ -46,16 +47,17 @@ def groups(vectors: torch.Tensor, names: Sequence[str], hold_out: Sequence[str])
 
 
 @torch.no_grad()
-def conformity_metrics(run, dataset, classifier, seed: int, options: Mapping[str, Any] | None = None,
-                       samples: int = CONFORMITY_SAMPLES) -> dict[str, Any]:
-    """``seen_conformity``, ``heldout_conformity`` and their details (see the module docstring)."""
+def conformity_metrics(run: Run, dataset: CachedImageDataset, classifier, seed: int,
+                       options: Mapping[str, Any] | None = None, samples: int = CONFORMITY_SAMPLES) -> dict[str, Any]:
+    """``seen_conformity``, ``heldout_conformity`` and their details (see the module docstring).
+
+    ``options`` are the sampling options resolved by ``Run.resolve_options`` (None: the model's defaults)."""
     names = run.attribute_names
     hold_out = list(getattr(run.config.data, "hold_out", None) or [])
     vectors = (dataset.attributes > 0.5).float()
     combination = groups(vectors, names, hold_out)
     seen_rows = [i for i, c in enumerate(combination) if c is None]
     held_rows = [i for i, c in enumerate(combination) if c is not None]
-    resolved = resolve_sampling_options(run.model, dict(options or {}), run.config.model.name)
     generator = torch.Generator().manual_seed(seed)
     # for a sampler that draws randomness of its own beyond the noise: seeded too, never the global state
     sampler_generator = torch.Generator(run.device).manual_seed(derived_seed(seed, 1))
@@ -65,12 +67,8 @@ def conformity_metrics(run, dataset, classifier, seed: int, options: Mapping[str
             return None
         picked = _spread(rows, min(samples, MAX_REPEATS * len(rows)), generator)
         asked = vectors[picked]
-        read = []
-        for start in range(0, len(picked), SAMPLE_BATCH):
-            condition = asked[start:start + SAMPLE_BATCH].to(run.device)
-            noise = draw_noise(run.model, len(condition), generator).to(run.device)
-            images = sample(run.model, condition, noise, sampler_generator, resolved).float().clamp(0, 1)
-            read.append(predict(classifier, images, run.device))
+        read = [predict(classifier, images.clamp(0, 1), run.device)
+                for _, images in sample_batches(run.model, asked, generator, options, run.device, sampler_generator)]
         return torch.tensor(picked), conforms(torch.cat(read), asked)
 
     seen, held = score(seen_rows), score(held_rows)

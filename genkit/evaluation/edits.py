@@ -30,6 +30,8 @@ import torch
 from genkit.evaluation.classifier import predict
 from genkit.sampling.capabilities import has
 from genkit.sampling.editing import EDIT_BATCH, Editor, apply_change, single_changes
+from genkit.sampling.run import Run
+from genkit_datasets.torch_dataset import CachedImageDataset
 
 #: evaluation images edited (a seeded subset of the split when it has more)
 EDIT_IMAGES = 256
@@ -53,7 +55,7 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (-10 * torch.log10(mse.clamp_min(10 ** (-MAX_PSNR / 10)))).double()
 
 
-def planned_edits(run, dataset, enabled: bool = True, images: int = EDIT_IMAGES) -> tuple[int, int]:
+def planned_edits(run: Run, dataset: CachedImageDataset, enabled: bool = True, images: int = EDIT_IMAGES) -> tuple[int, int]:
     """How many images :func:`edit_metrics` would edit and how many edits it would make, (0, 0) when none,
     for an estimate of its time before it starts."""
     if not enabled or not (has(run.model, "posterior") or has(run.model, "invert")) or len(dataset) == 0:
@@ -65,14 +67,14 @@ def planned_edits(run, dataset, enabled: bool = True, images: int = EDIT_IMAGES)
 
 
 @torch.no_grad()
-def edit_metrics(run, dataset, classifier, seed: int, enabled: bool = True,
+def edit_metrics(run: Run, dataset: CachedImageDataset, classifier, seed: int, enabled: bool = True,
                  options: Mapping[str, Any] | None = None, images: int = EDIT_IMAGES) -> dict[str, Any]:
     """The edit metrics (see the module docstring) of ``run`` on ``dataset`` (a cached split), as JSON-ready values."""
     if not enabled:
         return skipped("--no-edits")
     if not (has(run.model, "posterior") or has(run.model, "invert")):
         return skipped("the model can neither encode images (encode/decode) nor invert its sampler (invert)")
-    editor = Editor(run, options)
+    editor = run.editor(options)
     names, groups = run.attribute_names, run.exclusive_groups
     generator = torch.Generator().manual_seed(seed)
     chosen = sorted(torch.randperm(len(dataset), generator=generator)[:images].tolist())
@@ -149,6 +151,6 @@ def _psnr_of_mean(per_image: torch.Tensor) -> float:
 
 def _code(editor: Editor) -> str:
     if editor.method == "posterior":
-        carried = callable(getattr(editor.run.model, "prior_params", None))
+        carried = callable(getattr(editor.model, "prior_params", None))
         return "posterior mean" + (", carried through the conditional prior" if carried else "")
     return "inverted sampler noise"

@@ -47,6 +47,7 @@ from genkit.evaluation.frechet import frechet_distance
 from genkit.evaluation.likelihood import (BOUND_KEYS, DEFAULT_SAMPLES, DEFAULT_SIGMA, EvalProgress, bound_means,
                                           check_samples_fit, check_settings, likelihood_sums, own_likelihood)
 from genkit.sampling import capabilities
+from genkit.sampling.draw import sample_batches
 from genkit.sampling.run import Run, open_run_data
 from genkit_datasets.cache import CacheInfo
 from genkit_datasets.torch_dataset import CachedImageDataset
@@ -163,11 +164,12 @@ def estimate(run: Run, dataset: CachedImageDataset, samples: int, options: dict[
     and draws."""
     probe = min(16, len(dataset))
     condition = dataset.attributes[:probe].to(run.device)
-    generator = torch.Generator().manual_seed(0)
-    noise = capabilities.draw_noise(run.model, probe, generator).to(run.device)
+    noise = run.noise(probe, 0)
 
     def draw() -> None:
-        capabilities.sample(run.model, condition, noise, torch.Generator(run.device).manual_seed(0), options)
+        for _ in sample_batches(run.model, condition, noise, options, run.device,
+                                torch.Generator(run.device).manual_seed(0)):
+            pass
 
     draw()  # the first call pays one-off costs (allocations, kernel selection) the evaluation pays once
     per_sample = _timed(draw, run.device) / probe
@@ -216,11 +218,9 @@ def _attribute_accuracies(run: Run, dataset: CachedImageDataset, classifier, see
     generator = torch.Generator().manual_seed(seed)
     attributes, n = dataset.attributes, len(dataset)
     predictions, features = [], []
-    for start in range(0, n, batch_size):
-        cond = attributes[start:start + batch_size].to(run.device)
-        noise = capabilities.draw_noise(run.model, len(cond), generator).to(run.device)
-        images = capabilities.sample(run.model, cond, noise, _sampler_generator(run, seed, start), options)
-        images = images.float().clamp(0, 1)
+    for start, images in sample_batches(run.model, attributes, generator, options, run.device,
+                                        lambda first: _sampler_generator(run.device, seed, first), batch_size):
+        images = images.clamp(0, 1)
         predictions.append(predict(classifier, images, run.device))
         features.append(features_of(classifier, images, run.device))
         if progress:
@@ -264,10 +264,10 @@ def _matching_rows(pool: torch.Tensor, wanted: torch.Tensor, generator: torch.Ge
     return torch.tensor(rows, dtype=torch.long)
 
 
-def _sampler_generator(run: Run, seed: int, offset: int) -> torch.Generator:
+def _sampler_generator(device: torch.device, seed: int, offset: int) -> torch.Generator:
     """A generator for a sampler that draws noise of its own, seeded per batch (results do not depend on batching
     of earlier stages)."""
-    return torch.Generator(run.device).manual_seed(derived_seed(seed * 1_000_003, offset))
+    return torch.Generator(device).manual_seed(derived_seed(seed * 1_000_003, offset))
 
 
 def _diversities(run: Run, dataset: CachedImageDataset, seed: int,
@@ -277,11 +277,12 @@ def _diversities(run: Run, dataset: CachedImageDataset, seed: int,
     attributes, images_u8 = dataset.attributes, dataset.images_uint8()
     vectors = distinct_vectors(attributes, DIVERSITY_SETS)
     generated, real = [], []
-    for index, vector in enumerate(vectors):
-        cond = vector.to(run.device).reshape(1, -1).expand(DIVERSITY_PER_SET, -1)
-        noise = capabilities.draw_noise(run.model, DIVERSITY_PER_SET, generator).to(run.device)
-        images = capabilities.sample(run.model, cond, noise, _sampler_generator(run, seed, index), options)
-        generated.append(pairwise_rms(images.float().clamp(0, 1).cpu()))
+    sets = torch.stack(vectors).repeat_interleave(DIVERSITY_PER_SET, dim=0)  # a batch per vector
+    batches = sample_batches(run.model, sets, generator, options, run.device,
+                             lambda first: _sampler_generator(run.device, seed, first // DIVERSITY_PER_SET),
+                             DIVERSITY_PER_SET)
+    for vector, (_, images) in zip(vectors, batches):
+        generated.append(pairwise_rms(images.clamp(0, 1).cpu()))
         rows = (attributes == vector).all(dim=1).nonzero().flatten()[:DIVERSITY_PER_SET]
         if len(rows) >= 2:
             real.append(pairwise_rms(images_u8[rows].float() / 255))

@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from genkit.config import RunConfig
 from genkit.errors import UsageError, shown
 
 REST_MODES = ("data", "off")
@@ -171,27 +172,23 @@ def _table_problem(vectors: torch.Tensor, counts: torch.Tensor) -> str | None:
     return None
 
 
-def training_attributes(run) -> tuple[AttributeTable | None, str | None]:
-    """The run's training attribute table: from the run folder, else the dataset cache; or a note why none."""
-    names = list(run.attribute_names)
-    cached = getattr(run, "_attribute_table", None)
-    if cached is not None:
-        return cached
-    directory = Path(run.directory)
+def training_attributes(directory: str | Path, config: RunConfig) -> tuple[AttributeTable | None, str | None]:
+    """A run's training attribute table: from its folder, else the dataset cache; or a note why none.
+
+    ``Run.training_attributes`` keeps what this returns, so it is read once per run.
+    """
+    names = list(config.data.attribute_names)
+    directory = Path(directory)
     if (directory / ATTRIBUTES_FILE).is_file():
-        result = (AttributeTable.load(directory, names), None)
-    else:
-        rows = _rows_from_cache(run.config)
-        if rows is not None:
-            result = (AttributeTable.from_rows(names, rows), None)
-        else:
-            result = (None, f"{directory} has no {ATTRIBUTES_FILE} (runs trained before genkit wrote it) and its "
-                            "dataset cache is not on this machine, so the attributes not listed are off")
-    run._attribute_table = result
-    return result
+        return AttributeTable.load(directory, names), None
+    rows = _rows_from_cache(config)
+    if rows is not None:
+        return AttributeTable.from_rows(names, rows), None
+    return None, (f"{directory} has no {ATTRIBUTES_FILE} (runs trained before genkit wrote it) and its dataset cache "
+                  "is not on this machine, so the attributes not listed are off")
 
 
-def _rows_from_cache(config) -> torch.Tensor | None:
+def _rows_from_cache(config: RunConfig) -> torch.Tensor | None:
     """The training split's attribute vectors from the cache the run was trained on, if it is here."""
     from genkit.data.holdout import without_held_out
     from genkit.data.prepare import dataset_cache_path
@@ -235,34 +232,38 @@ def encode_rows(conditioner, vectors: torch.Tensor, names: Sequence[str]) -> tor
     return encoded[inverse]
 
 
-def conditions(run, attrs: str | Sequence[str], n: int, seed: int = 0, rest: str = "data",
-               force_on: Sequence[str] = ()) -> Conditions:
-    """Conditions for ``n`` samples of ``attrs``; ``force_on`` names are treated as asked for (``vary``)."""
+def conditions(conditioner, names: Sequence[str], exclusive_groups: Sequence[str], attrs: str | Sequence[str], n: int,
+               seed: int = 0, rest: str = "data", force_on: Sequence[str] = (),
+               table: Callable[[], tuple[AttributeTable | None, str | None]] | None = None) -> Conditions:
+    """Conditions for ``n`` samples of ``attrs``; ``force_on`` names are treated as asked for (``vary``).
+
+    ``table`` gives the training attribute table (or a note why there is none) for ``rest="data"``;
+    it is asked only then (``Run.training_attributes``).
+    """
     check_rest(rest)
-    names = run.attribute_names
-    request = parse_attrs(attrs, names, run.exclusive_groups)
+    request = parse_attrs(attrs, names, exclusive_groups)
     if rest == "off" and not force_on:
-        condition = run.conditioner.encode(attrs).to(torch.float32).reshape(1, -1).expand(n, -1)
+        condition = conditioner.encode(attrs).to(torch.float32).reshape(1, -1).expand(n, -1)
         return Conditions(condition, [list(request.on)] * n, "off")
     if force_on:
         request = AttributeRequest(on=tuple(dict.fromkeys([*request.on, *force_on])),
                                    off=tuple(x for x in request.off if x not in force_on))
-        check_exclusive(request, run.exclusive_groups)
+        check_exclusive(request, exclusive_groups)
     note = None
     vectors = None
     if rest == "data":
-        table, note = training_attributes(run)
-        if table is not None:
-            vectors = table.draw(request, n, seed)
+        found, note = table() if table is not None else (None, None)
+        if found is not None:
+            vectors = found.draw(request, n, seed)
             if vectors is None:
                 asked = shown(request.spec(), quote=False) if request.spec() else "no attributes"
                 note = f"no training image has [{asked}]; the attributes not listed are off for these samples"
     if vectors is None and not force_on:  # fall back to exactly what rest="off" gives
-        condition = run.conditioner.encode(attrs).to(torch.float32).reshape(1, -1).expand(n, -1)
+        condition = conditioner.encode(attrs).to(torch.float32).reshape(1, -1).expand(n, -1)
         return Conditions(condition, [list(request.on)] * n, "off", note)
     used = "data"
     if vectors is None:
         vectors = torch.tensor([[1 if name in request.on else 0 for name in names]], dtype=torch.uint8).expand(n, -1)
         used = "off"
-    condition = encode_rows(run.conditioner, vectors, names).to(torch.float32)
+    condition = encode_rows(conditioner, vectors, names).to(torch.float32)
     return Conditions(condition, [_names_on(v, names) for v in vectors], used, note)

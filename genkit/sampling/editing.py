@@ -29,7 +29,8 @@ import torch
 
 from genkit.errors import UsageError, shown
 from genkit.sampling.attributes import AttributeRequest, parse_attrs
-from genkit.sampling.capabilities import has, resolve_sampling_options, sample
+from genkit.sampling.capabilities import has
+from genkit.sampling.draw import sample_images
 
 #: images encoded and decoded at once
 EDIT_BATCH = 256
@@ -109,27 +110,30 @@ def exclusive_group(name: str, exclusive_groups: Sequence[str]) -> str | None:
 
 # --- how the model edits ------------------------------------------------------------------------
 
-class Editor:
-    """Encodes images to the model's code and draws codes with other attributes; see the module docstring."""
+def edit_method(model: torch.nn.Module, model_name: str) -> str:
+    """How ``model`` finds an image's code: ``"posterior"`` or ``"invert"``; a one-line error for a model
+    that can do neither."""
+    for method in METHODS:
+        if has(model, method):
+            return method
+    raise UsageError(f"model {model_name!r} can neither encode images (encode/decode) nor invert its sampler "
+                     "(invert), so it cannot edit images; see docs/editing.md for the models that can")
 
-    def __init__(self, run, options: Mapping[str, Any] | None = None):
-        model = run.model
-        self.run = run
-        if has(model, "posterior"):
-            self.method = "posterior"
-        elif has(model, "invert"):
-            self.method = "invert"
-        else:
-            raise UsageError(f"model {run.config.model.name!r} can neither encode images (encode/decode) nor invert "
-                             "its sampler (invert), so it cannot edit images; see docs/editing.md for the models "
-                             "that can")
-        self.options = resolve_sampling_options(model, dict(options or {}), run.config.model.name)
-        self.device = run.device
+
+class Editor:
+    """Encodes images to the model's code and draws codes with other attributes; see the module docstring.
+
+    ``method`` is :func:`edit_method`'s; ``options`` the sampling options resolved by ``Run.resolve_options``
+    (``Run.editor`` makes one).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, method: str, options: Mapping[str, Any]):
+        self.model, self.device, self.method, self.options = model, device, method, dict(options)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """The code of each image (float in [0, 1], (B, 3, H, W)) under its attribute vector."""
-        model = self.run.model
+        model = self.model
         model.eval()
         images, condition = self._inputs(images, vectors)
         if self.method == "posterior":
@@ -140,15 +144,15 @@ class Editor:
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """The images of ``codes`` (found under ``before``) drawn with the attribute vectors ``after``, on the CPU."""
-        model = self.run.model
+        model = self.model
         model.eval()
         condition_before = before.to(self.device, torch.float32)
         condition = after.to(self.device, torch.float32)
         if self.method == "posterior":
             z = carry_through_prior(model, codes, condition_before, condition)
             images = model.decode(z, condition)
-        else:
-            images = sample(model, condition, codes, options=self.options)
+        else:  # the codes as the sampler's noise, all in one call
+            images = sample_images(model, condition, codes, self.options, self.device, batch_size=len(codes))
         return images.float().clamp(0, 1).cpu()
 
     def _inputs(self, images: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,22 +188,27 @@ class Edits:
         return torch.stack([self.original, self.reconstruction, *self.edited], dim=1)
 
 
-def edit(run, images: torch.Tensor, attributes: torch.Tensor | str | Sequence[str],
-         changes: str | Sequence[str], options: Mapping[str, Any] | None = None) -> Edits:
-    """``images`` (B, 3, H, W; uint8 or float in [0, 1]) with attributes ``attributes`` edited by each change.
+def edit_inputs(images: torch.Tensor, attributes: torch.Tensor | str | Sequence[str], changes: str | Sequence[str],
+                names: Sequence[str], exclusive_groups: Sequence[str], image_shape: tuple[int, int, int]
+                ) -> tuple[torch.Tensor, torch.Tensor, list[AttributeRequest]]:
+    """What :func:`edit` takes, every part checked before any work: ``images`` (B, 3, H, W; uint8 or float in
+    [0, 1]) as a batch, ``attributes`` as (B, A) 0/1 vectors, ``changes`` as requests.
 
     ``attributes`` is a (B, A) 0/1 tensor, or one ``--attrs`` spec for every image (listed on, the
     rest off). ``changes`` is one change or a list (a column each).
     """
-    names, groups = run.attribute_names, run.exclusive_groups
-    images = _as_batch(images, tuple(run.config.image_shape))
-    before = _as_vectors(attributes, len(images), names, groups)
+    images = _as_batch(images, image_shape)
+    before = _as_vectors(attributes, len(images), names, exclusive_groups)
     specs = [changes] if isinstance(changes, str) else list(changes)
     if not specs:
         raise UsageError("no change given; pass one or more changes such as color::blue,-outline")
-    requests = [parse_change(spec, names, groups) for spec in specs]  # every change checked before any work
-    editor = Editor(run, options)
-    afters = [apply_change(before, request, names, groups) for request in requests]
+    return images, before, [parse_change(spec, names, exclusive_groups) for spec in specs]
+
+
+def edit(editor: Editor, images: torch.Tensor, before: torch.Tensor, requests: Sequence[AttributeRequest],
+         names: Sequence[str], exclusive_groups: Sequence[str] = ()) -> Edits:
+    """``images`` with attribute vectors ``before`` edited by each request (:func:`edit_inputs` checks them)."""
+    afters = [apply_change(before, request, names, exclusive_groups) for request in requests]
     recon, edited = [], [[] for _ in requests]
     for start in range(0, len(images), EDIT_BATCH):
         part, vectors = images[start:start + EDIT_BATCH], before[start:start + EDIT_BATCH]

@@ -3,15 +3,15 @@
 ``genkit sample --n N`` decodes its N images a batch at a time straight into the uint8 grid it
 writes, so memory holds the grid (one byte per pixel and channel) and one batch, never N float
 images. A grid that cannot fit in the memory available is refused before anything is drawn,
-with the largest ``--n`` that fits in the message. What is drawn (conditions, noise) is
-:mod:`genkit.sampling.draw`'s; this module only bounds and paints.
+with the largest ``--n`` that fits in the message. What is drawn (conditions, noise) and how
+(``Run.batches``, :mod:`genkit.sampling.draw`) is the caller's; this module only bounds and paints.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -19,7 +19,6 @@ from PIL import Image
 
 from genkit.errors import UsageError
 from genkit.runtime.memory import ALLOCATION_SHARE, available_bytes, format_bytes, items_that_fit
-from genkit.sampling.draw import batches
 from genkit.store.files import atomic_path
 
 #: the padding between grid cells, as torchvision's make_grid (white)
@@ -72,23 +71,22 @@ def check_grid(count: int, nrow: int, image_shape: tuple[int, int, int], asked: 
 
 
 @torch.no_grad()
-def write_grid(run, condition: torch.Tensor, noise: torch.Tensor, nrow: int, path: str | Path,
-               options: dict[str, Any] | None = None, seed: int = 0, batch_size: int | None = None) -> Path:
-    """The samples of ``condition`` (n, dim) at ``noise`` (n, *noise_shape) as a PNG grid at ``path``.
+def write_grid(batches: Iterable[tuple[int, torch.Tensor]], count: int, nrow: int, image_shape: tuple[int, int, int],
+               path: str | Path) -> Path:
+    """``count`` images of ``image_shape`` (C, H, W), arriving as ``(start, images)`` batches (``Run.batches``),
+    painted one batch at a time into a PNG grid at ``path``.
 
-    The same pixels as ``save_grid(sampling.decode(run, condition, noise, options), nrow)``, drawn a
-    batch at a time; call :func:`check_grid` first, before drawing ``condition`` and ``noise``.
+    The same pixels as ``save_grid(images, nrow)`` of all of them at once; call :func:`check_grid`
+    first, before drawing the conditions and the noise.
     """
-    n = len(noise)
-    shape = tuple(run.config.image_shape)
-    channels, height, width = shape
-    grid_h, grid_w, _ = grid_shape(n, nrow, shape)
+    channels, height, width = image_shape
+    grid_h, grid_w, _ = grid_shape(count, nrow, image_shape)
     canvas = np.full((grid_h, grid_w, channels), 255, dtype=np.uint8)
-    cols = min(nrow, n)
-    for start, images in batches(run, condition, noise, run.resolve_options(options), seed, batch_size):
+    cols = min(nrow, count)
+    for start, images in batches:
         pixels = images.cpu().clamp(0, 1).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         for k, image in enumerate(pixels, start=start):
-            if n == 1:
+            if count == 1:
                 canvas[:] = image
                 break
             top = (k // cols) * (height + PADDING) + PADDING

@@ -10,7 +10,7 @@ never needs it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -21,9 +21,11 @@ from genkit.config import RunConfig
 from genkit.data.prepare import prepare_dataset
 from genkit.errors import UsageError
 from genkit.runtime.distributed import resolve_device
-from genkit.sampling import capabilities
-from genkit.sampling.attributes import ATTRIBUTES_FILE, AttributeTable, parse_attrs
-from genkit.sampling.draw import Samples, check_images_fit, decode, generate, warn_note
+from genkit.sampling import capabilities, editing
+from genkit.sampling.attributes import (ATTRIBUTES_FILE, AttributeTable, Conditions, conditions, parse_attrs,
+                                        training_attributes)
+from genkit.sampling.draw import (Samples, check_images_fit, sample_batches, sample_images, seeded_generator,
+                                  seeded_noise, warn_note)
 from genkit.store.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
 from genkit.store.weights import load_weights, loss_has_state
 from genkit_datasets.cache import CacheInfo
@@ -47,6 +49,8 @@ class Run:
         #: the loss's saved state, read on first use of :attr:`loss`: sampling never needs it
         self._loss_state = loss_state
         self.device = device
+        #: the training attribute table and the note why there is none, read on first use (:meth:`training_attributes`)
+        self._attribute_table: tuple[AttributeTable | None, str | None] | None = None
 
     @property
     def loss(self) -> Any:
@@ -89,18 +93,63 @@ class Run:
         """The options the model's sampler takes (name, flag, default, type, choices, help)."""
         return capabilities.sampling_options(self.model)
 
-    def resolve_options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``options`` over the model's defaults, checked; a :class:`UsageError` naming the model's own otherwise."""
+    def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``options`` over the model's defaults, checked; a :class:`UsageError` naming the model's own otherwise.
+
+        The one place sampling options are resolved: everything below ``Run`` (:mod:`genkit.sampling.draw`,
+        grids, editing, evaluation) takes the dict this returns. Resolving a resolved dict returns it unchanged.
+        """
         return capabilities.resolve_sampling_options(self.model, options or {}, self.config.model.name)
 
     def noise(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` draws of the model's noise from N(0, I) (shape ``(n, *noise_shape)``), reproducible by seed."""
         check_seed(seed, "seed")
-        return capabilities.draw_noise(self.model, n, torch.Generator().manual_seed(seed)).to(self.device)
+        return seeded_noise(self.model, n, seed).to(self.device)
 
     def latents(self, n: int, seed: int = 0) -> torch.Tensor:
         """The same as :meth:`noise` (its name before models other than VAEs)."""
         return self.noise(n, seed)
+
+    def training_attributes(self) -> tuple[AttributeTable | None, str | None]:
+        """The training attribute vectors ``rest="data"`` draws from, or None and a note why there are none.
+
+        Read once, from ``train_attributes.safetensors`` or else the dataset cache
+        (:func:`genkit.sampling.attributes.training_attributes`).
+        """
+        if self._attribute_table is None:
+            self._attribute_table = training_attributes(self.directory, self.config)
+        return self._attribute_table
+
+    def conditions(self, attrs: str | Sequence[str], n: int, seed: int = 0, rest: str = "data",
+                   force_on: Sequence[str] = ()) -> Conditions:
+        """The condition batch for ``n`` samples of ``attrs``, the rest filled as ``rest`` says, and each
+        sample's attribute set (:func:`genkit.sampling.attributes.conditions`)."""
+        return conditions(self.conditioner, self.attribute_names, self.exclusive_groups, attrs, n, seed, rest,
+                          force_on, table=self.training_attributes)
+
+    def batches(self, condition: torch.Tensor, noise: torch.Tensor, options: Mapping[str, Any] | None,
+                seed: int = 0, batch_size: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """The samples of ``condition`` at ``noise`` with resolved ``options``, a batch at a time:
+        ``(start, images)`` on the run's device (:func:`genkit.sampling.draw.sample_batches`). A sampler that
+        draws fresh noise of its own gets a generator seeded by ``seed``."""
+        return sample_batches(self.model, condition, noise, options, self.device,
+                              seeded_generator(self.device, seed), batch_size)
+
+    def images(self, condition: torch.Tensor, noise: torch.Tensor, options: Mapping[str, Any] | None,
+               seed: int = 0) -> torch.Tensor:
+        """All the samples of :meth:`batches`, on the CPU, in one tensor."""
+        return sample_images(self.model, condition, noise, options, self.device, seeded_generator(self.device, seed))
+
+    def draw(self, attrs: str | Sequence[str], n: int = 16, seed: int = 0, rest: str = "data",
+             options: Mapping[str, Any] | None = None) -> Samples:
+        """What :meth:`generate` returns, with ``options`` already resolved and the note returned, not warned
+        (``genkit sample`` and the page show it themselves)."""
+        if n < 1:
+            raise UsageError(f"n {n} must be a positive integer")
+        check_images_fit(self.config.image_shape, n, f"n={n}")
+        noise = self.noise(n, seed)
+        cond = self.conditions(attrs, n, seed, rest)
+        return Samples(self.images(cond.condition, noise, options, seed), cond.attribute_sets, cond.note)
 
     @torch.no_grad()
     def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, rest: str = "data",
@@ -114,12 +163,23 @@ class Run:
         """
         if isinstance(attrs, torch.Tensor):
             resolved = self.resolve_options(options)
-            check_images_fit(self, n, f"n={n}")
-            return decode(self, self.condition(attrs, n), self.noise(n, seed), resolved, seed)
+            check_images_fit(self.config.image_shape, n, f"n={n}")
+            return self.images(self.condition(attrs, n), self.noise(n, seed), resolved, seed)
         return self.generate(attrs, n=n, seed=seed, rest=rest, **options).images
 
+    def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, rest: str = "data",
+                 **options: Any) -> Samples:
+        """Like :meth:`sample`, also returning each sample's attribute set and the fallback note."""
+        return warn_note(self.draw(attrs, n=n, seed=seed, rest=rest, options=self.resolve_options(options)))
+
+    def editor(self, options: Mapping[str, Any] | None = None) -> editing.Editor:
+        """An :class:`genkit.sampling.editing.Editor` of real images with the model's sampling ``options``; a model
+        that can neither encode nor invert its sampler says so first, then a bad option does."""
+        method = editing.edit_method(self.model, self.config.model.name)
+        return editing.Editor(self.model, self.device, method, self.resolve_options(options))
+
     def edit(self, images: torch.Tensor, attributes: torch.Tensor | str, set: str | list[str],  # noqa: A002
-             **options: Any):
+             **options: Any) -> editing.Edits:
         """Real ``images`` (B, 3, H, W) with ``attributes`` (a (B, A) 0/1 tensor, or one spec for all) changed
         by ``set`` (``"color::blue,-outline"``, or a list: one edit each); see :mod:`genkit.sampling.editing`.
 
@@ -127,14 +187,10 @@ class Run:
         ``.edited`` (one batch per change) and the attribute vectors. ``options`` are the model's
         sampling options, for a model that edits by inverting its sampler.
         """
-        from genkit.sampling.editing import edit
-
-        return edit(self, images, attributes, set, options)
-
-    def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, rest: str = "data",
-                 **options: Any) -> Samples:
-        """Like :meth:`sample`, also returning each sample's attribute set and the fallback note."""
-        return warn_note(generate(self, attrs, n=n, seed=seed, rest=rest, options=self.resolve_options(options)))
+        names, groups = self.attribute_names, self.exclusive_groups
+        images, before, requests = editing.edit_inputs(images, attributes, set, names, groups,
+                                                       tuple(self.config.image_shape))  # checked before any work
+        return editing.edit(self.editor(options), images, before, requests, names, groups)
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:
@@ -157,7 +213,7 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     loaded = Run(directory, config, model, conditioner, loss, chosen,
                  loss_state=directory / LOSS_WEIGHTS_FILE if loss_has_state(loss) else None)
     if (directory / ATTRIBUTES_FILE).is_file():  # checked now, so a damaged table stops `serve` at its start
-        loaded._attribute_table = (AttributeTable.load(directory, loaded.attribute_names), None)
+        loaded.training_attributes()
     return loaded
 
 

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from genkit.errors import GenkitError, UsageError, shown
+from genkit.sampling.run import Run
 
 #: the largest upload, in bytes of the file: with base64's third on top it stays below the request-body cap
 #: that serve_app's middleware puts on every request (about 8 MiB)
@@ -63,11 +64,9 @@ class EditView:
 class EditTab:
     """One run's edit tab: its test images (when the cache is here), uploads, and edits."""
 
-    def __init__(self, run, controls, split: str = "test", cache_dir: str | Path | None = None):
+    def __init__(self, run: Run, controls, split: str = "test", cache_dir: str | Path | None = None):
         """``controls``: the run's attribute controls, as the sampler lays them out
         (:func:`genkit.serve.page.attribute_controls`)."""
-        from genkit.sampling.editing import Editor
-
         self.run = run
         self.split = split
         self.cache_dir = cache_dir
@@ -77,7 +76,7 @@ class EditTab:
         self.data_note = ""
         self._classifier = None
         try:
-            self.editor = Editor(run)
+            self.editor = run.editor()
         except UsageError as exc:
             self.unavailable = str(exc)
             return
@@ -226,7 +225,7 @@ def change_spec(before: torch.Tensor, after: torch.Tensor, names: Sequence[str],
     return ",".join(items)
 
 
-def _test_split(run, split: str, cache_dir):
+def _test_split(run: Run, split: str, cache_dir):
     """The run's ``split`` from its cache when the cache is on this machine (nothing is built here)."""
     from genkit.data.prepare import dataset_cache_path
     from genkit_datasets.cache import read_cache_info

@@ -1,7 +1,7 @@
 """The sampler page's logic, one :class:`RunPage` per run, testable without a browser or Gradio.
 
 The controls become an ``--attrs`` spec (:meth:`RunPage.spec`), the spec becomes images through
-:mod:`genkit.sampling.draw` (the same code as ``Run.sample`` and ``genkit sample``), and every view
+``Run.draw`` and :mod:`genkit.sampling.compare` (the same code as ``Run.sample`` and ``genkit sample``), and every view
 shows the ``genkit sample`` command line that draws the same grid. Values arrive as a browser sent
 them and are checked here (:func:`check_request`), whatever the page's controls allowed.
 
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from genkit.errors import UsageError, shown
-from genkit.sampling import attributes, draw as sampling
+from genkit.sampling import attributes, compare
+from genkit.sampling.run import Run
 
 MAX_N = 64
 ANY = "any"
@@ -206,7 +207,7 @@ class RunPage:
     this machine, where the server's paths are of no use to a visitor.
     """
 
-    def __init__(self, run, label: str, defaults: dict[str, Any] | None = None, run_path: str | Path | None = None):
+    def __init__(self, run: Run, label: str, defaults: dict[str, Any] | None = None, run_path: str | Path | None = None):
         self.run = run
         self.label = label
         self.run_path = str(run_path) if run_path is not None else str(run.directory)
@@ -247,7 +248,7 @@ class RunPage:
         n, seed, rest = check_request(n, seed, rest)
         options, flags = self.sampling(options)
         self.run.condition(attrs)
-        result = sampling.generate(self.run, attrs, n=n, seed=seed, rest=rest, options=options)
+        result = self.run.draw(attrs, n=n, seed=seed, rest=rest, options=options)
         nrow = min(8, n)
         return View(image_html(grid_png(result.images, nrow), "genkit-grid.png", f"{n} samples of [{attrs}]"),
                     sets_html(result.attribute_sets, nrow), self.public(result.note or ""),
@@ -259,7 +260,7 @@ class RunPage:
         if name not in self.run.attribute_names:
             raise UsageError(f"attribute {shown(name)} is not in this run; choose one from the list")
         self.run.condition(attrs)
-        result = sampling.vary(self.run, attrs, [name], n, seed, rest, options)
+        result = compare.vary(self.run, attrs, [name], n, seed, rest, options)
         return View(image_html(grid_png(result.images, n), "genkit-vary.png", f"{name} off and on over [{attrs}]"),
                     sets_html(result.attribute_sets, n), self.public(result.note or ""),
                     command_line(self.run_path, attrs, n, seed, rest, flags, vary=name))
@@ -276,7 +277,7 @@ class RunPage:
             if not isinstance(spec, str):
                 raise UsageError(f"an interpolation end is {shown(spec)}; type attributes as A,B,-C")
             self.run.condition(spec)
-        result = sampling.interpolate(self.run, (start, end), n, steps, seed, rest, options)
+        result = compare.interpolate(self.run, (start, end), n, steps, seed, rest, options)
         return View(image_html(grid_png(result.images, steps), "genkit-interpolate.png", f"[{start}] to [{end}]"),
                     sets_html(result.attribute_sets, steps), self.public(result.note or ""),
                     command_line(self.run_path, "", n, seed, rest, flags, interpolate=(start, end),

@@ -28,7 +28,6 @@ import torch
 
 from genkit.evaluation.metrics import distinct_vectors
 from genkit.sampling import capabilities
-from genkit.sampling.draw import decode
 from genkit.sampling.reconstruction import can_reconstruct, reconstruct
 from genkit.sampling.run import Run, open_run_data
 from genkit.store.files import write_text_atomic
@@ -81,7 +80,7 @@ def write_outputs(out: Path, entries: list[Evaluated], varied_columns: list[str]
     dataset = CachedImageDataset(info.path, split, limit=256, in_memory=True)
     attribute_names = list(info.attribute_names)
     conditions = torch.stack(distinct_vectors(dataset.attributes, FIGURE_COLUMNS))
-    samples = [decode(e.run, conditions, e.run.noise(len(conditions), FIGURE_SEED), e.options, FIGURE_SEED)
+    samples = [e.run.images(conditions, e.run.noise(len(conditions), FIGURE_SEED), e.options, FIGURE_SEED)
                for e in entries]
     written.append(labelled_grid(samples, [e.label for e in entries],
                                  [short_label(v, attribute_names) for v in conditions], out / "figure3.png"))

@@ -11,7 +11,7 @@ import torch
 
 from genkit.components.limits import derived_seed
 from genkit.config import RunConfig
-from genkit.sampling import capabilities
+from genkit.sampling.draw import sample_images, seeded_noise
 from genkit.store.files import write_text_atomic
 from genkit.store.images import save_grid
 from genkit.store.run_folder import ROWS_FILE, SAMPLES_DIR, epoch_grid_file
@@ -38,8 +38,7 @@ class EpochGrids:
                 self.rows.append(vector)
             if len(self.rows) == GRID_ROWS:
                 break
-        generator = torch.Generator().manual_seed(derived_seed(config.train.seed, 1))
-        self.noise = capabilities.draw_noise(model, GRID_COLS, generator)
+        self.noise = seeded_noise(model, GRID_COLS, derived_seed(config.train.seed, 1))
         self.condition = self.grid_noise = None
 
     def plan(self, step: int, cols: int, say: Callable[[str], None]) -> int:
@@ -77,7 +76,7 @@ class EpochGrids:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             generator = torch.Generator(self.device).manual_seed(derived_seed(self.config.train.seed, 2))
-            images = capabilities.sample(model, condition, noise, generator).float()
+            images = sample_images(model, condition, noise, None, self.device, generator, batch_size=len(condition))
         model.train(was_training)
         return images
 

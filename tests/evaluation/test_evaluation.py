@@ -17,7 +17,7 @@ import genkit
 from genkit.evaluation.classifier import classifier_files, get_classifier, predict, attribute_accuracy, train_classifier
 from conftest import error_line
 from genkit.cli.app import build_app
-from genkit.sampling import draw as sampling
+from genkit.sampling import compare
 from genkit.evaluation.likelihood import likelihood_bounds
 from genkit.evaluation.metrics import pairwise_rms
 from genkit_datasets.shapes import shapes_index
@@ -291,16 +291,16 @@ def test_reconstruct_writes_truth_above_reconstruction(runner, run, cache, tmp_p
 
 def test_vary_and_interpolate_keep_the_latent_codes_fixed(runner, run, tmp_path):
     loaded = genkit.load_run(run, device="cpu")
-    grid = sampling.vary(loaded, "shape::circle,color::red", ["large"], n=3, seed=5, rest="off").images
+    grid = compare.vary(loaded, "shape::circle,color::red", ["large"], n=3, seed=5, rest="off").images
     assert torch.allclose(grid[:3], loaded.sample("shape::circle,color::red", n=3, seed=5, rest="off"))
     assert torch.allclose(grid[3:], loaded.sample("shape::circle,color::red,large", n=3, seed=5, rest="off"))
-    lerp = sampling.interpolate(loaded, ("shape::circle", "shape::square,large"), n=2, steps=4, seed=1,
+    lerp = compare.interpolate(loaded, ("shape::circle", "shape::square,large"), n=2, steps=4, seed=1,
                                 rest="off").images
     assert lerp.shape == (8, 3, 16, 16)
     assert torch.allclose(lerp[0], loaded.sample("shape::circle", n=2, seed=1, rest="off")[0])
     assert torch.allclose(lerp[7], loaded.sample("shape::square,large", n=2, seed=1, rest="off")[1])
     # with the rest from the data, the rows differ only in the varied attribute, column by column
-    varied = sampling.vary(loaded, "shape::circle", ["large"], n=3, seed=5, rest="data")
+    varied = compare.vary(loaded, "shape::circle", ["large"], n=3, seed=5, rest="data")
     off_sets, on_sets = varied.attribute_sets[:3], varied.attribute_sets[3:]
     assert all("large" in on and set(on) - {"large"} == set(off) for off, on in zip(off_sets, on_sets))
     assert all("shape::circle" in on for on in on_sets)

@@ -327,7 +327,8 @@ def test_a_huge_sample_count_is_refused_with_the_bound_and_a_large_one_streams(t
 
     run = genkit.load_run(tiny_run)
     condition = run.conditioner.encode("shape::circle").reshape(1, -1).expand(300, -1)
-    write_grid(run, condition, run.noise(300, 3), 17, tmp_path / "streamed.png", batch_size=16)  # 19 batches
+    write_grid(run.batches(condition, run.noise(300, 3), None, batch_size=16), 300, 17, tuple(run.config.image_shape),
+               tmp_path / "streamed.png")  # 19 batches
     save_grid(run.sample("shape::circle", n=300, seed=3, rest="off"), tmp_path / "whole.png", nrow=17)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "streamed.png")),
                                   np.asarray(Image.open(tmp_path / "whole.png")))

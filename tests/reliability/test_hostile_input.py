@@ -262,7 +262,7 @@ def test_a_loss_non_finite_on_the_initial_weights_does_not_advise_a_lower_lr(tmp
 
 def test_vary_decodes_in_bounded_batches_and_a_grid_that_cannot_fit_is_refused(run, tmp_path, monkeypatch):
     from genkit.runtime import memory
-    from genkit.sampling import draw as sampling
+    from genkit.sampling import compare, draw
 
     loaded = genkit.load_run(run, device="cpu")
     sizes = []
@@ -273,10 +273,10 @@ def test_vary_decodes_in_bounded_batches_and_a_grid_that_cannot_fit_is_refused(r
         return real(c, z, *args, **kwargs)
 
     monkeypatch.setattr(loaded.model, "sample", counting)
-    whole = sampling.vary(loaded, "shape::circle", ["large"], 40, 0, "off").images
-    monkeypatch.setattr(sampling, "SAMPLE_BATCH", 16)
+    whole = compare.vary(loaded, "shape::circle", ["large"], 40, 0, "off").images
+    monkeypatch.setattr(draw, "SAMPLE_BATCH", 16)
     sizes.clear()
-    images = sampling.vary(loaded, "shape::circle", ["large"], 40, 0, "off").images
+    images = compare.vary(loaded, "shape::circle", ["large"], 40, 0, "off").images
     assert images.shape == (80, 3, 16, 16) and max(sizes) == 16
     torch.testing.assert_close(images, whole, rtol=0, atol=1e-6)  # the same images, batch by batch
     monkeypatch.setattr(memory, "available_bytes", lambda: 64 << 20)
@@ -284,7 +284,7 @@ def test_vary_decodes_in_bounded_batches_and_a_grid_that_cannot_fit_is_refused(r
     message = one_line(cli("sample", "--run", run, "--vary", "large", "--n", "50000", "--out", tmp_path / "v.png"))
     assert "--n 50000 with 1 --vary (100000 images) would make a grid of" in message
     with pytest.raises(genkit.UsageError, match="n=50000 with 1 varied attribute"):
-        sampling.vary(loaded, "", ["large"], 50000)
+        compare.vary(loaded, "", ["large"], 50000)
     message = one_line(cli("evaluate", "--run", run, "--samples", "1000000000"))
     assert "--samples 1000000000 (128 images at a time, 4 latent values per draw) needs about" in message
     assert "ask for at most --samples" in message

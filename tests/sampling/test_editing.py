@@ -16,7 +16,7 @@ from PIL import Image
 import genkit
 from conftest import error_line, invoke
 from genkit.components.build import build_components
-from genkit.sampling.editing import Editor, apply_change, edit, parse_change, read_image, single_changes
+from genkit.sampling.editing import apply_change, parse_change, read_image, single_changes
 from genkit.sampling.run import Run
 from genkit.sampling.attributes import AttributeRequest
 from genkit.store.weights import loss_has_state, save_weights
@@ -194,7 +194,7 @@ def test_a_model_that_inverts_its_sampler_edits_through_its_noise(toy_models, te
 def test_a_model_that_can_neither_encode_nor_invert_is_refused_in_one_line(toy_models, test_split, tmp_path):
     run = toy_run("toy-no-edit", tmp_path)
     with pytest.raises(genkit.UsageError, match="can neither encode images .* nor invert its sampler"):
-        Editor(run)
+        run.editor()
     from genkit.evaluation.edits import edit_metrics
 
     metrics = edit_metrics(run, test_split, classifier=None, seed=0)  # no classifier is touched

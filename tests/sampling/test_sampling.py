@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 import genkit
 from genkit.sampling import attributes
-from genkit.sampling import draw as sampling
 from conftest import error_line, invoke
 from genkit.cli.app import build_app
 from genkit.config import RunConfig
@@ -88,7 +87,7 @@ def test_non_exclusive_families_may_hold_several_values():
 
 def test_rest_off_reproduces_the_old_vectors_and_images_exactly(run):
     spec = "shape::circle,-large,color::red"
-    cond = attributes.conditions(run, spec, n=5, seed=3, rest="off")
+    cond = run.conditions(spec, n=5, seed=3, rest="off")
     assert torch.equal(cond.condition, run.conditioner.encode(spec).reshape(1, -1).expand(5, -1))
     old = run.model.sample(run.condition(spec, 5), run.latents(5, 3))
     assert torch.equal(run.sample(spec, n=5, seed=3, rest="off"), old)
@@ -96,11 +95,11 @@ def test_rest_off_reproduces_the_old_vectors_and_images_exactly(run):
 
 @pytest.mark.parametrize("spec", ["", "large", "shape::triangle", "color::green,-outline", "-shape::circle,top"])
 def test_rest_data_draws_only_training_vectors_that_agree(run, train_vectors, spec):
-    result = sampling.generate(run, spec, n=24, seed=11, rest="data")
+    result = run.draw(spec, n=24, seed=11, rest="data")
     assert result.note is None
     request = attributes.parse_attrs(spec, run.attribute_names)
     names = run.attribute_names
-    cond = attributes.conditions(run, spec, n=24, seed=11, rest="data").condition
+    cond = run.conditions(spec, n=24, seed=11, rest="data").condition
     for row, attribute_set in zip(cond, result.attribute_sets):
         vector = tuple(int(v) for v in row.tolist())
         assert vector in train_vectors
@@ -112,9 +111,9 @@ def test_rest_data_draws_only_training_vectors_that_agree(run, train_vectors, sp
 
 
 def test_rest_data_is_reproducible_by_seed_and_varies_with_it(run):
-    a = sampling.generate(run, "large", n=16, seed=4)
-    b = sampling.generate(run, "large", n=16, seed=4)
-    c = sampling.generate(run, "large", n=16, seed=5)
+    a = run.draw("large", n=16, seed=4)
+    b = run.draw("large", n=16, seed=4)
+    c = run.draw("large", n=16, seed=5)
     assert torch.equal(a.images, b.images) and a.attribute_sets == b.attribute_sets
     assert a.attribute_sets != c.attribute_sets
     assert len({tuple(s) for s in a.attribute_sets}) > 1  # each sample its own draw
@@ -136,7 +135,7 @@ def _absent_combination(run, train_vectors) -> str:
 
 def test_no_agreeing_training_vector_falls_back_to_off_and_says_so(run, tiny_run, train_vectors, tmp_path):
     spec = _absent_combination(run, train_vectors)
-    result = sampling.generate(run, spec, n=3, seed=0, rest="data")
+    result = run.draw(spec, n=3, seed=0, rest="data")
     assert result.note and "no training image has" in result.note and "off" in result.note
     assert torch.equal(result.images, run.sample(spec, n=3, seed=0, rest="off"))
     with pytest.warns(UserWarning, match="no training image has"):
@@ -158,11 +157,11 @@ def test_a_run_without_the_file_uses_the_cache_else_turns_the_rest_off(tiny_run,
     copy = tmp_path / "old-run"
     shutil.copytree(tiny_run, copy)
     (copy / attributes.ATTRIBUTES_FILE).unlink()
-    from_file = sampling.generate(genkit.load_run(tiny_run, device="cpu"), "large", n=8, seed=2)
-    from_cache = sampling.generate(genkit.load_run(copy, device="cpu"), "large", n=8, seed=2)
+    from_file = genkit.load_run(tiny_run, device="cpu").draw("large", n=8, seed=2)
+    from_cache = genkit.load_run(copy, device="cpu").draw("large", n=8, seed=2)
     assert from_cache.note is None and from_cache.attribute_sets == from_file.attribute_sets
     monkeypatch.setenv("GENKIT_CACHE", str(tmp_path / "empty-cache"))
-    without = sampling.generate(genkit.load_run(copy, device="cpu"), "large", n=8, seed=2)
+    without = genkit.load_run(copy, device="cpu").draw("large", n=8, seed=2)
     assert without.note and attributes.ATTRIBUTES_FILE in without.note and "off" in without.note
     assert all(s == ["large"] for s in without.attribute_sets)
 

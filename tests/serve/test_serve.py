@@ -72,7 +72,7 @@ def test_control_values_build_the_condition_of_the_same_attrs(page):
     values = ["shape::circle", ANY, "on", "off", ANY, ANY]
     spec = page.spec(values)
     assert spec == "shape::circle,large,-left"
-    assert torch.equal(attributes.conditions(page.run, spec, 3, 0, "off").condition[0],
+    assert torch.equal(page.run.conditions(spec, 3, 0, "off").condition[0],
                        page.run.conditioner.encode("shape::circle,large,-left"))
     families = attribute_controls(["g::a", "g::b", "x"], [])
     assert spec_from_values(families, [["g::a", "g::b"], "on"]) == "g::a,g::b,x"
@@ -343,7 +343,7 @@ def _save_small_png(source: Path, target: Path) -> None:
 
 def test_the_page_notes_when_no_training_vector_agrees(page):
     spec = None
-    table = attributes.training_attributes(page.run)[0]
+    table = page.run.training_attributes()[0]
     names = page.run.attribute_names
     for shape in names[:4]:
         for color in names[4:8]:
