@@ -74,7 +74,11 @@ def all_reduce_sum(world: World, values: torch.Tensor) -> torch.Tensor:
 
 
 def shutdown(world: World) -> None:
+    """Leave the process group once every process has reached this point: one that tears its connections
+    down while another still uses them can abort at exit ("terminate called without an active exception",
+    seen under load on gloo)."""
     if world.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
