@@ -64,13 +64,15 @@ def test_a_release_run_resumes_to_the_same_weights_as_a_run_that_never_stopped(t
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert invoke(["train", *tiny, "--epochs", "2", "--out", straight]).exit_code == 0
     assert invoke(["train", *tiny, "--epochs", "1", "--out", stopped]).exit_code == 0
-    # make the stopped run look as 0.1.0 wrote it: no train.ema in config.json, no grid_cols in state.pt
+    # make the stopped run look as 0.1.0 wrote it: no train.ema in config.json, no grid_cols in state.pt, and
+    # the one optimizer's state under "optimizer" (before optimizers had names)
     config = json.loads((stopped / "config.json").read_text())
     del config["train"]["ema"]
     (stopped / "config.json").write_text(json.dumps(config, indent=2))
     state_file = genkit.training.checkpoints.latest_checkpoint(stopped) / "state.pt"
     state = torch.load(state_file, weights_only=True)
     del state["grid_cols"]
+    state["optimizer"] = state.pop("optimizers")["model"]
     torch.save(state, state_file)
     result = invoke(["train", "--resume", stopped, "--epochs", "2"])
     assert result.exit_code == 0, result.output
