@@ -41,31 +41,13 @@ def sample(
     import math
 
     from genkit.cli.sampling_flags import given_options
-    from genkit.components.limits import check_seed
-    from genkit.errors import UsageError, shown
-    from genkit.sampling import attributes, compare
+    from genkit.sampling import compare
     from genkit.sampling.grids import FLOAT_GRID_BYTES_PER_VALUE, check_grid, write_grid
     from genkit.sampling.run import load_run
-    from genkit.store.files import check_output_file
     from genkit.store.images import save_grid
 
-    if n < 1:
-        raise UsageError(f"--n {n} must be a positive integer")
-    check_seed(seed)
-    if nrow < 1:
-        raise UsageError(f"--nrow {nrow} must be a positive integer")
     pair = interpolate if interpolate is not None and interpolate[0] is not None else None
-    if vary and pair:
-        raise UsageError("--vary and --interpolate make different grids; use one of them")
-    if pair and steps < 2:
-        raise UsageError(f"--steps {steps} must be at least 2 (the two ends)")
-    if rest not in attributes.REST_MODES:
-        raise UsageError(f"--rest {shown(rest)} is not known; choose data (unlisted attributes from the training "
-                         "data) or off (unlisted attributes off, as in the paper's figures)")
-    if out is not None:
-        if out.suffix.lower() != ".png":
-            raise UsageError(f"--out {out} must end in .png")
-        check_output_file(out)
+    _refuse_bad_input(n, seed, nrow, vary, pair, steps, rest, out)
     loaded = load_run(run, device=device)
     options = loaded.resolve_options(given_options(ctx.args, sample_opt, loaded.sampling_options,
                                                    loaded.config.model.name, "sample"))
@@ -100,6 +82,31 @@ def sample(
         "unlisted attributes off"
     console.err.print(f"wrote {what} ({unlisted}) to {target}", highlight=False, markup=False)
     console.out.print(str(target), highlight=False)
+
+
+def _refuse_bad_input(n: int, seed: int, nrow: int, vary, pair, steps: int, rest: str, out: Optional[Path]) -> None:
+    """Every flag checked before the run is loaded: one line naming the first bad one."""
+    from genkit.components.limits import check_seed
+    from genkit.errors import UsageError, shown
+    from genkit.sampling import attributes
+    from genkit.store.files import check_output_file
+
+    if n < 1:
+        raise UsageError(f"--n {n} must be a positive integer")
+    check_seed(seed)
+    if nrow < 1:
+        raise UsageError(f"--nrow {nrow} must be a positive integer")
+    if vary and pair:
+        raise UsageError("--vary and --interpolate make different grids; use one of them")
+    if pair and steps < 2:
+        raise UsageError(f"--steps {steps} must be at least 2 (the two ends)")
+    if rest not in attributes.REST_MODES:
+        raise UsageError(f"--rest {shown(rest)} is not known; choose data (unlisted attributes from the training "
+                         "data) or off (unlisted attributes off, as in the paper's figures)")
+    if out is not None:
+        if out.suffix.lower() != ".png":
+            raise UsageError(f"--out {out} must end in .png")
+        check_output_file(out)
 
 
 def _short(attrs: str) -> str:
