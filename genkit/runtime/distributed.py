@@ -73,6 +73,16 @@ def all_reduce_sum(world: World, values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def gather(world: World, tensor: torch.Tensor) -> list[torch.Tensor]:
+    """``tensor`` (of one shape on every process) from every process, in rank order, on the CPU."""
+    if not world.distributed:
+        return [tensor.cpu()]
+    local = tensor.cuda() if dist.get_backend() == "nccl" else tensor  # NCCL moves only CUDA tensors
+    parts = [torch.empty_like(local) for _ in range(world.size)]
+    dist.all_gather(parts, local.contiguous())
+    return [part.cpu() for part in parts]
+
+
 def shutdown(world: World) -> None:
     """Leave the process group once every process has reached this point: one that tears its connections
     down while another still uses them can abort at exit ("terminate called without an active exception",

@@ -21,7 +21,10 @@ from typing import Any
 
 import torch
 
+from genkit.components.limits import derived_seed
 from genkit.errors import UsageError
+from genkit.runtime import distributed
+from genkit.runtime.distributed import World
 from genkit.store.files import WriteError, atomic_dir, atomic_path, reporting_write_errors, write_text_atomic
 from genkit.store.run_folder import LOSS_WEIGHTS_FILE, WEIGHTS_FILE
 from genkit.store.weights import load_weights, loss_has_state, save_weights
@@ -133,6 +136,36 @@ def _first_sentence(exc: BaseException) -> str:
     if "weights_only" in first or len(first) > 120:
         return type(exc).__name__
     return first
+
+
+def random_state(world: World, device: torch.device) -> dict[str, Any]:
+    """The random state a checkpoint saves: this process's (``rng_cpu``, ``rng_cuda``) and, under torchrun,
+    every process's (a collective: every process calls it), so a resume continues each one's noise."""
+    saved: dict[str, Any] = {"rng_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        saved["rng_cuda"] = torch.cuda.get_rng_state_all()
+    if world.distributed:
+        saved["rng_cpu_ranks"] = distributed.gather(world, torch.get_rng_state())
+        if device.type == "cuda":
+            saved["rng_cuda_ranks"] = distributed.gather(world, torch.cuda.get_rng_state(device))
+    return saved
+
+
+def restore_random_state(saved: dict[str, Any], world: World, device: torch.device, seed: int) -> None:
+    """This process's random state as :func:`random_state` saved it. A checkpoint from another number of
+    processes (or an older genkit) gives each process a seed of its own instead, reproducibly."""
+    torch.set_rng_state(saved["rng_cpu"])
+    if "rng_cuda" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["rng_cuda"])
+    if not world.distributed:
+        return
+    ranks, cuda = saved.get("rng_cpu_ranks"), saved.get("rng_cuda_ranks")
+    if isinstance(ranks, list) and len(ranks) == world.size:
+        torch.set_rng_state(ranks[world.rank])
+        if device.type == "cuda" and isinstance(cuda, list) and len(cuda) == world.size:
+            torch.cuda.set_rng_state(cuda[world.rank], device)
+    else:
+        torch.manual_seed(derived_seed(seed * 7919, world.rank + saved["step"]))
 
 
 def write_failed(out: Path, exc: WriteError) -> WriteError:

@@ -151,10 +151,13 @@ def compile_model(model, observer):
         return model
 
 
-def divergence(bad_step: int, config: RunConfig, out: Path, epoch: int) -> GenkitRuntimeError:
+def divergence(bad_step: int, config: RunConfig, out: Path, epoch: int, updates_within_step: bool = False
+               ) -> GenkitRuntimeError:
     """The error that ends a run whose loss became non-finite at ``bad_step``: the last finite checkpoint
-    and the ``--resume`` line that continues from it more gently (no advice at step 1: no rate was involved)."""
-    if bad_step == 1:  # the first forward pass, on the initial weights: no learning rate was involved yet
+    and the ``--resume`` line that continues from it more gently. At step 1 of the bundled step no rate was
+    involved yet, so the advice is about options; a step that updates several times (``updates_within_step``)
+    may have diverged from its own first update."""
+    if bad_step == 1 and not updates_within_step:  # the first forward pass, on the initial weights
         loss, model = config.loss, config.model
         return GenkitRuntimeError(
             f"the loss was non-finite at step 1, on the initial weights before any update, so a lower --lr "

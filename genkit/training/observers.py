@@ -84,10 +84,11 @@ class Checkpointer:
         self.on_checkpoint(self.state)
 
     def on_checkpoint(self, state: LoopState) -> None:
+        saved = self.saved_state()  # on every process: it gathers each one's random state
         if self.world.is_main:
             save_weights(self.sampling_model, self.out / WEIGHTS_FILE, exclude=training_only(self.model))
             if loss_has_state(self.loss):
                 save_weights(self.loss, self.out / LOSS_WEIGHTS_FILE, exclude=training_only(self.loss))
-            save_checkpoint(self.out, step_tag(state.step), self.model, self.saved_state(), loss=self.loss,
+            save_checkpoint(self.out, step_tag(state.step), self.model, saved, loss=self.loss,
                             average=self.average and self.average.model)
         distributed.barrier(self.world)

@@ -120,6 +120,9 @@ class TrainingStep:
             if self.world.distributed:
                 _average_gradients(self._by_hand.get(name, ()), self.world.size)
             optimizer.step()
+        # autocast keeps low-precision copies of the weights until its region ends: a forward after this
+        # update, in the same step, must see the updated weights
+        torch.clear_autocast_cache()
         self.updated.add(name)
 
 
@@ -169,11 +172,23 @@ def restore_optimizers(optimizers: Mapping[str, torch.optim.Optimizer], saved: d
 
 
 def _average_gradients(params, world_size: int) -> None:
-    """The mean of each gradient over the processes, in one all-reduce per dtype (gradients DDP does not see)."""
-    grads = [p.grad for p in params if p.grad is not None]
+    """The mean of each gradient over the processes (gradients DDP does not see), one all-reduce per dtype.
+
+    A parameter without a gradient on some process counts as a zero there; one without a gradient on
+    every process keeps none (so its optimizer skips it, as it would in one process). Every process
+    must make the same updates in the same order, as with DDP."""
+    params = list(params)
+    if not params:
+        return
+    device = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    torch.distributed.all_reduce(has)
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for g in grads:
-        by_dtype.setdefault(g.dtype, []).append(g)
+    for p, anywhere in zip(params, has.tolist()):
+        if anywhere:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
     for same in by_dtype.values():
         flat = torch.cat([g.reshape(-1) for g in same])
         torch.distributed.all_reduce(flat)

@@ -37,7 +37,8 @@ from genkit.store.files import WriteError, check_output_dir, reporting_write_err
 from genkit.store.run_folder import CONFIG_FILE, METRICS_FILE, STEPS_FILE, default_run_dir, read_jsonl
 from genkit.store.weights import loss_parameters
 from genkit.training.averaging import WeightAverage
-from genkit.training.checkpoints import latest_checkpoint, load_checkpoint, write_failed
+from genkit.training.checkpoints import (latest_checkpoint, load_checkpoint, random_state, restore_random_state,
+                                         write_failed)
 from genkit.training.epoch_grids import GRID_COLS, EpochGrids
 from genkit.training.loop import (LoopState, Observer, Observers, Window, autocast, compile_model, divergence,
                                   effective_precision, evaluate_loss, make_optimizer, notify)
@@ -124,15 +125,18 @@ class Trainer:
             self.loss_fn.to(self.device)
         self.loss_params = loss_parameters(self.loss_fn)
         self.precision = effective_precision(spec.precision, self.device, self.observer)
-        # --ema: an averaged copy of the weights; it is what the grids, validation and the run folder use
-        self.average = WeightAverage(self.model, spec.ema) if spec.ema else None
-        self.sampling_model = self.average.model if self.average is not None else self.model
         self.owner = step_owner(self.model, self.loss_fn)
         self.headline = headline(self.model, self.loss_fn)
         if self.owner is None:
             self._bundled_step(spec)
         else:
             self._owned_step(spec)
+        # --ema: an averaged copy of the weights (taken once every process holds the first one's); it is what
+        # the grids, validation and the run folder use
+        self.average = WeightAverage(self.model, spec.ema) if spec.ema else None
+        self.sampling_model = self.average.model if self.average is not None else self.model
+        if self.world.distributed:  # the same weights everywhere, and each process its own noise
+            torch.manual_seed(derived_seed(spec.seed * 7919, self.world.rank))
 
     def _bundled_step(self, spec: TrainSpec) -> None:
         self.optimizers = {BUNDLED_OPTIMIZER: make_optimizer(self.model, spec.lr, extra=self.loss_params)}
@@ -299,7 +303,7 @@ class Trainer:
         """A non-finite loss ends the run, naming the last finite checkpoint and how to continue from it."""
         bad_step = window.bad_step()
         if bad_step >= 0:
-            raise divergence(bad_step, self.config, self.out, self.state.epoch)
+            raise divergence(bad_step, self.config, self.out, self.state.epoch, self.owner is not None)
 
     def _finish_epoch(self) -> None:
         """The epoch's record (train terms over every replica, validation terms, warnings), then its events:
@@ -345,15 +349,13 @@ class Trainer:
         state = self.state
         saved = {
             "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
-            "rng_cpu": torch.get_rng_state(),
+            **random_state(self.world, self.device),
             "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "step": state.step,
             "sums": dict(state.sums), "seen": state.seen, "world_size": self.world.size,
             "grid_cols": state.grid_cols,
         }
         if self.average is not None:
             saved["ema_updates"] = self.average.updates
-        if torch.cuda.is_available():
-            saved["rng_cuda"] = torch.cuda.get_rng_state_all()
         return saved
 
     def _restore(self) -> None:
@@ -369,11 +371,7 @@ class Trainer:
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn.to(self.device)
         restore_optimizers(self.optimizers, saved, checkpoint)
-        torch.set_rng_state(saved["rng_cpu"])
-        if "rng_cuda" in saved and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["rng_cuda"])
-        if self.world.distributed:  # each replica its own noise, reproducibly
-            torch.manual_seed(derived_seed(self.config.train.seed * 7919, self.world.rank + saved["step"]))
+        restore_random_state(saved, self.world, self.device, self.config.train.seed)
         self.state = LoopState(
             epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"], step=saved["step"],
             sums=dict(saved["sums"]), seen=saved["seen"], grid_cols=int(saved.get("grid_cols", GRID_COLS)),

@@ -97,28 +97,48 @@ def _try_step(config: RunConfig, meta: bool) -> str | None:
 
 def _try_owned_step(config: RunConfig, owner: tuple[str, Any], model: Any, loss: Any, images: torch.Tensor,
                     condition: torch.Tensor, meta: bool) -> str | None:
-    """The component's optimizers (checked) and one run of its ``training_step``."""
+    """The component's optimizers (checked) and one run of its ``training_step``; what fails is the step's
+    own fault (its plugin's to fix), so it is refused here, naming the step rather than the pairing."""
     kind, component = owner
     name = getattr(config, kind).name
     try:
         optimizers = owned_optimizers(owner, model, config.train.lr, loss_parameters(loss))
     except UsageError as exc:
         raise UsageError(f"{kind} {name!r} cannot be trained: {exc}") from None
+    except ValueError as exc:  # torch.optim's own checks: a negative rate, betas outside [0, 1)
+        _refusal(exc, kind, name, meta)
+    except Exception as exc:
+        _undecided(exc, meta)
+        return None  # the component's own failure: training reports it
     step = _TrialStep(optimizers, World(), {}, model=model, loss=loss)
     try:
         result = component.training_step(images, condition, step)
     except (UsageError, ValueError) as exc:
         _refusal(exc, kind, name, meta)
     except (AttributeError, KeyError, TypeError, IndexError) as exc:
-        return short_reason(exc)
+        _step_fails(config, kind, short_reason(exc))
     except Exception as exc:
         _undecided(exc, meta)
-        return short_reason(exc) if isinstance(exc, RuntimeError) else None
+        if isinstance(exc, RuntimeError):
+            _step_fails(config, kind, short_reason(exc))
+        return None
     if not isinstance(getattr(result, "total", None), torch.Tensor) or not isinstance(getattr(result, "terms", {}),
                                                                                       dict):
-        return (f"{kind} {name!r}'s training_step returned {type(result).__name__}, not a genkit.LossResult "
-                "(total and terms)")
+        _step_fails(config, kind, f"it returned {type(result).__name__}, not a genkit.LossResult (total and terms)")
+    if not step.updated:
+        _step_fails(config, kind, "it called step.update for none of its optimizers, so nothing would train")
     return None
+
+
+def _step_fails(config: RunConfig, kind: str, reason: str) -> None:
+    """The refusal of an owned step that cannot run: the step named; another loss suggested if it is not the
+    model's own."""
+    own = registry("models").get(config.model.name).default_loss
+    loss = config.loss.name
+    advice = f"; or train it with --loss {own} (its own loss)" if own and own != loss else ""
+    other = f"model {config.model.name!r}" if kind == "loss" else f"loss {loss!r}"
+    raise UsageError(f"the training step of {kind} {getattr(config, kind).name!r} cannot run with {other}: "
+                     f"{reason}{advice}")
 
 
 def _refusal(exc: Exception, kind: str, name: str, meta: bool) -> None:

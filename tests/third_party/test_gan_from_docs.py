@@ -240,16 +240,21 @@ def test_a_non_finite_update_stops_the_run_with_the_loops_message(broken, tmp_pa
     assert "the loss became non-finite at step 3" in result.stderr and f"genkit train --resume {out}" in result.stderr
 
 
-@pytest.mark.slow
-def test_under_torchrun_two_processes_train_one_gan(tmp_path):
-    """An installed copy of the docs' plugin (an entry point), trained by two gloo processes."""
-    site = tmp_path / "site"
+def _installed_copy(site: Path) -> dict[str, str]:
+    """The docs' plugin as an installed distribution with an entry point, on the returned environment's path."""
     (site / "cgan_docs-0.1.dist-info").mkdir(parents=True)
     (site / "cgan_docs.py").write_text(gan_source() + "\nplugin = ConditionalGANPlugin()\n")
     (site / "cgan_docs-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: cgan-docs\nVersion: 0.1\n")
     (site / "cgan_docs-0.1.dist-info" / "entry_points.txt").write_text("[genkit]\ncgan = cgan_docs:plugin\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     env.pop("GENKIT_DISABLE_PLUGINS", None)
+    return env
+
+
+@pytest.mark.slow
+def test_under_torchrun_two_processes_train_one_gan(tmp_path):
+    """An installed copy of the docs' plugin (an entry point), trained by two gloo processes."""
+    env = _installed_copy(tmp_path / "site")
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "genkit",
                "train", "--model", "cgan", *TINY, "--epochs", "1", "--out", str(run)]
@@ -272,3 +277,28 @@ def test_compile_says_in_one_line_that_an_owned_step_runs_eagerly(plugin, tmp_pa
     code, output = cli("train", "--model", "cgan", *TINY, "--epochs", "1", "--compile", "--out", str(tmp_path / "run"))
     assert code == 0, output
     assert "model 'cgan' runs its own training step; training eagerly" in output
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_resumed_gan_ends_as_one_that_never_stopped(tmp_path):
+    """Each process's noise is its own and checkpointed: two epochs straight equal one, then a resume."""
+    env = _installed_copy(tmp_path / "site")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "genkit"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for command in (["train", "--model", "cgan", *TINY, "--epochs", "2", "--ema", "0.9", "--out", str(straight)],
+                    ["train", "--model", "cgan", *TINY, "--epochs", "1", "--ema", "0.9", "--out", str(resumed)],
+                    ["train", "--resume", str(resumed), "--epochs", "2"]):
+        done = subprocess.run(torchrun + command, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = load_file(str(checkpoint(straight) / name)), load_file(str(checkpoint(resumed) / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    noise = torch.load(checkpoint(straight) / "state.pt", weights_only=True)["rng_cpu_ranks"]
+    assert len(noise) == 2 and not torch.equal(noise[0], noise[1])  # each process draws its own noise
+
+
+def test_a_value_error_from_its_optimizers_is_a_one_line_refusal(plugin, tmp_path):
+    line = error_line(invoke(["train", "--model", "cgan", *TINY, "--model-opt", "d_lr_scale=-1",
+                              "--out", str(tmp_path / "run")]))
+    assert line == "error: model 'cgan' refused this run: Invalid learning rate: -0.0002"
+    assert not (tmp_path / "run").exists()

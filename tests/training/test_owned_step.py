@@ -108,3 +108,36 @@ def test_an_update_in_validation_is_a_runtime_error_naming_it(plugin, tmp_path):
     result = invoke(["train", "--model", "cvae", "--loss", "wrong-update", *TINY, "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert "step.update('model') was called in validation_step" in result.stderr
+
+
+def test_a_forward_after_an_update_in_the_same_autocast_step_sees_the_updated_weights():
+    from genkit.runtime.distributed import World
+    from genkit.training.step import TrainingStep
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 4)
+    step = TrainingStep({"m": torch.optim.SGD(layer.parameters(), lr=0.5)}, World(), {})
+    x = torch.randn(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the loop's --precision bf16 region
+        before = layer(x)
+        step.update("m", before.float().pow(2).sum())
+        after = layer(x)
+    assert not torch.equal(before, after)  # not the bf16 copy of the weights cached before the update
+
+
+class NoUpdate(TwoRateElbo):
+    def training_step(self, images, condition, step):
+        mse, kl = self._terms(step.model, images, condition)
+        return genkit.LossResult(total=mse + kl, terms={})
+
+
+def test_a_step_that_updates_nothing_is_refused_naming_the_step(plugin, tmp_path):
+    genkit.register_plugin(type("P", (), {"register_losses": genkit.hookimpl(
+        lambda self, register: register("no-update", lambda: NoUpdate()))})(), name="no-update-loss")
+    try:
+        line = error_line(invoke(["train", "--model", "cvae", "--loss", "no-update", *TINY,
+                                  "--out", str(tmp_path / "run")]))
+    finally:
+        genkit.unregister_plugin("no-update-loss")
+    assert line.startswith("error: the training step of loss 'no-update' cannot run with model 'cvae'")
+    assert "step.update for none of its optimizers" in line and not (tmp_path / "run").exists()
