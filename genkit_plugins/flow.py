@@ -5,7 +5,10 @@ x₁ (pixels mapped to [−1, 1]) and noise x₀ ~ N(0, I) of the same shape are
 path x_t = t·x₁ + (1 − t)·x₀, t ~ U(0, 1); the network v(x_t, t, y) learns the path's velocity
 x₁ − x₀ (the ``flow-matching`` loss). With probability ``condition_dropout`` a training image's
 condition is replaced by the conditioner's null condition, so the same network also learns the
-unconditional velocity, which classifier-free guidance needs.
+unconditional velocity, which classifier-free guidance needs. With probability
+``attribute_dropout`` each unit of it (an attribute family, a plain attribute) is left unspecified,
+independently (the conditioner's ``drop``), so the network also learns each one's null: sampling may
+then leave the attributes a user did not name to the model (``--rest model``).
 
 Sampling integrates dx/dt = v from t = 0 (noise) to t = 1 (image) in ``steps`` equal steps with
 Euler's method (one network evaluation a step) or Heun's (two). Classifier-free guidance
@@ -42,6 +45,9 @@ MAX_GUIDANCE = 50.0
 DEFAULT_GUIDANCE = 2.0
 DEFAULT_STEPS = 8
 DEFAULT_SOLVER = "euler"
+#: each unit unspecified in a fifth of the images: most conditions keep most of their attributes (each
+#: attribute's effect is still learned from 80 % of the images), and each null is seen thousands of times an epoch
+DEFAULT_ATTRIBUTE_DROPOUT = 0.2
 TIME_FREQUENCIES = 16
 #: the standard deviation assumed of image values in [−1, 1] (EDM's σ_data)
 DATA_STD = 0.5
@@ -158,7 +164,7 @@ class FlowModel(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], conditioner, patch: int = 2,
                  channels: tuple[int, ...] = (16, 32, 64), blocks: int = 2, embedding: int = 128,
                  condition_dropout: float = 0.1, prediction: str = "preconditioned",
-                 time_sampling: str = "logit-normal"):
+                 time_sampling: str = "logit-normal", attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT):
         super().__init__()
         image_channels, height, width = image_shape
         multiple = patch * 2 ** (len(channels) - 1)
@@ -171,6 +177,16 @@ class FlowModel(nn.Module):
             raise genkit.UsageError(f"condition_dropout {condition_dropout} must be in (0, 1): sampling with "
                                     "guidance needs the unconditional flow learned; for example "
                                     "--model-opt condition_dropout=0.1")
+        if not 0 <= attribute_dropout < 1:  # NaN fails both comparisons
+            raise genkit.UsageError(f"attribute_dropout {attribute_dropout} must be in [0, 1): the probability that "
+                                    "training leaves each attribute (or family) unspecified, 0 for never; for "
+                                    f"example --model-opt attribute_dropout={DEFAULT_ATTRIBUTE_DROPOUT}")
+        if attribute_dropout > 0 and not (callable(getattr(conditioner, "drop", None))
+                                          and callable(getattr(conditioner, "encode_partial", None))):
+            raise genkit.UsageError(f"attribute_dropout {attribute_dropout} needs a conditioner that can leave "
+                                    f"attributes unspecified (drop, encode_partial); {type(conditioner).__name__} "
+                                    "cannot: use --model-opt attribute_dropout=0, or --conditioner-opt partial=true "
+                                    "with tiled-onehot")
         for name, value, allowed in (("prediction", prediction, PREDICTIONS),
                                      ("time_sampling", time_sampling, TIME_SAMPLINGS)):
             if value not in allowed:
@@ -179,6 +195,7 @@ class FlowModel(nn.Module):
         self.image_shape = (image_channels, height, width)
         self.conditioner = conditioner
         self.condition_dropout = float(condition_dropout)
+        self.attribute_dropout = float(attribute_dropout)
         self.prediction = prediction
         self.time_sampling = time_sampling
         self.net = VelocityNet(image_channels, conditioner.vector_dim, patch, tuple(channels), blocks, embedding)
@@ -194,6 +211,12 @@ class FlowModel(nn.Module):
         return ((x + 1) / 2).clamp(0, 1)
 
     @property
+    def partial_conditions(self) -> bool:
+        """Whether training left attributes unspecified, so sampling may leave unnamed ones to the model
+        (``--rest model``; :mod:`genkit.sampling.capabilities`). A run trained without is not."""
+        return self.attribute_dropout > 0
+
+    @property
     def noise_shape(self) -> tuple[int, int, int]:
         """One sample's noise is an image-shaped draw of N(0, I): the flow's start at t = 0."""
         return self.image_shape
@@ -201,8 +224,8 @@ class FlowModel(nn.Module):
     def forward(self, images: torch.Tensor, condition: torch.Tensor) -> FlowOutput:
         """The network's velocity at a random point of each image's path, and the path's velocity.
 
-        t, the noise and the condition dropout are drawn from torch's global random state, so a
-        seeded run draws the same ones, and a resumed run continues them.
+        t, the noise and the dropouts (both only in training) are drawn from torch's global random state, so
+        a seeded run draws the same ones, and a resumed run continues them.
         """
         x1 = self.to_flow(images)
         n = images.shape[0]
@@ -213,6 +236,8 @@ class FlowModel(nn.Module):
         x0 = torch.randn_like(x1)
         tt = t[:, None, None, None]
         xt = tt * x1 + (1 - tt) * x0
+        if self.training and self.attribute_dropout:
+            condition = self.conditioner.drop(condition, self.attribute_dropout)
         vector = self.conditioner.vector(condition)
         if self.training:
             dropped = torch.rand(n, device=images.device) < self.condition_dropout
@@ -323,7 +348,8 @@ def _nearest_sizes(height: int, width: int, multiple: int) -> str:
 def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channels: list[int] = (16, 32, 64),
           blocks: int = 2, embedding: int = 128, condition_dropout: float = 0.1,
           prediction: Literal["preconditioned", "velocity"] = "preconditioned",
-          time_sampling: Literal["logit-normal", "uniform"] = "logit-normal") -> FlowModel:
+          time_sampling: Literal["logit-normal", "uniform"] = "logit-normal",
+          attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT) -> FlowModel:
     """Conditional rectified flow with classifier-free guidance; Euler or Heun sampling.
 
     :param patch: side of the square patches the network works on (space-to-depth); 4 trains
@@ -336,6 +362,9 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
     :param prediction: preconditioned (the network's input and output scaled to unit variance at
         every time) or velocity (the network's output is the velocity).
     :param time_sampling: how training draws t: logit-normal (more of the middle of the path) or uniform.
+    :param attribute_dropout: probability that training leaves each attribute family or plain
+        attribute unspecified, independently, in [0, 1); above 0 the model samples with the unnamed
+        attributes left to it (--rest model). Runs saved before this option read 0.
     """
     for name, value, example in (("patch", patch, 2), ("blocks", blocks, 2), ("embedding", embedding, 128)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -347,11 +376,12 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
                                 "--model-opt channels=[16,32,64]")
     return FlowModel(tuple(image_shape), conditioner, patch=patch, channels=tuple(channels), blocks=blocks,
                      embedding=embedding, condition_dropout=condition_dropout, prediction=prediction,
-                     time_sampling=time_sampling)
+                     time_sampling=time_sampling, attribute_dropout=attribute_dropout)
 
 
 @genkit.hookimpl
 def register_models(register):
     # batch 8 and an average of the weights (decay 0.999): measured on shapes, docs/evaluation.md
-    register("flow", build, flags=("condition_dropout",), default_loss="flow-matching",
-             train_defaults={"batch_size": 8, "ema": 0.999})
+    # runs saved before attribute_dropout existed were trained on full conditions only
+    register("flow", build, flags=("condition_dropout", "attribute_dropout"), default_loss="flow-matching",
+             train_defaults={"batch_size": 8, "ema": 0.999}, older_runs={"attribute_dropout": 0.0})

@@ -2,9 +2,18 @@
 
 The attribute vector x is multi-hot. At the encoder input it is tiled to the image's H×W and
 concatenated on the channel axis; at the decoder input it is concatenated with z. For models that
-embed the condition instead, :meth:`TiledOneHot.vector` gives it as plain features with a last
-"null" feature, and :meth:`TiledOneHot.null_condition` the condition that gives no attribute
-(every entry −1), which classifier-free guidance needs.
+embed the condition instead, :meth:`TiledOneHot.vector` gives it as plain features, and
+:meth:`TiledOneHot.null_condition` the condition that gives no attribute (every entry −1), which
+classifier-free guidance needs.
+
+With ``partial`` (the default for new runs) the conditioner is a :class:`PartialTiledOneHot`: an
+entry may also be *unspecified* (−1), left to a model trained to fill it (``--rest model``).
+Its :meth:`~PartialTiledOneHot.vector` has an "on" and an "off" feature per attribute, both 0 when
+the attribute is unspecified, so the null condition is the one with every attribute unspecified;
+:meth:`~PartialTiledOneHot.drop` leaves whole units unspecified at random in training (a unit is a
+``group::value`` family, or a plain attribute), which teaches the model each unit's null. Runs saved
+before the option existed read ``partial=false``: the multi-hot vector and a last feature that is 1
+for the null condition, ``vector_dim`` one more than the attributes, as they were trained.
 
 Tiling is done *exactly* without building the tiled tensor (``mode="fused"``, the default): the
 tiled channels are constant over space, so their share of the first convolution is, for each
@@ -106,8 +115,12 @@ class TiledOneHot(nn.Module):
 
     def encode(self, spec: str | list[str]) -> torch.Tensor:
         """``"A,B,-C"`` (or ``["A", "B", "-C"]``) to a 0/1 vector: listed on, ``-name`` and the rest off."""
+        return self._filled(spec, 0.0)
+
+    def _filled(self, spec: str | list[str], rest: float) -> torch.Tensor:
+        """The vector of ``spec``: named entries 1 (on) or 0 (``-name``), every other entry ``rest``."""
         items = spec.split(",") if isinstance(spec, str) else list(spec)
-        vector = torch.zeros(self.dim)
+        vector = torch.full((self.dim,), rest)
         seen: dict[str, bool] = {}
         for raw in items:
             item = raw.strip()
@@ -152,14 +165,70 @@ class TiledOneHot(nn.Module):
         return torch.cat([condition.clamp_min(0) * ~null, null.to(condition.dtype)], dim=1)
 
 
-def build(attribute_names: list[str], mode: str = "fused") -> TiledOneHot:
+def drop_units(attribute_names: list[str]) -> list[tuple[str, ...]]:
+    """The units :meth:`PartialTiledOneHot.drop` leaves unspecified, from the names alone: each ``group::``
+    family whole (naming one of its values tells about the others when the family is exclusive, and the
+    conditioner cannot know which are), and each plain attribute on its own."""
+    units: dict[tuple[str, str], list[str]] = {}
+    for name in attribute_names:
+        key = ("family", name.split("::", 1)[0]) if "::" in name else ("attribute", name)
+        units.setdefault(key, []).append(name)
+    return [tuple(names) for names in units.values()]
+
+
+class PartialTiledOneHot(TiledOneHot):
+    """:class:`TiledOneHot` whose conditions may leave attributes unspecified (−1), for a model trained with
+    :meth:`drop` to fill them itself (``--rest model``)."""
+
+    def __init__(self, attribute_names: list[str], mode: str = "fused"):
+        super().__init__(attribute_names, mode=mode)
+        self.vector_dim = 2 * self.dim
+        #: the attribute names of each unit :meth:`drop` leaves unspecified together
+        self.units = drop_units(self.attribute_names)
+        unit_of = {name: i for i, unit in enumerate(self.units) for name in unit}
+        # which unit each entry belongs to; a buffer, so it moves with the model, and not saved with the weights
+        self.register_buffer("unit_of_entry", torch.tensor([unit_of[n] for n in self.attribute_names],
+                                                           dtype=torch.long), persistent=False)
+
+    def encode_partial(self, spec: str | list[str]) -> torch.Tensor:
+        """``"A,-C"`` to a vector: A 1, C 0, every attribute not named −1 (unspecified)."""
+        return self._filled(spec, NULL_VALUE)
+
+    def drop(self, condition: torch.Tensor, probability: float,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """``condition`` (B, dim) with each unit of each row unspecified (−1) with ``probability``, independently.
+
+        For training: the model learns each unit's null, on its own and beside the others. The draws come
+        from ``generator``, else torch's global random state (so a seeded run draws the same, and a
+        resumed one continues them); one uniform per row and unit, whatever ``probability``.
+        """
+        draws = torch.rand(condition.shape[0], len(self.units), generator=generator,
+                           device=condition.device if generator is None else generator.device)
+        dropped = (draws.to(condition.device) < probability)[:, self.unit_of_entry.to(condition.device)]
+        return condition.masked_fill(dropped, NULL_VALUE)
+
+    def vector(self, condition: torch.Tensor) -> torch.Tensor:
+        """The condition as features for a model that embeds it: per attribute an "on" feature (the entry)
+        and then an "off" feature (1 − the entry), both 0 where the entry is unspecified (below 0). The null
+        condition is every attribute unspecified: all zeros, which no specified condition gives."""
+        specified = (condition >= 0).to(condition.dtype)
+        return torch.cat([condition.clamp_min(0) * specified, (1 - condition) * specified], dim=1)
+
+
+def build(attribute_names: list[str], mode: str = "fused", partial: bool = True) -> TiledOneHot:
     """Multi-hot attributes, tiled over the image at the encoder and joined with z at the decoder.
 
     :param mode: fused (exact, fast) or naive (literal tiling, the same result slower).
+    :param partial: conditions may leave attributes unspecified, for a model trained to fill them
+        (--rest model; the flow's attribute_dropout); the embedded vector then has an on and an off
+        feature per attribute. Runs saved before this option read false.
     """
-    return TiledOneHot(attribute_names, mode=mode)
+    if not isinstance(partial, bool):
+        raise genkit.UsageError(f"partial {partial!r} must be true or false, for example --conditioner-opt partial=true")
+    return (PartialTiledOneHot if partial else TiledOneHot)(attribute_names, mode=mode)
 
 
 @genkit.hookimpl
 def register_conditioners(register):
-    register("tiled-onehot", build, flags={"mode": "--conditioning"})
+    # runs saved before `partial` existed were trained on the full vector with its null feature
+    register("tiled-onehot", build, flags={"mode": "--conditioning"}, older_runs={"partial": False})

@@ -19,7 +19,7 @@ def _describe(data: str, root, image_size, cache_dir, data_opt) -> dict:
     from genkit_datasets.cache import read_cache_info
     from genkit_datasets.preprocess import parse_image_size
 
-    source, options = open_source(data, **parse_options(data_opt, "--data-opt"))
+    source, options = open_source(data, parse_options(data_opt, "--data-opt"))
     size = parse_image_size(image_size) if image_size else tuple(source.default_image_size)
     root_path = resolve_root(data, source, root)
     index = source.scan(root_path)

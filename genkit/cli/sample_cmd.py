@@ -19,7 +19,7 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of the attributes --rest data draws)."),
     rest: str = typer.Option("data", "--rest",
                              help="Attributes not in --attrs: data (from a training vector that agrees with "
-                                  "--attrs) or off."),
+                                  "--attrs), off, or model (left to a model trained with attribute dropout)."),
     nrow: int = typer.Option(8, "--nrow", help="Images per row of the grid."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN/samples.png)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -49,6 +49,7 @@ def sample(
     pair = interpolate if interpolate is not None and interpolate[0] is not None else None
     _refuse_bad_input(n, seed, nrow, vary, pair, steps, rest, out)
     loaded = load_run(run, device=device)
+    loaded.check_rest(rest, "--rest")  # a model that cannot take --rest model says so before any work
     options = loaded.resolve_options(given_options(ctx.args, sample_opt, loaded.sampling_options,
                                                    loaded.config.model.name, "sample"))
     loaded.condition(attrs)  # checks the names before anything is written
@@ -78,8 +79,9 @@ def sample(
         what = f"{n} samples with [{_short(attrs)}]"
     if result.note:
         console.err.print(f"warning: {result.note}", highlight=False, markup=False)
-    unlisted = "unlisted attributes from the training data" if rest == "data" and not result.note else \
-        "unlisted attributes off"
+    unlisted = ("unlisted attributes left to the model" if rest == "model" else
+                "unlisted attributes from the training data" if rest == "data" and not result.note else
+                "unlisted attributes off")
     console.err.print(f"wrote {what} ({unlisted}) to {target}", highlight=False, markup=False)
     console.out.print(str(target), highlight=False)
 
@@ -87,7 +89,7 @@ def sample(
 def _refuse_bad_input(n: int, seed: int, nrow: int, vary, pair, steps: int, rest: str, out: Optional[Path]) -> None:
     """Every flag checked before the run is loaded: one line naming the first bad one."""
     from genkit.components.limits import check_seed
-    from genkit.errors import UsageError, shown
+    from genkit.errors import UsageError
     from genkit.sampling import attributes
     from genkit.store.files import check_output_file
 
@@ -100,9 +102,7 @@ def _refuse_bad_input(n: int, seed: int, nrow: int, vary, pair, steps: int, rest
         raise UsageError("--vary and --interpolate make different grids; use one of them")
     if pair and steps < 2:
         raise UsageError(f"--steps {steps} must be at least 2 (the two ends)")
-    if rest not in attributes.REST_MODES:
-        raise UsageError(f"--rest {shown(rest)} is not known; choose data (unlisted attributes from the training "
-                         "data) or off (unlisted attributes off, as in the paper's figures)")
+    attributes.check_rest(rest, "--rest")
     if out is not None:
         if out.suffix.lower() != ".png":
             raise UsageError(f"--out {out} must end in .png")

@@ -133,10 +133,10 @@ def registry(kind: str) -> Registry:
         plugin_name = impl.plugin_name
 
         def register(name, factory, *, description: str = "", flags=(), default_loss=None, train_defaults=None,
-                     _plugin=plugin_name):
+                     older_runs=None, _plugin=plugin_name):
             try:
                 reg.add(name, factory, plugin=_plugin, description=description, flags=flags,
-                        default_loss=default_loss, train_defaults=train_defaults)
+                        default_loss=default_loss, train_defaults=train_defaults, older_runs=older_runs)
             except PluginError as exc:  # refuse this one component; the plugin's others still register
                 errors.append(exc)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -43,6 +44,9 @@ class Component:
     default_loss: str | None = None
     #: training settings a model trains best with, used where the user gives none (``{"ema": 0.999}``)
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: values of options added after runs were saved without them: what such a run's config.json means
+    #: (``{"partial": False}``); a new plan resolves every option with the factory's defaults instead
+    older_runs: Mapping[str, Any] = field(default_factory=dict)
 
     def cli_flags(self, skip: tuple[str, ...] = ()) -> list[Option]:
         """The declared flags with their defaults and the help text from the factory's docstring.
@@ -96,8 +100,16 @@ class Component:
         resolved.update(given)
         return resolved
 
+    def with_older_runs(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Saved options as the run that saved them means them: an option they lack was added after the run
+        was saved, and takes its ``older_runs`` value (else, at the call, the factory's default). A new plan
+        holds every option (:meth:`resolve_options`), so this changes nothing for it."""
+        return {**self.older_runs, **options}
+
     def create(self, *args: Any, **options: Any) -> Any:
-        return self.factory(*args, **options)
+        """The component, from options as resolved or as saved (:meth:`with_older_runs`): the one place every
+        factory is called."""
+        return self.factory(*args, **self.with_older_runs(options))
 
 
 class Registry:
@@ -111,7 +123,7 @@ class Registry:
 
     def add(self, name: str, factory: Callable[..., Any], *, plugin: str, description: str = "",
             flags: Iterable[str] | Mapping[str, str] = (), default_loss: str | None = None,
-            train_defaults: Mapping[str, Any] | None = None) -> None:
+            train_defaults: Mapping[str, Any] | None = None, older_runs: Mapping[str, Any] | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise PluginError(plugin, f"registered a {SINGULAR[self.kind]} with an invalid name {name!r}")
         what = f"{SINGULAR[self.kind]} {name!r}"
@@ -123,6 +135,7 @@ class Registry:
         if default_loss is not None and (not isinstance(default_loss, str) or not default_loss):
             raise PluginError(plugin, f"registered {what} with default_loss {default_loss!r}; give a loss's name")
         train_defaults = _declared_train_defaults(train_defaults, plugin, what)
+        older_runs = _declared_older_runs(older_runs, factory, plugin, what)
         if name in self._items:
             holder = self._items[name].plugin
             raise DuplicateComponentError(
@@ -130,7 +143,7 @@ class Registry:
                 f"cannot register {SINGULAR[self.kind]} {name!r}: plugin {holder!r} already registered it",
             )
         self._items[name] = Component(self.kind, name, factory, plugin, description or _first_line(factory), declared,
-                                      default_loss, train_defaults)
+                                      default_loss, train_defaults, older_runs)
 
     def get(self, name: str) -> Component:
         try:
@@ -202,6 +215,32 @@ def _declared_train_defaults(defaults: Mapping[str, Any] | None, plugin: str, wh
             raise PluginError(plugin, f"registered {what} with train_defaults {key}={value!r}; it must be "
                                       f"{TYPE_NAMES.get(type(settings[key]), type(settings[key]).__name__)}")
         checked[key] = value
+    return checked
+
+
+def _declared_older_runs(values: Mapping[str, Any] | None, factory: Callable[..., Any], plugin: str,
+                         what: str) -> dict[str, Any]:
+    """``older_runs`` checked: options of the factory (keyword parameters with a default), JSON values."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise PluginError(plugin, f"registered {what} with older_runs {values!r}; give a mapping of option to value, "
+                                  'such as {"partial": False}')
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    checked: dict[str, Any] = {}
+    for option, value in values.items():
+        param = params.get(option)
+        if param is None or param.default is param.empty:
+            raise PluginError(plugin, f"registered {what} with older_runs {option!r}, which is not an option of its "
+                                      "factory (a keyword parameter with a default)")
+        try:
+            checked[option] = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError):
+            raise PluginError(plugin, f"registered {what} with older_runs {option}={value!r}, which config.json "
+                                      "cannot hold; give a JSON value") from None
     return checked
 
 

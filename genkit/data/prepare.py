@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from genkit.components.loading import registry
 from genkit.errors import UsageError
@@ -13,10 +13,16 @@ from genkit_datasets.preprocess import parse_image_size
 from genkit_datasets.torch_dataset import CachedImageDataset
 
 
-def open_source(name: str, **options: Any):
-    """Instantiate dataset source ``name`` with its options; returns ``(source, resolved_options)``."""
+def open_source(name: str, options: Mapping[str, Any] | None = None, *, saved: bool = False):
+    """Instantiate dataset source ``name`` with its options; returns ``(source, resolved_options)``.
+
+    ``saved``: the options are a run's (``config.data.options``), so an option they lack was added after the
+    run was saved and takes the value the dataset declared for older runs, not the factory's default
+    (``register(..., older_runs=...)``; a planned run's options are complete, so nothing changes for it).
+    """
     component = registry("datasets").get(name)
-    resolved = component.resolve_options(options)
+    given = dict(options or {})
+    resolved = component.resolve_options(component.with_older_runs(given) if saved else given)
     return component.create(**resolved), resolved
 
 
@@ -59,9 +65,12 @@ def dataset_cache_path(name: str, size: tuple[int, int], options: dict[str, Any]
 def prepare_dataset(name: str, root: str | Path | None = None, image_size: Any = None,
                     cache_dir: str | Path | None = None, workers: int | None = None,
                     progress: Progress | None = None, skip_bad: bool = False,
-                    options: dict[str, Any] | None = None) -> tuple[CacheInfo, dict[str, Any]]:
-    """Build (or reuse) the HDF5 cache of a dataset; returns its info and the resolved options."""
-    source, resolved = open_source(name, **(options or {}))
+                    options: dict[str, Any] | None = None, saved: bool = False) -> tuple[CacheInfo, dict[str, Any]]:
+    """Build (or reuse) the HDF5 cache of a dataset; returns its info and the resolved options.
+
+    ``saved``: ``options`` are a run's ``config.data.options`` (see :func:`open_source`).
+    """
+    source, resolved = open_source(name, options, saved=saved)
     size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
     root_path = resolve_root(name, source, root)
     index = source.scan(root_path)

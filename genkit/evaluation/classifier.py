@@ -85,7 +85,7 @@ def train_command(info: CacheInfo, name: str = DEFAULT_CLASSIFIER) -> str:
     try:
         from genkit.data.prepare import open_source
 
-        if getattr(open_source(info.dataset, **info.options)[0], "needs_root", False):
+        if getattr(open_source(info.dataset, info.options, saved=True)[0], "needs_root", False):
             parts += ["--root", "PATH"]
     except UsageError:
         pass

@@ -8,7 +8,12 @@
   agrees with every named one, drawn in proportion to how often it occurs (seeded, so the same
   seed gives the same vectors). For CelebA that gives ``Smiling`` a plausible face instead of
   "Smiling and nothing else"; for ``shapes`` a colour for a shape asked for without one. When no
-  training vector agrees, the rest falls back to off and the result says so.
+  training vector agrees, the rest falls back to off and the result says so;
+* ``rest="model"`` leaves them unspecified (the conditioner's ``encode_partial``), for the model to
+  fill as it learned to, for a model trained with attributes left out (``Run.capabilities
+  ["partial_conditions"]``; ``Run.check_rest`` refuses it for another). A family the dataset declares
+  exclusive with a value named on is stated whole first (its other values off,
+  :func:`stated`): one value per image, so naming one says the others are off.
 
 The training vectors come from ``RUN/train_attributes.safetensors`` (written when training
 starts: the distinct vectors of the training split and their counts), else from the dataset's
@@ -28,7 +33,7 @@ import torch
 from genkit.config import RunConfig
 from genkit.errors import UsageError, shown
 
-REST_MODES = ("data", "off")
+REST_MODES = ("data", "off", "model")
 
 
 ATTRIBUTES_FILE = "train_attributes.safetensors"
@@ -87,11 +92,34 @@ def check_exclusive(request: AttributeRequest, exclusive_groups: Sequence[str]) 
                              f"one value per image; keep one of them")
 
 
-def check_rest(rest: str) -> str:
+def check_rest(rest: str, called: str = "rest") -> str:
+    """``rest`` if it is a known mode; a one-line :class:`UsageError` naming them otherwise (``Run.check_rest``
+    also refuses ``model`` for a run that cannot)."""
     if rest not in REST_MODES:
-        raise UsageError(f"rest {shown(rest)} is not known; choose data (unlisted attributes from the training data) "
-                         "or off (unlisted attributes off)")
+        raise UsageError(f"{called} {shown(rest)} is not known; choose data (unlisted attributes from the training "
+                         "data), off (unlisted attributes off) or model (unlisted attributes left to the model)")
     return rest
+
+
+def stated(request: AttributeRequest, names: Sequence[str], exclusive_groups: Sequence[str]) -> AttributeRequest:
+    """``request`` with what exclusivity implies: a family that holds one value per image and has a value on
+    has its other values off. The conditioner knows no exclusivity, so ``rest="model"`` states it first."""
+    off = list(request.off)
+    for group in exclusive_groups:
+        prefix = f"{group}::"
+        if any(name.startswith(prefix) for name in request.on):
+            off += [name for name in names if name.startswith(prefix) and name not in request.on and name not in off]
+    return AttributeRequest(request.on, tuple(off))
+
+
+def partial_condition(conditioner, request: AttributeRequest, names: Sequence[str],
+                      exclusive_groups: Sequence[str]) -> torch.Tensor:
+    """The condition (dim,) of ``request`` with every attribute it leaves open unspecified (``rest="model"``)."""
+    encode = getattr(conditioner, "encode_partial", None)
+    if not callable(encode):
+        raise UsageError(f"rest model needs a conditioner that can leave attributes unspecified; "
+                         f"{type(conditioner).__name__} cannot: use rest data or rest off")
+    return encode(stated(request, names, exclusive_groups).spec()).to(torch.float32)
 
 
 @dataclass
@@ -213,7 +241,7 @@ class Conditions:
 
     condition: torch.Tensor           # (n, conditioner.dim)
     attribute_sets: list[list[str]]   # names on, per sample
-    rest: str                         # the mode actually used ("off" after a fallback)
+    rest: str                         # the mode actually used ("off" after a fallback from "data")
     note: str | None = None           # why the rest fell back to off
 
 
@@ -238,7 +266,8 @@ def conditions(conditioner, names: Sequence[str], exclusive_groups: Sequence[str
     """Conditions for ``n`` samples of ``attrs``; ``force_on`` names are treated as asked for (``vary``).
 
     ``table`` gives the training attribute table (or a note why there is none) for ``rest="data"``;
-    it is asked only then (``Run.training_attributes``).
+    it is asked only then (``Run.training_attributes``). ``rest="model"`` needs a model that can take it
+    (``Run.conditions`` checks, this does not know the model).
     """
     check_rest(rest)
     request = parse_attrs(attrs, names, exclusive_groups)
@@ -249,6 +278,9 @@ def conditions(conditioner, names: Sequence[str], exclusive_groups: Sequence[str
         request = AttributeRequest(on=tuple(dict.fromkeys([*request.on, *force_on])),
                                    off=tuple(x for x in request.off if x not in force_on))
         check_exclusive(request, exclusive_groups)
+    if rest == "model":
+        condition = partial_condition(conditioner, request, names, exclusive_groups).reshape(1, -1).expand(n, -1)
+        return Conditions(condition, [list(request.on)] * n, "model")
     note = None
     vectors = None
     if rest == "data":

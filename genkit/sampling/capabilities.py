@@ -16,6 +16,13 @@ defines:
 * ``log_likelihood``: ``log_likelihood(images, condition, generator=None) -> Tensor (B,)``,
   the model's own log-likelihood of images in [0, 1] (or a lower bound of it), in nats per image.
 
+One capability is what the model was *trained* for, which no method shows, so the model declares it:
+
+* ``partial_conditions``: ``partial_conditions`` is ``True`` (an attribute or a property) when the
+  model reads conditions with attributes left unspecified (the conditioner's ``encode_partial``),
+  because it was trained with them left out (the conditioner's ``drop``). It gives
+  ``rest="model"``: the attributes a user did not name are left to the model.
+
 A capability a model lacks is reported as absent: the metrics that need it are ``null``, the
 commands that need it say so in one line.
 
@@ -45,18 +52,23 @@ CAPABILITIES = {
     "invert": ("invert",),
     "log_likelihood": ("log_likelihood",),
 }
+#: capabilities a model declares by an attribute of the capability's name that is ``True``
+DECLARED = ("partial_conditions",)
 #: ``sample``'s parameters that are not sampling options (the first two are taken by position)
 GENERATOR = "generator"
 
 
 def has(model: Any, capability: str) -> bool:
-    """Whether ``model`` defines every method of ``capability`` (see :data:`CAPABILITIES`)."""
+    """Whether ``model`` defines every method of ``capability`` (see :data:`CAPABILITIES`), or declares it
+    (:data:`DECLARED`)."""
+    if capability in DECLARED:
+        return getattr(model, capability, False) is True
     return all(callable(getattr(model, method, None)) for method in CAPABILITIES[capability])
 
 
 def capabilities(model: Any) -> dict[str, bool]:
     """Every capability and whether the model has it: ``{"posterior": True, "invert": False, ...}``."""
-    return {name: has(model, name) for name in CAPABILITIES}
+    return {name: has(model, name) for name in (*CAPABILITIES, *DECLARED)}
 
 
 def noise_shape(model: Any) -> tuple[int, ...]:

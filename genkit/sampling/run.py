@@ -22,8 +22,8 @@ from genkit.data.prepare import prepare_dataset
 from genkit.errors import UsageError
 from genkit.runtime.distributed import resolve_device
 from genkit.sampling import capabilities, editing
-from genkit.sampling.attributes import (ATTRIBUTES_FILE, AttributeTable, Conditions, conditions, parse_attrs,
-                                        training_attributes)
+from genkit.sampling.attributes import (ATTRIBUTES_FILE, REST_MODES, AttributeTable, Conditions, check_rest,
+                                        conditions, parse_attrs, training_attributes)
 from genkit.sampling.draw import (Samples, check_images_fit, sample_batches, sample_images, seeded_generator,
                                   seeded_noise, warn_note)
 from genkit.store.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
@@ -85,8 +85,34 @@ class Run:
 
     @property
     def capabilities(self) -> dict[str, bool]:
-        """What the model can do besides sampling: ``{"posterior": ..., "invert": ..., "log_likelihood": ...}``."""
+        """What the model can do besides sampling: ``{"posterior": ..., "invert": ..., "log_likelihood": ...,
+        "partial_conditions": ...}``."""
         return capabilities.capabilities(self.model)
+
+    @property
+    def rest_modes(self) -> tuple[str, ...]:
+        """The ``rest`` modes this run samples with: data and off, and model where :meth:`check_rest` allows it."""
+        return tuple(mode for mode in REST_MODES if mode != "model" or self._model_rest_refusal("rest") is None)
+
+    def check_rest(self, rest: str, called: str = "rest") -> str:
+        """``rest`` if this run can sample with it; a one-line :class:`UsageError` otherwise, naming the flag
+        ``called`` and what to use instead. ``model`` needs a model trained with attributes left unspecified
+        (``capabilities["partial_conditions"]``) and a conditioner that encodes them (``encode_partial``)."""
+        check_rest(rest, called)
+        refusal = self._model_rest_refusal(called) if rest == "model" else None
+        if refusal:
+            raise UsageError(refusal)
+        return rest
+
+    def _model_rest_refusal(self, called: str) -> str | None:
+        instead = f"use {called} data or {called} off"
+        if not capabilities.has(self.model, "partial_conditions"):
+            return (f"{called} model needs a model trained with attributes left unspecified (attribute dropout); "
+                    f"this run's model {self.config.model.name!r} was not: {instead}")
+        if not callable(getattr(self.conditioner, "encode_partial", None)):
+            return (f"{called} model needs a conditioner that can leave attributes unspecified; this run's "
+                    f"conditioner {self.config.conditioner.name!r} cannot: {instead}")
+        return None
 
     @property
     def sampling_options(self) -> dict[str, capabilities.SamplingOption]:
@@ -124,6 +150,7 @@ class Run:
                    force_on: Sequence[str] = ()) -> Conditions:
         """The condition batch for ``n`` samples of ``attrs``, the rest filled as ``rest`` says, and each
         sample's attribute set (:func:`genkit.sampling.attributes.conditions`)."""
+        self.check_rest(rest)
         return conditions(self.conditioner, self.attribute_names, self.exclusive_groups, attrs, n, seed, rest,
                           force_on, table=self.training_attributes)
 
@@ -146,6 +173,7 @@ class Run:
         (``genkit sample`` and the page show it themselves)."""
         if n < 1:
             raise UsageError(f"n {n} must be a positive integer")
+        self.check_rest(rest)
         check_images_fit(self.config.image_shape, n, f"n={n}")
         noise = self.noise(n, seed)
         cond = self.conditions(attrs, n, seed, rest)
@@ -158,7 +186,8 @@ class Run:
 
         ``rest="data"`` takes the attributes not named from training vectors that agree with the
         named ones (a warning when none does, and then they are off); ``rest="off"`` switches
-        them off. ``options`` are the model's sampling options (``temperature=0.7`` for the cvae).
+        them off; ``rest="model"`` leaves them to a model trained for it (:attr:`rest_modes`).
+        ``options`` are the model's sampling options (``temperature=0.7`` for the cvae).
         A vector ``attrs`` is used as it is.
         """
         if isinstance(attrs, torch.Tensor):
@@ -231,7 +260,7 @@ def open_run_data(run: Run, data: str | None = None, data_options: dict[str, Any
                          f"{own.name} (leave out --data) or pass a run trained on {name}")
     options = {**own.options, **(data_options or {})}
     info, _ = prepare_dataset(name, root=root if root is not None else own.root, image_size=own.image_size,
-                              cache_dir=cache_dir, options=options, progress=progress)
+                              cache_dir=cache_dir, options=options, saved=True, progress=progress)
     if list(info.attribute_names) != list(own.attribute_names):
         missing = [a for a in own.attribute_names if a not in info.attribute_names]
         detail = f"it lacks {missing[0]!r}" if missing else "they differ in order or number"

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from genkit.errors import GenkitError, UsageError, shown
-from genkit.sampling import attributes
 from genkit.serve.page import ANY, FLAG_CHOICES, MAX_N, RunPage, matches, page_labels
 
 INSTALL_HINT = 'genkit serve needs Gradio: pip install "genkit-cvae[serve]"'
@@ -80,7 +79,7 @@ def _build_panel(gr, demo, page: RunPage, index: int) -> None:
                 seed = gr.Number(0, label="seed", precision=0, elem_id=f"seed-{index}")
                 randomize = gr.Button("randomize", elem_id=f"randomize-{index}")
                 n = gr.Slider(1, MAX_N, value=16, step=1, label="samples", elem_id=f"n-{index}")
-                rest = gr.Radio(list(attributes.REST_MODES), value="data", label="unlisted attributes",
+                rest = gr.Radio(list(page.run.rest_modes), value="data", label="unlisted attributes",
                                 elem_id=f"rest-{index}")
             with gr.Row():
                 option_controls = [_option_control(gr, option, page.defaults[name], index)

@@ -102,8 +102,9 @@ def matches(query: str, group: str, names: Sequence[str]) -> bool:
 # --- requests -------------------------------------------------------------------------------
 
 def check_request(n: Any, seed: Any, rest: Any) -> tuple[int, int, str]:
-    """The page's own bounds: n a whole number in 1-64, a seed in 0 ... 2**63 - 1, rest data or off (the
-    model checks its own sampling options). Values come from the network as they are: any JSON."""
+    """The page's own bounds: n a whole number in 1-64, a seed in 0 ... 2**63 - 1, rest a known mode (the
+    run checks that it can take it, the model its own sampling options). Values come from the network as
+    they are: any JSON."""
     from genkit.components.limits import check_seed
 
     if not _whole(n):
@@ -223,6 +224,12 @@ class RunPage:
     def spec(self, values: Sequence[Any]) -> str:
         return spec_from_values(self.controls, values)
 
+    def request(self, n: Any, seed: Any, rest: Any) -> tuple[int, int, str]:
+        """:func:`check_request`, and the rest mode one this run can take (the page offers only those,
+        :attr:`genkit.Run.rest_modes`; a request may still name another)."""
+        n, seed, rest = check_request(n, seed, rest)
+        return n, seed, self.run.check_rest(rest)
+
     def sampling(self, options: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
         """The model's options for a request (the page's defaults for those not sent), checked, and the flags
         that give them on the command line."""
@@ -245,7 +252,7 @@ class RunPage:
                 f"loss `{config.loss.name}`{options(config.loss)}")
 
     def grid(self, attrs: str, n: Any, seed: Any, rest: str, options: dict[str, Any] | None = None) -> View:
-        n, seed, rest = check_request(n, seed, rest)
+        n, seed, rest = self.request(n, seed, rest)
         options, flags = self.sampling(options)
         self.run.condition(attrs)
         result = self.run.draw(attrs, n=n, seed=seed, rest=rest, options=options)
@@ -255,7 +262,7 @@ class RunPage:
                     command_line(self.run_path, attrs, n, seed, rest, flags))
 
     def vary(self, attrs: str, name: str, n: Any, seed: Any, rest: str, options: dict[str, Any] | None = None) -> View:
-        n, seed, rest = check_request(n, seed, rest)
+        n, seed, rest = self.request(n, seed, rest)
         options, flags = self.sampling(options)
         if name not in self.run.attribute_names:
             raise UsageError(f"attribute {shown(name)} is not in this run; choose one from the list")
@@ -267,7 +274,7 @@ class RunPage:
 
     def interpolate(self, start: str, end: str, n: Any, steps: Any, seed: Any, rest: str,
                     options: dict[str, Any] | None = None) -> View:
-        n, seed, rest = check_request(n, seed, rest)
+        n, seed, rest = self.request(n, seed, rest)
         options, flags = self.sampling(options)
         if not (_whole(steps) and 2 <= steps <= 16):
             raise UsageError("steps must be a whole number from 2 to 16")

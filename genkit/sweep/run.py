@@ -31,7 +31,8 @@ def prepare_sweep(plan: SweepPlan, split: str = "test", cache_dir: str | Path | 
     """
     config = plan.configs[0]
     info, _ = prepare_dataset(config.data.name, root=config.data.root, image_size=config.data.image_size,
-                              cache_dir=cache_dir, options=config.data.options, progress=data_progress)
+                              cache_dir=cache_dir, options=config.data.options, saved=True,
+                              progress=data_progress)
     CachedImageDataset(info.path, split)  # raises for a split that is missing or empty
     return get_classifier(info, train_if_needed=True, device=config.train.device, progress=classifier_progress)[1]
 

@@ -51,7 +51,7 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
     if limit is not None:
         _positive("--limit", limit)
 
-    source, data_resolved = open_source(data, **(data_options or {}))
+    source, data_resolved = open_source(data, data_options)
     size = parse_image_size(image_size) if image_size is not None else tuple(source.default_image_size)
     cond_spec = resolve("conditioners", ComponentSpec(conditioner, {**DEFAULT_RECIPE.options_for("conditioner", conditioner),
                                                                     **(conditioner_options or {})}))

@@ -93,11 +93,11 @@ class Trainer:
         data = self.config.data
         if self.world.local_rank == 0:
             info, _ = prepare_dataset(data.name, root=data.root, image_size=data.image_size, cache_dir=cache_dir,
-                                      progress=data_progress, options=data.options)
+                                      progress=data_progress, options=data.options, saved=True)
         distributed.barrier(self.world)
         if self.world.local_rank != 0:
             info, _ = prepare_dataset(data.name, root=data.root, image_size=data.image_size, cache_dir=cache_dir,
-                                      options=data.options)
+                                      options=data.options, saved=True)
         if info.rebuilt_because:
             notify(self.observer, "on_message", f"the cache {info.path} was rebuilt: {info.rebuilt_because}")
         if list(info.attribute_names) != list(data.attribute_names):

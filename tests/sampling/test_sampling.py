@@ -193,7 +193,7 @@ def test_a_bad_rest_mode_is_refused(run, tiny_run):
     with pytest.raises(genkit.UsageError, match="rest 'some' is not known"):
         run.sample("large", n=1, rest="some")
     result = CliRunner().invoke(build_app(), ["sample", "--run", str(tiny_run), "--rest", "some"])
-    _one_line_exit_2(result, "--rest 'some' is not known; choose data", "or off")
+    _one_line_exit_2(result, "--rest 'some' is not known; choose data", "off", "or model")
 
 
 @pytest.mark.parametrize("vary, message", [
