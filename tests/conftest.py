@@ -104,6 +104,20 @@ def run_genkit(*args: str, env: dict[str, str] | None = None, timeout: float = 1
                           timeout=timeout)
 
 
+#: a tiny flow on 160 shapes images at 16x16, trained in seconds (``genkit train --model flow`` flags)
+FLOW_E2E = ["--data-opt", "count=160", "--data-opt", "seed=5", "--image-size", "16", "--model-opt", "channels=[8,16]",
+            "--model-opt", "blocks=1", "--model-opt", "embedding=16", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def flow_run(tmp_path_factory, _isolated_cache) -> Path:
+    """A flow run trained for one epoch with the defaults of a new run (attribute dropout: ``--rest model``)."""
+    out = tmp_path_factory.mktemp("flow") / "run"
+    result = invoke(["train", "--model", "flow", *FLOW_E2E, "--epochs", "1", "--out", out])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, _isolated_cache) -> Path:
     """A run trained for one epoch on 320 shapes images at 16x16: enough to sample from, in seconds."""

@@ -1,5 +1,6 @@
 """The ``flow`` model and the ``flow-matching`` loss: the path, the solvers and guidance against
-hand computations on a toy velocity, inversion, condition dropout, sampling options, the meta device."""
+hand computations on a toy velocity, inversion, condition and attribute dropout, sampling options, the meta
+device, and sampling with the unnamed attributes left to the model."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import genkit
-from conftest import error_line, invoke
+from conftest import FLOW_E2E, error_line, invoke
 from genkit.training.averaging import EMA_FILE
 from genkit.training.checkpoints import latest_checkpoint
 from genkit.sampling.capabilities import has, noise_shape, resolve_sampling_options, sampling_options
@@ -161,6 +162,76 @@ def test_condition_dropout_replaces_conditions_by_the_null_one_only_in_training(
     assert torch.equal(model.net.calls[-1][2], given.expand(64, -1))
 
 
+def partial_flow(**options):
+    model = build(SHAPE, PartialTiledOneHot(NAMES), channels=[4, 8], embedding=8, prediction="velocity", **options)
+    model.net = ToyVelocity()
+    return model
+
+
+def test_attribute_dropout_leaves_each_attribute_unspecified_independently_only_in_training():
+    model = partial_flow(attribute_dropout=0.4, condition_dropout=1e-6)  # nearly no whole-condition null
+    rows = 4000
+    condition = torch.tensor([[1.0, 0, 1, 0]]).expand(rows, -1)
+    torch.manual_seed(0)
+    model(torch.rand(rows, *SHAPE), condition)
+    vector = model.net.calls[-1][2]
+    unspecified = (vector[:, :4] == 0) & (vector[:, 4:] == 0)  # neither on nor off
+    rate = unspecified.float().mean(0)
+    assert ((rate - 0.4).abs() < 0.03).all(), rate  # each attribute (here a unit of its own) about 0.4 (sd 0.008)
+    both = (unspecified[:, :, None] & unspecified[:, None, :]).float().mean(0)
+    assert ((both - rate[:, None] * rate[None, :]).fill_diagonal_(0).abs() < 0.03).all()  # independently
+    specified = ~unspecified
+    assert torch.equal(vector[:, :4][specified], condition[specified])  # what is kept is the condition
+    model.eval()
+    model(torch.rand(8, *SHAPE), condition[:8])
+    assert torch.equal(model.net.calls[-1][2], model.conditioner.vector(condition[:8]))
+
+
+def test_without_attribute_dropout_training_draws_what_it_always_drew():
+    model = small_flow()
+    torch.manual_seed(2)
+    model(torch.rand(3, *SHAPE), torch.ones(3, 4))
+    after = torch.get_rng_state()
+    torch.manual_seed(2)
+    torch.rand(3, *SHAPE), torch.randn(3), torch.randn(3, *SHAPE), torch.rand(3)  # images, t, x0, condition dropout
+    assert torch.equal(torch.get_rng_state(), after)  # so a run saved before attribute dropout trains and resumes equal
+
+
+def test_a_flow_declares_partial_conditions_only_when_trained_with_attribute_dropout():
+    assert has(partial_flow(attribute_dropout=0.2), "partial_conditions")
+    assert not has(partial_flow(attribute_dropout=0.0), "partial_conditions") and not has(small_flow(), "partial_conditions")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -0.1, 1.0, 1.5])
+def test_an_attribute_dropout_outside_0_to_1_is_refused(value):
+    with pytest.raises(genkit.UsageError) as caught:
+        build(SHAPE, PartialTiledOneHot(NAMES), attribute_dropout=value)
+    assert str(caught.value) == (f"attribute_dropout {value} must be in [0, 1): the probability that training leaves "
+                                 "each attribute (or family) unspecified, 0 for never; for example --model-opt "
+                                 "attribute_dropout=0.2")
+
+
+def test_attribute_dropout_needs_a_conditioner_that_can_drop():
+    with pytest.raises(genkit.UsageError, match=re.escape(
+            "attribute_dropout 0.2 needs a conditioner that can leave attributes unspecified (drop, encode_partial); "
+            "TiledOneHot cannot: use --model-opt attribute_dropout=0")):
+        build(SHAPE, TiledOneHot(NAMES))
+    build(SHAPE, TiledOneHot(NAMES), attribute_dropout=0.0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model-opt", "attribute_dropout=1"], "attribute_dropout 1 must be in [0, 1)"),
+    (["--attribute-dropout", "nan"], "attribute_dropout nan must be in [0, 1)"),
+    (["--attribute-dropout", "-0.5"], "attribute_dropout -0.5 must be in [0, 1)"),
+    (["--conditioner-opt", "partial=false"], "TiledOneHot cannot: use --model-opt attribute_dropout=0"),
+])
+def test_bad_attribute_dropout_is_one_line_before_anything_is_written(tmp_path, flags, message):
+    out = tmp_path / "never"
+    line = error_line(invoke(["train", "--model", "flow", *E2E, *flags, "--out", out]))
+    assert message in line
+    assert not out.exists()
+
+
 def test_the_loss_is_the_mean_squared_velocity_error_and_reports_it():
     velocity, target = torch.randn(2, *SHAPE), torch.randn(2, *SHAPE)
     result = build_loss()(FlowOutput(velocity, target, torch.rand(2)), torch.rand(2, *SHAPE))
@@ -258,16 +329,7 @@ def test_bad_model_options_are_refused(options, message):
 
 # ---- end to end: genkit train --model flow, resume, torchrun, the commands ------------------------------------
 
-E2E = ["--data-opt", "count=160", "--data-opt", "seed=5", "--image-size", "16", "--model-opt", "channels=[8,16]",
-       "--model-opt", "blocks=1", "--model-opt", "embedding=16", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def flow_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flow") / "run"
-    result = invoke(["train", "--model", "flow", *E2E, "--epochs", "1", "--out", out])
-    assert result.exit_code == 0, result.output
-    return out
+E2E = FLOW_E2E  # the session's flow_run (conftest) is trained with these
 
 
 def test_model_flow_alone_trains_with_its_own_loss_batch_and_averaging(flow_run):
@@ -296,6 +358,49 @@ def test_a_flow_run_samples_with_its_options_from_the_api_and_the_command_line(f
     assert not (tmp_path / "never.png").exists()
     result = invoke(["sample", "--run", flow_run, "--temperature", "0.5", "--out", tmp_path / "never.png"])
     assert "its sampling options: --guidance, --sampling-steps, --solver" in error_line(result)
+
+
+def test_a_new_flow_run_leaves_the_unnamed_attributes_to_the_model(flow_run, tmp_path):
+    run = genkit.load_run(flow_run, device="cpu")
+    assert run.config.model.options["attribute_dropout"] == 0.2 and run.config.conditioner.options["partial"] is True
+    assert run.rest_modes == ("data", "off", "model")
+    cond = run.conditions("shape::circle,-large", 2, rest="model")
+    names = run.attribute_names
+    expected = [1 if n == "shape::circle" else 0 if n.startswith("shape::") or n == "large" else -1 for n in names]
+    assert cond.condition[0].tolist() == expected and cond.rest == "model"  # the exclusive family stated whole
+    assert cond.attribute_sets == [["shape::circle"]] * 2
+    images = run.sample("shape::circle,-large", n=2, seed=3, rest="model", steps=2)
+    assert torch.equal(images, run.model.sample(cond.condition, run.noise(2, 3), steps=2))
+    assert not torch.equal(images, run.sample("shape::circle,-large", n=2, seed=3, rest="off", steps=2))
+    out = tmp_path / "model.png"
+    result = invoke(["sample", "--run", flow_run, "--attrs", "shape::circle", "--n", "2", "--rest", "model",
+                     "--sampling-steps", "2", "--out", out])
+    assert result.exit_code == 0 and out.is_file(), result.output
+    assert "(unlisted attributes left to the model)" in result.stderr
+
+
+def test_vary_and_interpolate_with_the_rest_left_to_the_model(flow_run):
+    from genkit.sampling import compare
+
+    run = genkit.load_run(flow_run, device="cpu")
+    names = run.attribute_names
+    seen = []
+    real = run.images
+    run.images = lambda condition, *args: seen.append(condition) or real(condition, *args)
+    varied = compare.vary(run, "large", ["shape::square"], 2, seed=1, rest="model", options={"steps": 1})
+    assert varied.images.shape == (4, 3, 16, 16) and varied.attribute_sets[2:] == [["large", "shape::square"]] * 2
+    upper, lower = seen
+    square = names.index("shape::square")
+    assert lower[0, square] == 1 and upper[0, square] == 0 and torch.equal(
+        upper[:, [i for i in range(len(names)) if i != square]], lower[:, [i for i in range(len(names)) if i != square]])
+    assert lower[0, names.index("color::red")] == -1 and lower[0, names.index("shape::circle")] == 0
+    seen.clear()
+    compare.interpolate(run, ("shape::circle", "color::red,top"), 1, 3, seed=1, rest="model", options={"steps": 1})
+    start, end = seen[0][0], seen[0][-1]
+    stated = (start >= 0) | (end >= 0)
+    assert torch.equal(start >= 0, stated) and torch.equal(end >= 0, stated)  # no entry moves out of unspecified
+    assert start[names.index("color::red")] == 0 and end[names.index("shape::circle")] == 0
+    assert start[names.index("large")] == -1 == end[names.index("large")]
 
 
 def test_reconstruct_and_edit_a_flow_run_through_its_inverted_sampler(flow_run, tmp_path):

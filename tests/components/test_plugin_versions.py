@@ -1,6 +1,7 @@
 """Plugins that change over time: config.json names the plugin and version of each component; an option
-added later with a default reads older runs with that default; weights that no longer fit are one
-short line naming the first tensors, how many more, and what to do."""
+added later with a default reads older runs with that default, or with the value ``older_runs`` declares
+for them while new runs get the default; weights that no longer fit are one short line naming the first
+tensors, how many more, and what to do."""
 
 from __future__ import annotations
 
@@ -49,14 +50,14 @@ class SquaredError:
         return genkit.LossResult(total=mse, terms={"mse": mse})
 
 
-def plugin(version: str, factory):
+def plugin(version: str, factory, older_runs=None):
     """A plugin module-like object at ``version`` whose model ``blocks`` is built by ``factory``."""
     class Versioned:
         __version__ = version
 
         @genkit.hookimpl
         def register_models(self, register):
-            register("blocks", factory, default_loss="squared")
+            register("blocks", factory, default_loss="squared", older_runs=older_runs)
 
         @genkit.hookimpl
         def register_losses(self, register):
@@ -74,11 +75,11 @@ def first_release(image_shape, conditioner, depth: int = 12):
 def registered():
     names = []
 
-    def register(version, factory):
+    def register(version, factory, older_runs=None):
         for name in names:
             genkit.unregister_plugin(name)
         names[:] = ["versioned"]
-        genkit.register_plugin(plugin(version, factory), name="versioned")
+        genkit.register_plugin(plugin(version, factory, older_runs), name="versioned")
 
     yield register
     for name in names:
@@ -127,6 +128,69 @@ def test_an_option_added_with_a_default_reads_older_runs_with_that_default(old_r
     code, output = cli("sample", "--run", str(old_run), "--attrs", "shape::circle", "--n", "2",
                        "--out", str(old_run / "again.png"))
     assert code == 0, output
+
+
+def test_an_option_whose_default_changes_what_a_run_is_reads_older_runs_with_their_value(old_run, registered):
+    seen = []
+
+    def second_release(image_shape, conditioner, depth: int = 12, gain: float = 2.0):
+        """Version 2: a new option whose default for new runs is new behaviour; older runs had gain 1."""
+        seen.append(gain)
+        return Blocks(image_shape, conditioner, depth, gain)
+
+    before = genkit.load_run(old_run).sample("shape::circle", n=2, seed=0)
+    registered("2.0", second_release, older_runs={"gain": 1.0})
+    run = genkit.load_run(old_run)
+    assert seen and set(seen) == {1.0} and "gain" not in run.config.model.options
+    assert torch.equal(run.sample("shape::circle", n=2, seed=0), before)
+    seen.clear()
+    config = genkit.plan_run("blocks", "shapes", data_options={"count": 120}, image_size=8, device="cpu")
+    assert config.model.options["gain"] == 2.0 and set(seen) == {2.0}  # a new plan: the factory's default
+    assert genkit.load_run(old_run).model.gain == 1.0
+    stated = json.loads((old_run / "config.json").read_text())
+    stated["model"]["options"]["gain"] = 3.0  # a saved value is never replaced
+    (old_run / "config.json").write_text(json.dumps(stated))
+    assert genkit.load_run(old_run).model.gain == 3.0
+
+
+def test_older_runs_is_available_to_every_kind_and_applied_only_to_saved_options():
+    from genkit.components.registry import KINDS, Registry
+    from genkit.data.prepare import open_source
+
+    def factory(*positional, size: int = 4, fresh: bool = True):
+        return {"size": size, "fresh": fresh}
+
+    for kind in KINDS:
+        registry = Registry(kind)
+        registry.add("thing", factory, plugin="p", older_runs={"fresh": False})
+        component = registry.get("thing")
+        assert component.create(size=2) == {"size": 2, "fresh": False}  # saved options without the new one
+        assert component.create(**component.resolve_options({"size": 2})) == {"size": 2, "fresh": True}  # planned
+
+    class Data:
+        @genkit.hookimpl
+        def register_datasets(self, register):
+            register("versioned-data", factory, older_runs={"fresh": False})
+
+    genkit.register_plugin(Data(), name="versioned-data")
+    try:
+        assert open_source("versioned-data", {"size": 2}) == ({"size": 2, "fresh": True}, {"size": 2, "fresh": True})
+        assert open_source("versioned-data", {"size": 2}, saved=True)[1] == {"size": 2, "fresh": False}
+        assert open_source("versioned-data", {"fresh": True}, saved=True)[1] == {"size": 4, "fresh": True}
+    finally:
+        genkit.unregister_plugin("versioned-data")
+
+
+@pytest.mark.parametrize("older_runs, message", [
+    ({"colour": 1}, "registered model 'blocks' with older_runs 'colour', which is not an option of its factory"),
+    ({"depth": float("nan")}, "registered model 'blocks' with older_runs depth=nan, which config.json cannot hold"),
+    (["depth"], "registered model 'blocks' with older_runs ['depth']; give a mapping of option to value"),
+])
+def test_a_bad_older_runs_is_refused_when_registering(registered, older_runs, message):
+    registered("1.0", first_release, older_runs=older_runs)
+    problems = [str(e) for e in genkit.plugin_errors() if e.plugin == "versioned"]
+    assert any(message in p for p in problems), problems
+    assert "blocks" not in genkit.registry("models")
 
 
 def test_weights_that_no_longer_fit_name_the_first_tensors_and_how_many_more(old_run, registered):

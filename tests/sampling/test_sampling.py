@@ -1,4 +1,4 @@
-"""Sampling by attribute names: exclusive groups, the rest from the data or off, temperature."""
+"""Sampling by attribute names: exclusive groups, the rest from the data, off or left to the model, temperature."""
 
 from __future__ import annotations
 
@@ -194,6 +194,44 @@ def test_a_bad_rest_mode_is_refused(run, tiny_run):
         run.sample("large", n=1, rest="some")
     result = CliRunner().invoke(build_app(), ["sample", "--run", str(tiny_run), "--rest", "some"])
     _one_line_exit_2(result, "--rest 'some' is not known; choose data", "off", "or model")
+
+
+def test_a_model_trained_on_full_conditions_refuses_the_rest_left_to_it_in_one_line(run, tiny_run, tmp_path):
+    assert run.rest_modes == ("data", "off") and not run.capabilities["partial_conditions"]
+    message = ("rest model needs a model trained with attributes left unspecified (attribute dropout); this run's "
+               "model 'cvae' was not: use rest data or rest off")
+    for call in (lambda: run.sample("large", n=1, rest="model"), lambda: run.conditions("large", 1, rest="model"),
+                 lambda: run.check_rest("model")):
+        with pytest.raises(genkit.UsageError) as caught:
+            call()
+        assert str(caught.value) == message
+    for extra in ([], ["--vary", "large"], ["--interpolate", "large", "top"]):
+        out = tmp_path / "never.png"
+        line = error_line(invoke(["sample", "--run", tiny_run, "--rest", "model", *extra, "--out", out]))
+        assert line == ("error: --rest model needs a model trained with attributes left unspecified (attribute "
+                        "dropout); this run's model 'cvae' was not: use --rest data or --rest off")
+        assert not out.exists()
+
+
+def test_the_rest_left_to_the_model_states_an_exclusive_family_named_and_leaves_the_others_unspecified(run):
+    names = run.attribute_names
+    request = attributes.parse_attrs("color::blue,-large", names, run.exclusive_groups)
+    assert attributes.stated(request, names, run.exclusive_groups) == attributes.AttributeRequest(
+        on=("color::blue",), off=("large", "color::red", "color::green", "color::yellow"))
+    assert attributes.stated(request, names, []) == request  # exclusivity is the dataset's declaration only
+    # the conditioner of a new run encodes it (the cvae cannot use it: Run.conditions refuses, this does not know the model)
+    cond = attributes.conditions(run.conditioner, names, run.exclusive_groups, "color::blue,-large", 3, rest="model")
+    expected = [1 if n == "color::blue" else 0 if n.startswith("color::") or n == "large" else -1 for n in names]
+    assert cond.condition.shape == (3, len(names)) and cond.condition[2].tolist() == expected
+    assert cond.rest == "model" and cond.attribute_sets == [["color::blue"]] * 3 and cond.note is None
+
+    class FullOnly:
+        def encode(self, spec):
+            return run.conditioner.encode(spec)
+
+    with pytest.raises(genkit.UsageError, match="rest model needs a conditioner that can leave attributes "
+                                                "unspecified; FullOnly cannot: use rest data or rest off"):
+        attributes.conditions(FullOnly(), names, run.exclusive_groups, "large", 1, rest="model")
 
 
 @pytest.mark.parametrize("vary, message", [

@@ -129,6 +129,33 @@ def test_page_requests_out_of_bounds_are_refused(n, seed, rest, message):
         check_request(n, seed, rest)
 
 
+def test_the_rest_left_to_the_model_is_offered_only_for_a_run_that_can_and_refused_in_one_line_otherwise(
+        page, flow_run, tmp_path):
+    flow = RunPage(genkit.load_run(flow_run, device="cpu"), "flow")
+    assert flow.run.rest_modes == ("data", "off", "model") and page.run.rest_modes == ("data", "off")
+    view = flow.grid("shape::circle", 2, 1, "model", {"steps": 2})
+    assert view.command == command_line(flow_run, "shape::circle", 2, 1, "model", ["--sampling-steps", "2"])
+    args = shlex.split(view.command)[1:] + ["--out", str(tmp_path / "cli.png")]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(_png_pixels(_data_url_png(view.html)), _png_pixels((tmp_path / "cli.png").read_bytes()))
+    message = ("rest model needs a model trained with attributes left unspecified (attribute dropout); this run's "
+               "model 'cvae' was not: use rest data or rest off")
+    for request in (lambda: page.grid("large", 2, 0, "model"), lambda: page.vary("", "large", 2, 0, "model"),
+                    lambda: page.interpolate("large", "top", 2, 3, 0, "model")):
+        with pytest.raises(genkit.UsageError) as caught:
+            request()
+        assert str(caught.value) == message
+    pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
+    from genkit.serve.layout import build_page
+
+    def choices(run_page):
+        radio = next(b for b in build_page([run_page]).blocks.values() if getattr(b, "elem_id", None) == "rest-0")
+        return [value for _, value in radio.choices]
+
+    assert choices(flow) == ["data", "off", "model"] and choices(page) == ["data", "off"]
+
+
 @pytest.mark.parametrize("temperature, message", [
     (0, "--temperature 0 is outside"), (-1.0, "is outside"), (None, None), (float("nan"), "must be a finite number"),
     ("warm", "must be a number"), (10**400, "must be a finite number"), (1e308, "is outside"),

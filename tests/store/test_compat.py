@@ -1,5 +1,6 @@
-"""Run folders written by genkit 0.1.0 (before models declared their capabilities) load, sample,
-evaluate and resume exactly as they did."""
+"""Run folders written by genkit 0.1.0 (before models declared their capabilities), and flow runs saved
+before partial conditions (no ``conditioner.partial``, no ``model.attribute_dropout`` in config.json), load,
+sample, evaluate and resume exactly as they did."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import genkit
 import genkit.training.checkpoints
-from conftest import invoke
+from conftest import FLOW_E2E, error_line, invoke
 
 #: config.json as genkit 0.1.0 wrote it for the default recipe (no ``train.ema``), shrunk to 16x16
 RELEASE_CONFIG = {
@@ -78,3 +79,47 @@ def test_a_release_run_resumes_to_the_same_weights_as_a_run_that_never_stopped(t
     assert result.exit_code == 0, result.output
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(stopped / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+#: the options a flow run saved before partial conditions lacks, and what they meant then
+BEFORE_PARTIAL = {"conditioner": ("partial", False), "model": ("attribute_dropout", 0.0)}
+OLD_FLOW = [*FLOW_E2E, "--conditioner-opt", "partial=false", "--model-opt", "attribute_dropout=0"]
+
+
+def _as_before_partial(run_dir):
+    """``run_dir``'s config.json as genkit wrote it before partial conditions: without the options added since."""
+    config = json.loads((run_dir / "config.json").read_text())
+    for section, (option, value) in BEFORE_PARTIAL.items():
+        assert config[section]["options"].pop(option) == value
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def test_a_flow_run_saved_before_partial_conditions_samples_bit_identically_and_resumes_equal(tmp_path):
+    from genkit_plugins.flow import build
+    from genkit_plugins.tiled_onehot import TiledOneHot
+
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    assert invoke(["train", "--model", "flow", *OLD_FLOW, "--epochs", "2", "--out", straight]).exit_code == 0
+    assert invoke(["train", "--model", "flow", *OLD_FLOW, "--epochs", "1", "--out", old]).exit_code == 0
+    _as_before_partial(old)
+    run = genkit.load_run(old, device="cpu")
+    # what that genkit built: the full vector with its null feature (vector_dim A + 1), full conditions only
+    assert type(run.conditioner) is TiledOneHot and run.conditioner.vector_dim == len(run.attribute_names) + 1
+    assert run.model.attribute_dropout == 0.0 and not run.capabilities["partial_conditions"]
+    assert run.rest_modes == ("data", "off")
+    options = json.loads((old / "config.json").read_text())["model"]["options"]
+    then = build((3, 16, 16), TiledOneHot(run.attribute_names), **options, attribute_dropout=0.0)
+    then.load_state_dict(load_file(str(old / "model.safetensors")))
+    expected = then.eval().sample(run.condition("shape::circle,large", 2), run.noise(2, 4), steps=3)
+    assert torch.equal(run.sample("shape::circle,large", n=2, seed=4, rest="off", steps=3), expected)
+    out = tmp_path / "never.png"
+    line = error_line(invoke(["sample", "--run", old, "--rest", "model", "--out", out]))
+    assert line == ("error: --rest model needs a model trained with attributes left unspecified (attribute dropout); "
+                    "this run's model 'flow' was not: use --rest data or --rest off")
+    assert not out.exists()
+    # resumed, it trains on as it would have: the same weights as the run that never stopped
+    result = invoke(["train", "--resume", old, "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(old / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "partial" not in json.loads((old / "config.json").read_text())["conditioner"]["options"]
