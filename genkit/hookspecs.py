@@ -50,7 +50,9 @@ def register_datasets(register):
 def register_conditioners(register):
     """Register conditioners: how an attribute vector enters a model.
 
-    :param register: ``register(name, factory, *, description="", flags=())``.
+    :param register: ``register(name, factory, *, description="", flags=(), older_runs=None)``;
+        ``older_runs`` gives options added later the values runs saved before them meant
+        (``{"partial": False}``), while new plans get the factory's defaults (any kind may declare it).
 
     ``factory(attribute_names: list[str], **options)`` (the first parameter passed by position, and
     named ``attribute_names``) returns a :class:`genkit.Conditioner`
@@ -61,8 +63,12 @@ def register_conditioners(register):
     condition) -> Tensor`` with ``latent_extra_dim`` extra features (a decoder input), for
     models that tile or join the condition; ``vector(condition) -> Tensor (B, vector_dim)``
     (plain features for a model that embeds the condition) and ``null_condition(n) -> Tensor
-    (n, dim)`` (the condition that gives no attribute, for classifier-free guidance). A model
-    that needs a form the conditioner lacks is refused when the run is planned.
+    (n, dim)`` (the condition that gives no attribute, for classifier-free guidance). For partial
+    conditions: ``encode_partial(spec) -> Tensor`` (attributes not named unspecified, −1) and
+    ``drop(condition, probability, generator=None)`` (each unit, a ``group::`` family or a plain
+    attribute, unspecified with that probability, independently: training), with a ``vector`` that
+    tells on, off and unspecified apart. A model that needs a form the conditioner lacks is refused
+    when the run is planned.
     """
 
 
@@ -92,7 +98,9 @@ def register_models(register):
     ``prior_params(condition) -> (mu, logvar)`` for a conditional prior), which gives the
     likelihood bounds of ``genkit evaluate``, ``genkit reconstruct`` and editing by encoding;
     ``invert(images, condition, **sampling options) -> noise``, a deterministic sampler run
-    backwards; ``log_likelihood(images, condition, generator=None) -> (B,)``, its own. A
+    backwards; ``log_likelihood(images, condition, generator=None) -> (B,)``, its own; and, declared
+    by ``partial_conditions = True`` because no method shows it, conditions with attributes left
+    unspecified (trained with the conditioner's ``drop``), which gives ``rest="model"``. A
     capability a model lacks is reported as absent (``null`` metrics, a one-line refusal).
     A model may own its training step instead of the bundled one (forward, loss, one Adam):
     ``optimizers(lr, model) -> dict[str, Optimizer]`` and ``training_step(images, condition,

@@ -65,6 +65,14 @@ class Conditioner(Protocol):
     Beyond these members a conditioner offers the forms models need: ``input_layer`` and
     ``join_latent`` (with ``latent_extra_dim``) for models that tile or join the condition,
     ``vector`` (with ``vector_dim``) and ``null_condition`` for models that embed it and guide.
+
+    Partial conditions, optional: ``encode_partial(spec) -> Tensor`` gives the named attributes 1 or
+    0 and every other entry −1, *unspecified* (all −1 is the null condition); ``drop(condition,
+    probability, generator=None) -> Tensor`` makes each unit of each row unspecified with
+    ``probability``, independently (a unit is a ``group::`` family, whole, or a plain attribute,
+    found from the names), from ``generator`` or torch's global random state: what training does
+    so that a model learns each unit's null. With them, ``vector`` must tell on, off and unspecified
+    apart per entry. genkit states an exclusive family whole before ``encode_partial`` (``rest="model"``).
     """
 
     attribute_names: list[str]
