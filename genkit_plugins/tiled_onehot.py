@@ -224,7 +224,8 @@ def build(attribute_names: list[str], mode: str = "fused", partial: bool = True)
         feature per attribute. Runs saved before this option read false.
     """
     if not isinstance(partial, bool):
-        raise genkit.UsageError(f"partial {partial!r} must be true or false, for example --conditioner-opt partial=true")
+        raise genkit.UsageError(f"partial {partial!r} must be true or false, for example "
+                                "--conditioner-opt partial=true")
     return (PartialTiledOneHot if partial else TiledOneHot)(attribute_names, mode=mode)
 
 

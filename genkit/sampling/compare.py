@@ -43,8 +43,9 @@ def vary(run: Run, attrs: str | Sequence[str], names: Sequence[str], n: int, see
                 sets += [attribute_set] * n
             continue
         if rest == "model":
-            on = stated(AttributeRequest(on=tuple(dict.fromkeys([*request.on, name])),
-                                         off=tuple(x for x in request.off if x != name)), names_all, run.exclusive_groups)
+            asked = AttributeRequest(on=tuple(dict.fromkeys([*request.on, name])),
+                                     off=tuple(x for x in request.off if x != name))
+            on = stated(asked, names_all, run.exclusive_groups)
             off = AttributeRequest(on=tuple(x for x in on.on if x != name), off=(*on.off, name))
             for row in (off, on):
                 c = partial_condition(run.conditioner, row, names_all, run.exclusive_groups)

@@ -225,8 +225,8 @@ class RunPage:
         return spec_from_values(self.controls, values)
 
     def request(self, n: Any, seed: Any, rest: Any) -> tuple[int, int, str]:
-        """:func:`check_request`, and the rest mode one this run can take (the page offers only those,
-        :attr:`genkit.Run.rest_modes`; a request may still name another)."""
+        """:func:`check_request`, and a rest mode this run can take: the page offers only those
+        (:attr:`genkit.Run.rest_modes`), but a request may still name another."""
         n, seed, rest = check_request(n, seed, rest)
         return n, seed, self.run.check_rest(rest)
 

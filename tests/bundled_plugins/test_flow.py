@@ -199,7 +199,8 @@ def test_without_attribute_dropout_training_draws_what_it_always_drew():
 
 def test_a_flow_declares_partial_conditions_only_when_trained_with_attribute_dropout():
     assert has(partial_flow(attribute_dropout=0.2), "partial_conditions")
-    assert not has(partial_flow(attribute_dropout=0.0), "partial_conditions") and not has(small_flow(), "partial_conditions")
+    assert not has(partial_flow(attribute_dropout=0.0), "partial_conditions")
+    assert not has(small_flow(), "partial_conditions")
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -0.1, 1.0, 1.5])
@@ -391,8 +392,8 @@ def test_vary_and_interpolate_with_the_rest_left_to_the_model(flow_run):
     assert varied.images.shape == (4, 3, 16, 16) and varied.attribute_sets[2:] == [["large", "shape::square"]] * 2
     upper, lower = seen
     square = names.index("shape::square")
-    assert lower[0, square] == 1 and upper[0, square] == 0 and torch.equal(
-        upper[:, [i for i in range(len(names)) if i != square]], lower[:, [i for i in range(len(names)) if i != square]])
+    others = [i for i in range(len(names)) if i != square]
+    assert lower[0, square] == 1 and upper[0, square] == 0 and torch.equal(upper[:, others], lower[:, others])
     assert lower[0, names.index("color::red")] == -1 and lower[0, names.index("shape::circle")] == 0
     seen.clear()
     compare.interpolate(run, ("shape::circle", "color::red,top"), 1, 3, seed=1, rest="model", options={"steps": 1})

@@ -219,7 +219,7 @@ def test_the_rest_left_to_the_model_states_an_exclusive_family_named_and_leaves_
     assert attributes.stated(request, names, run.exclusive_groups) == attributes.AttributeRequest(
         on=("color::blue",), off=("large", "color::red", "color::green", "color::yellow"))
     assert attributes.stated(request, names, []) == request  # exclusivity is the dataset's declaration only
-    # the conditioner of a new run encodes it (the cvae cannot use it: Run.conditions refuses, this does not know the model)
+    # a new run's conditioner encodes it (the cvae cannot use it: Run.conditions refuses; this does not know the model)
     cond = attributes.conditions(run.conditioner, names, run.exclusive_groups, "color::blue,-large", 3, rest="model")
     expected = [1 if n == "color::blue" else 0 if n.startswith("color::") or n == "large" else -1 for n in names]
     assert cond.condition.shape == (3, len(names)) and cond.condition[2].tolist() == expected
