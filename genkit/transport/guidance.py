@@ -89,11 +89,11 @@ def check_guidance_interval(low: float, high: float, *,
     """``(low, high)`` as floats, or a one-line UsageError naming the flag (of ``flags``) at fault and a value that works."""
     for flag, value, example in zip(flags, (low, high), ("0.3", "1")):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:  # NaN fails too
-            raise UsageError(f"{flag} {shown(value)} must be a time from 0 (noise) to 1 (image), for example "
+            raise UsageError(f"{flag} {_number(value)} must be a time from 0 (noise) to 1 (image), for example "
                              f"{flag} {example}")
     if low > high:
-        raise UsageError(f"{flags[0]} {shown(low)} is after {flags[1]} {shown(high)}: guidance applies from the first "
-                         f"time to the second, for example {flags[0]} 0.3 {flags[1]} 1")
+        raise UsageError(f"{flags[0]} {_number(low)} is after {flags[1]} {_number(high)}: guidance applies from the "
+                         f"first time to the second, for example {flags[0]} 0.3 {flags[1]} 1")
     return float(low), float(high)
 
 
@@ -103,6 +103,11 @@ def drop_conditions(vector: torch.Tensor, null: torch.Tensor, probability: float
     condition's velocity, which guidance needs. Draws one uniform number per row."""
     dropped = torch.rand(vector.shape[0], device=vector.device, generator=generator) < probability
     return torch.where(dropped[:, None], null, vector)
+
+
+def _number(value: object) -> str:
+    """A number as a flag is written (``2``, ``0.25``, ``nan``), anything else as :func:`shown` shows it."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else shown(value)
 
 
 def _rows(weights: Sequence[float], conditions: int) -> tuple[list[int], bool]:
