@@ -3,9 +3,10 @@
 Training (Lipman et al. 2023; Liu et al. 2023, as in facebookresearch/flow_matching): an image
 x₁ (pixels mapped to [−1, 1]) and noise x₀ ~ N(0, I) of the same shape are joined by the straight
 path x_t = t·x₁ + (1 − t)·x₀, t drawn logit-normal (or uniform: ``time_sampling``); the network
-v(x_t, t, y) learns the path's velocity x₁ − x₀ (the ``flow-matching`` loss). With probability ``condition_dropout`` a training image's
-condition is replaced by the conditioner's null condition, so the same network also learns the
-unconditional velocity, which classifier-free guidance needs.
+v(x_t, t, y) learns the path's velocity x₁ − x₀ (the ``flow-matching`` loss). With probability
+``condition_dropout`` a training image's condition is replaced by the conditioner's null
+condition, so the same network also learns the unconditional velocity, which classifier-free
+guidance needs.
 
 Sampling integrates dx/dt = v from t = 0 (noise) to t = 1 (image) in ``steps`` equal steps with
 Euler's method (one network evaluation a step) or Heun's (two). Classifier-free guidance

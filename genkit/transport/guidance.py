@@ -86,7 +86,7 @@ def network_passes(steps: int, solver: str = "euler", weights: Sequence[float] =
 
 def check_guidance_interval(low: float, high: float, *,
                             flags: tuple[str, str] = ("--guidance-from", "--guidance-until")) -> tuple[float, float]:
-    """``(low, high)`` as floats, or a one-line UsageError naming the flag (of ``flags``) at fault and a value that works."""
+    """``(low, high)`` as floats, or a one-line UsageError naming the flag at fault and a value that works."""
     for flag, value, example in zip(flags, (low, high), ("0.3", "1")):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:  # NaN fails too
             raise UsageError(f"{flag} {_number(value)} must be a time from 0 (noise) to 1 (image), for example "
