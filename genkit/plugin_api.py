@@ -17,12 +17,23 @@ they come from (``genkit_datasets.*``, ``genkit.evaluation.gaussian``) may be re
   ``genkit evaluate`` reports, and :func:`float32_option`, which refuses an option the loss
   would compute with in float32 but float32 cannot hold (``1e300`` overflows, ``1e-300`` rounds
   to zero) in one line, before any training.
+- Flows on the straight path, outside the network (a third-party flow brings only its network):
+  the path (:func:`draw_path`, :func:`draw_times`, :data:`TIME_SAMPLINGS`, :func:`straight_path`,
+  :class:`PathPoint`, :func:`preconditioned`), classifier-free guidance over one or more
+  conditions with a guidance interval (:func:`guided_velocity`, :func:`guided_field`,
+  :func:`drop_conditions`, :func:`network_passes`, :func:`check_guidance_interval`) and the ODE
+  solvers, forwards and backwards over all or part of [0, 1] (:func:`integrate`, :data:`SOLVERS`).
+  The bundled ``flow`` is written with exactly these.
 """
 
 from __future__ import annotations
 
 from genkit.components.limits import float32_option
 from genkit.evaluation.gaussian import gaussian_kl
+from genkit.transport.guidance import (check_guidance_interval, drop_conditions, guided_field, guided_velocity,
+                                       network_passes)
+from genkit.transport.path import TIME_SAMPLINGS, PathPoint, draw_path, draw_times, preconditioned, straight_path
+from genkit.transport.solvers import SOLVERS, integrate
 from genkit_datasets.annotations import (IMAGE_SUFFIXES, bad_row, file_digest, find_file, fingerprint, has_images,
                                          list_images, parse_int, read_lines)
 from genkit_datasets.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES, HINT as CELEBA_HINT, celeba_index
@@ -42,22 +53,35 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageFileReader",
     "ImageReader",
+    "PathPoint",
     "SHAPES_ATTRIBUTE_NAMES",
+    "SOLVERS",
     "SourceIndex",
+    "TIME_SAMPLINGS",
     "bad_row",
     "celeba_index",
     "center_crop_resize",
+    "check_guidance_interval",
     "cub_index",
+    "draw_path",
+    "draw_times",
+    "drop_conditions",
     "file_digest",
     "find_file",
     "fingerprint",
     "float32_option",
     "folder_index",
     "gaussian_kl",
+    "guided_field",
+    "guided_velocity",
     "has_images",
     "hash_splits",
+    "integrate",
     "list_images",
+    "network_passes",
     "parse_int",
+    "preconditioned",
     "read_lines",
     "shapes_index",
+    "straight_path",
 ]

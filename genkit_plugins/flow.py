@@ -2,20 +2,26 @@
 
 Training (Lipman et al. 2023; Liu et al. 2023, as in facebookresearch/flow_matching): an image
 x₁ (pixels mapped to [−1, 1]) and noise x₀ ~ N(0, I) of the same shape are joined by the straight
-path x_t = t·x₁ + (1 − t)·x₀, t ~ U(0, 1); the network v(x_t, t, y) learns the path's velocity
-x₁ − x₀ (the ``flow-matching`` loss). With probability ``condition_dropout`` a training image's
-condition is replaced by the conditioner's null condition, so the same network also learns the
-unconditional velocity, which classifier-free guidance needs. With probability
-``attribute_dropout`` each unit of it (an attribute family, a plain attribute) is left unspecified,
-independently (the conditioner's ``drop``), so the network also learns each one's null: sampling may
-then leave the attributes a user did not name to the model (``--rest model``).
+path x_t = t·x₁ + (1 − t)·x₀, t drawn logit-normal (or uniform: ``time_sampling``); the network
+v(x_t, t, y) learns the path's velocity x₁ − x₀ (the ``flow-matching`` loss). With probability
+``condition_dropout`` a training image's condition is replaced by the conditioner's null
+condition, so the same network also learns the unconditional velocity, which classifier-free
+guidance needs. With probability ``attribute_dropout`` each unit of it (an attribute family, a
+plain attribute) is left unspecified, independently (the conditioner's ``drop``), so the network
+also learns each one's null: sampling may then leave the attributes a user did not name to the
+model (``--rest model``).
 
 Sampling integrates dx/dt = v from t = 0 (noise) to t = 1 (image) in ``steps`` equal steps with
 Euler's method (one network evaluation a step) or Heun's (two). Classifier-free guidance
 (Ho & Salimans 2022) uses v = v_null + w·(v_cond − v_null): w = 1 is the conditional velocity
 alone and w = 0 the unconditional one, each a single pass; any other w evaluates both in one
-batch. :meth:`FlowModel.invert` runs the same solver backwards, from images to the noise that
+batch; with a guidance interval (Kynkäänniemi et al. 2024) it applies only for t from
+``guidance_from`` to ``guidance_until``, and the steps outside take the conditional pass alone.
+:meth:`FlowModel.invert` runs the same solver backwards, from images to the noise that
 ``sample`` maps back to them (exactly only as the steps get small).
+
+The path, its preconditioning, guidance and the solvers are ``genkit.plugin_api``'s, used as a
+third-party flow would use them; what this module brings is the network, its options and their checks.
 
 The network works on patches (space-to-depth by ``patch``): a small U-Net of residual blocks whose
 features are modulated (FiLM) by an embedding of t and of ``conditioner.vector(condition)``; one
@@ -36,8 +42,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import genkit
+from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, check_guidance_interval, draw_path, drop_conditions,
+                               guided_field, integrate, preconditioned)
 
-SOLVERS = ("euler", "heun")
 #: beyond this a sample takes minutes and the solver's error no longer shrinks visibly
 MAX_STEPS = 1000
 #: guidance far above this only saturates colours; a typo such as 200 for 2.0 is refused
@@ -49,10 +56,7 @@ DEFAULT_SOLVER = "euler"
 #: attribute's effect is still learned from 80 % of the images), and each null is seen thousands of times an epoch
 DEFAULT_ATTRIBUTE_DROPOUT = 0.2
 TIME_FREQUENCIES = 16
-#: the standard deviation assumed of image values in [−1, 1] (EDM's σ_data)
-DATA_STD = 0.5
 PREDICTIONS = ("preconditioned", "velocity")
-TIME_SAMPLINGS = ("logit-normal", "uniform")
 
 
 @dataclass
@@ -227,23 +231,14 @@ class FlowModel(nn.Module):
         t, the noise and the dropouts (both only in training) are drawn from torch's global random state, so
         a seeded run draws the same ones, and a resumed run continues them.
         """
-        x1 = self.to_flow(images)
-        n = images.shape[0]
-        if self.time_sampling == "logit-normal":  # more of the middle of the path (Esser et al. 2024)
-            t = torch.sigmoid(torch.randn(n, device=images.device, dtype=x1.dtype))
-        else:
-            t = torch.rand(n, device=images.device, dtype=x1.dtype)
-        x0 = torch.randn_like(x1)
-        tt = t[:, None, None, None]
-        xt = tt * x1 + (1 - tt) * x0
+        point = draw_path(self.to_flow(images), self.time_sampling)
         if self.training and self.attribute_dropout:
             condition = self.conditioner.drop(condition, self.attribute_dropout)
         vector = self.conditioner.vector(condition)
         if self.training:
-            dropped = torch.rand(n, device=images.device) < self.condition_dropout
-            null = self.conditioner.vector(self.conditioner.null_condition(n).to(condition))
-            vector = torch.where(dropped[:, None], null, vector)
-        return FlowOutput(velocity=self.predict(xt, t, vector), target=x1 - x0, t=t)
+            null = self.conditioner.vector(self.conditioner.null_condition(images.shape[0]).to(condition))
+            vector = drop_conditions(vector, null, self.condition_dropout)
+        return FlowOutput(velocity=self.predict(point.x_t, point.t, vector), target=point.target, t=point.t)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """The velocity at (x, t).
@@ -254,74 +249,58 @@ class FlowModel(nn.Module):
         """
         if self.prediction == "velocity":
             return self.net(x, t, vector)
-        tt = t[:, None, None, None]
-        spread = (tt * DATA_STD) ** 2 + (1 - tt) ** 2   # Var(x_t) for data of std DATA_STD
-        skip = (tt * DATA_STD ** 2 - (1 - tt)) / spread  # the best linear guess of v from x_t
-        return skip * x + DATA_STD / spread.sqrt() * self.net(x / spread.sqrt(), t, vector)
+        return preconditioned(self.net, x, t, vector)
 
-    def velocity(self, x: torch.Tensor, t: float, vector: torch.Tensor, null: torch.Tensor | None,
-                 guidance: float) -> torch.Tensor:
-        """The guided velocity at time ``t``: one pass for guidance 0 or 1, one batch of two otherwise."""
-        times = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
-        if guidance == 1 or null is None:
-            return self.predict(x, times, vector)
-        if guidance == 0:
-            return self.predict(x, times, null)
-        both = self.predict(torch.cat([x, x]), torch.cat([times, times]), torch.cat([vector, null]))
-        conditional, unconditional = both.chunk(2)
-        return unconditional + guidance * (conditional - unconditional)
-
-    def _integrate(self, x: torch.Tensor, condition: torch.Tensor, guidance: float, steps: int, solver: str,
-                   backwards: bool) -> torch.Tensor:
+    def _field(self, condition: torch.Tensor, x: torch.Tensor, guidance: float, interval: tuple[float, float]):
+        """The guided velocity field the solver integrates, for the rows of ``condition``."""
         vector = self.conditioner.vector(condition.to(x.device))
         null = (self.conditioner.vector(self.conditioner.null_condition(x.shape[0]).to(vector))
                 if guidance != 1 else None)
-        grid = [i / steps for i in range(steps + 1)]
-        if backwards:
-            grid.reverse()
-        for t, t_next in zip(grid[:-1], grid[1:]):
-            h = t_next - t
-            v = self.velocity(x, t, vector, null, guidance)
-            if solver == "heun":
-                v_next = self.velocity(x + h * v, t_next, vector, null, guidance)
-                v = (v + v_next) / 2
-            x = x + h * v
-        return x
+        return guided_field(self.predict, [vector], [guidance], null, interval=interval)
 
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, noise: torch.Tensor | None = None,
                generator: torch.Generator | None = None, *, guidance: float = DEFAULT_GUIDANCE,
-               steps: int = DEFAULT_STEPS, solver: Literal["euler", "heun"] = DEFAULT_SOLVER) -> torch.Tensor:
+               steps: int = DEFAULT_STEPS, solver: Literal["euler", "heun"] = DEFAULT_SOLVER,
+               guidance_from: float = 0.0, guidance_until: float = 1.0) -> torch.Tensor:
         """Images in [0, 1] for each condition row: the flow integrated from ``noise`` (N(0, I) of
         ``noise_shape``, drawn from ``generator`` when not given).
 
         :param guidance: classifier-free guidance scale, 0 or more: 1 follows the condition as
             trained, above 1 keeps to the attributes more strictly, 0 ignores them.
         :param steps: solver steps from noise to image, 1 to 1000; each costs one network pass
-            with euler, two with heun (twice that with guidance other than 0 and 1).
+            with euler, two with heun (twice that where guidance other than 0 and 1 applies).
         :param solver: euler (one network pass a step) or heun (two, more accurate per step).
+        :param guidance_from: time of the path (0 noise, 1 image) where guidance starts; before
+            it, the conditional velocity alone (half the passes).
+        :param guidance_until: time of the path where guidance ends, guidance_from to 1; after
+            it, the conditional velocity alone.
         """
-        self.check_sampling_options(guidance, steps, solver)
+        self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until)
         if noise is None:
             noise = torch.randn(condition.shape[0], *self.image_shape, generator=generator,
                                 device=condition.device if generator is None else generator.device)
         dtype = next(self.parameters()).dtype
-        x = self._integrate(noise.to(condition.device, dtype), condition, guidance, steps, solver, backwards=False)
-        return self.to_images(x)
+        x = noise.to(condition.device, dtype)
+        field = self._field(condition, x, guidance, (guidance_from, guidance_until))
+        return self.to_images(integrate(field, x, steps, solver))
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, condition: torch.Tensor, guidance: float = DEFAULT_GUIDANCE,
-               steps: int = DEFAULT_STEPS, solver: Literal["euler", "heun"] = DEFAULT_SOLVER) -> torch.Tensor:
+               steps: int = DEFAULT_STEPS, solver: Literal["euler", "heun"] = DEFAULT_SOLVER,
+               guidance_from: float = 0.0, guidance_until: float = 1.0) -> torch.Tensor:
         """The noise that :meth:`sample` with the same options maps to ``images`` (in [0, 1]): the
         same ODE integrated backwards, from t = 1 to t = 0."""
-        self.check_sampling_options(guidance, steps, solver)
+        self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until)
         dtype = next(self.parameters()).dtype
-        return self._integrate(self.to_flow(images.to(condition.device, dtype)), condition, guidance, steps, solver,
-                               backwards=True)
+        x = self.to_flow(images.to(condition.device, dtype))
+        field = self._field(condition, x, guidance, (guidance_from, guidance_until))
+        return integrate(field, x, steps, solver, backwards=True)
 
     @staticmethod
     def check_sampling_options(guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
-                               solver: str = DEFAULT_SOLVER) -> None:
+                               solver: str = DEFAULT_SOLVER, guidance_from: float = 0.0,
+                               guidance_until: float = 1.0) -> None:
         """Refuse options the solver cannot use, with one line naming the flag and what to choose."""
         if not 0 <= guidance <= MAX_GUIDANCE:  # NaN fails both comparisons
             raise genkit.UsageError(f"--guidance {guidance:g} is outside [0, {MAX_GUIDANCE:g}]; choose for example "
@@ -332,6 +311,7 @@ class FlowModel(nn.Module):
                                     f"{DEFAULT_STEPS} (more: closer to the exact flow, slower)")
         if solver not in SOLVERS:
             raise genkit.UsageError(f"--solver {solver!r} is not known; choose one of: {', '.join(SOLVERS)}")
+        check_guidance_interval(guidance_from, guidance_until)
 
 
 def _nearest_sizes(height: int, width: int, multiple: int) -> str:

@@ -38,6 +38,9 @@ _entry_points_loaded = False
 _load_errors: list[PluginError] = []
 _versions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
 _cache: dict[str, tuple[tuple, Registry, list[PluginError]]] = {}
+#: bumped by every registration and removal: the registries' cache key. Plugin names and ids alone are not
+#: one: an unregistered plugin freed, a new one under its name can get its id back and find the old registry
+_generation = 0
 
 
 @dataclass
@@ -89,7 +92,9 @@ def register_plugin(plugin: Any, name: str | None = None) -> str | None:
     Wrong hook arguments and hooks that do not exist are refused here, with the plugin named,
     rather than failing later when the hook is called.
     """
+    global _generation
     name = name or getattr(plugin, "__name__", None) or repr(plugin)
+    _generation += 1
     try:
         registered = pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
@@ -109,13 +114,15 @@ def register_plugin(plugin: Any, name: str | None = None) -> str | None:
 
 
 def unregister_plugin(name: str) -> None:
+    global _generation
     plugin = pm.get_plugin(name)
     if plugin is not None:
         pm.unregister(plugin)
+        _generation += 1
 
 
 def _state_key() -> tuple:
-    return tuple(sorted((n, id(p)) for n, p in pm.list_name_plugin()))
+    return _generation, tuple(sorted(n for n, _ in pm.list_name_plugin()))
 
 
 def registry(kind: str) -> Registry:

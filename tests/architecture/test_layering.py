@@ -173,7 +173,7 @@ def test_no_import_cycle_among_genkits_own_modules():
 #: The root modules ``errors``, ``hookspecs``, ``types``, ``config`` and ``options`` are the floor; ``genkit`` itself
 #: (its lazy public names), ``plugin_api`` and ``__main__`` are the public face over everything.
 LAYERS = [
-    {"runtime", "store"},
+    {"runtime", "store", "transport"},
     {"components"},
     {"data"},
     {"sampling"},

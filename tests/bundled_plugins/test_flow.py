@@ -18,6 +18,7 @@ from torch import nn
 
 import genkit
 from conftest import FLOW_E2E, error_line, invoke
+from genkit.plugin_api import network_passes
 from genkit.training.averaging import EMA_FILE
 from genkit.training.checkpoints import latest_checkpoint
 from genkit.sampling.capabilities import has, noise_shape, resolve_sampling_options, sampling_options
@@ -106,6 +107,23 @@ def test_guidance_is_the_null_velocity_plus_w_times_the_difference_in_the_passes
     rows = {0.0: null, 1.0: model.conditioner.vector(condition)}.get(
         guidance, torch.cat([model.conditioner.vector(condition), null]))
     assert torch.equal(calls[0][2], rows)
+
+
+def test_outside_the_guidance_interval_a_step_is_one_conditional_pass():
+    model = toy_flow()
+    condition = torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 0]])
+    noise = 0.1 * torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(2))
+    default = model.sample(condition, noise, steps=4, solver="heun")
+    assert torch.equal(default, model.sample(condition, noise, steps=4, solver="heun", guidance_from=0.0,
+                                             guidance_until=1.0))  # the default interval: guidance everywhere
+    model.net.calls.clear()
+    images = model.sample(condition, noise, guidance=2.0, steps=4, guidance_from=0.5)
+    assert [(float(t[0]), len(t)) for _, t, _ in model.net.calls] == [(0.0, 2), (0.25, 2), (0.5, 4), (0.75, 4)]
+    assert sum(len(t) for _, t, _ in model.net.calls) // 2 == network_passes(4, "euler", [2.0], (0.5, 1.0))
+    assert torch.equal(model.net.calls[0][2], model.conditioner.vector(condition))
+    assert not torch.equal(images, model.sample(condition, noise, guidance=2.0, steps=4))
+    model.invert(images, condition, guidance=2.0, steps=4, guidance_from=0.5)  # the same interval, backwards
+    assert [float(t[0]) for _, t, _ in model.net.calls[-4:]] == [1.0, 0.75, 0.5, 0.25]
 
 
 @pytest.mark.parametrize("solver, steps, tolerance", [("euler", 400, 3e-3), ("heun", 50, 1e-5)])
@@ -261,8 +279,9 @@ def test_the_contract_noise_shape_capabilities_and_sampling_options():
     assert noise_shape(model) == SHAPE
     assert has(model, "invert") and not has(model, "posterior") and not has(model, "log_likelihood")
     options = sampling_options(model)
-    assert list(options) == ["guidance", "steps", "solver"]
-    assert [o.flag for o in options.values()] == ["--guidance", "--sampling-steps", "--solver"]
+    assert list(options) == ["guidance", "steps", "solver", "guidance_from", "guidance_until"]
+    assert [o.flag for o in options.values()] == ["--guidance", "--sampling-steps", "--solver", "--guidance-from",
+                                                  "--guidance-until"]
     assert options["solver"].choices == ("euler", "heun")
     assert "classifier-free guidance" in options["guidance"].help
     samples = model.sample(torch.zeros(2, len(NAMES)), generator=torch.Generator().manual_seed(0), steps=2)
@@ -282,8 +301,14 @@ def test_the_contract_noise_shape_capabilities_and_sampling_options():
     ({"steps": MAX_STEPS + 1}, f"--sampling-steps {MAX_STEPS + 1} is outside 1 to {MAX_STEPS}"),
     ({"steps": 2.5}, "--sampling-steps 2.5 must be a whole number"),
     ({"solver": "rk4"}, "--solver 'rk4' must be one of euler, heun"),
+    ({"guidance_from": 1.5}, "--guidance-from 1.5 must be a time from 0 (noise) to 1 (image), for example "
+                             "--guidance-from 0.3"),
+    ({"guidance_until": "-0.5"}, "--guidance-until -0.5 must be a time from 0 (noise) to 1 (image)"),
+    ({"guidance_until": "nan"}, "--guidance-until nan must be a finite number"),
+    ({"guidance_from": "inf"}, "--guidance-from inf must be a finite number"),
+    ({"guidance_from": 0.9, "guidance_until": 0.2}, "--guidance-from 0.9 is after --guidance-until 0.2"),
     ({"temperature": 1.0}, "'temperature' is not a sampling option of model 'flow' (its sampling options: "
-                           "--guidance, --sampling-steps, --solver)"),
+                           "--guidance, --sampling-steps, --solver, --guidance-from, --guidance-until)"),
 ])
 def test_bad_sampling_options_are_refused_in_one_line_naming_the_flag(given, message):
     with pytest.raises(genkit.UsageError) as caught:
@@ -294,11 +319,14 @@ def test_bad_sampling_options_are_refused_in_one_line_naming_the_flag(given, mes
 
 def test_the_model_checks_its_options_itself_too():
     model = small_flow()
-    for bad in ({"guidance": math.nan}, {"guidance": math.inf}, {"steps": 0}, {"solver": "rk4"}):
+    for bad in ({"guidance": math.nan}, {"guidance": math.inf}, {"steps": 0}, {"solver": "rk4"},
+                {"guidance_from": math.nan}, {"guidance_from": 0.6, "guidance_until": 0.5}):
         with pytest.raises(genkit.UsageError):
             model.sample(torch.zeros(1, len(NAMES)), **bad)
     assert resolve_sampling_options(model, {"guidance": "0", "steps": "1000", "solver": "heun"}) == \
-        {"guidance": 0.0, "steps": 1000, "solver": "heun"}
+        {"guidance": 0.0, "steps": 1000, "solver": "heun", "guidance_from": 0.0, "guidance_until": 1.0}
+    with pytest.raises(genkit.UsageError, match="--guidance-until 2 must be a time"):
+        model.invert(torch.rand(1, *SHAPE), torch.zeros(1, len(NAMES)), guidance_until=2)
 
 
 @pytest.mark.parametrize("options, size, message", [
@@ -357,8 +385,14 @@ def test_a_flow_run_samples_with_its_options_from_the_api_and_the_command_line(f
     result = invoke(["sample", "--run", flow_run, "--sampling-steps", "0", "--out", tmp_path / "never.png"])
     assert "--sampling-steps 0 is outside 1 to 1000" in error_line(result)
     assert not (tmp_path / "never.png").exists()
+    result = invoke(["sample", "--run", flow_run, "--guidance-from", "0.9", "--guidance-until", "0.2", "--out",
+                     tmp_path / "never.png"])
+    assert error_line(result).startswith("error: --guidance-from 0.9 is after --guidance-until 0.2")
+    result = invoke(["sample", "--run", flow_run, "--n", "2", "--guidance-from", "0.5", "--out", tmp_path / "i.png"])
+    assert result.exit_code == 0 and (tmp_path / "i.png").is_file(), result.output
     result = invoke(["sample", "--run", flow_run, "--temperature", "0.5", "--out", tmp_path / "never.png"])
-    assert "its sampling options: --guidance, --sampling-steps, --solver" in error_line(result)
+    assert "its sampling options: --guidance, --sampling-steps, --solver, --guidance-from, --guidance-until" \
+        in error_line(result)
 
 
 def test_a_new_flow_run_leaves_the_unnamed_attributes_to_the_model(flow_run, tmp_path):

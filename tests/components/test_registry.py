@@ -77,6 +77,31 @@ class _TakesBundledName:
         register("cvae", _factory)
 
 
+def test_a_plugin_registered_again_under_its_name_is_seen_even_at_the_same_address():
+    """The registries were cached by the plugins' names and ids: a plugin unregistered and freed, the next one
+    under its name could get the same id and find the old registry (an order-dependent failure of
+    tests/components/test_plugin_versions.py). The same object registered again is that case, every time."""
+
+    class Releases:
+        factory = staticmethod(lambda: "first")
+
+        @genkit.hookimpl
+        def register_losses(self, register):
+            register("release-probe", self.factory)
+
+    plugin = Releases()
+    try:
+        genkit.register_plugin(plugin, name="releases")
+        assert genkit.registry("losses").get("release-probe").factory() == "first"
+        genkit.unregister_plugin("releases")
+        plugin.factory = lambda: "second"
+        genkit.register_plugin(plugin, name="releases")
+        assert genkit.registry("losses").get("release-probe").factory() == "second"
+    finally:
+        genkit.unregister_plugin("releases")
+    assert "release-probe" not in genkit.registry("losses")
+
+
 def test_plugin_taking_a_bundled_name_is_refused_and_reported():
     genkit.register_plugin(_TakesBundledName(), name="squatter")
     try:

@@ -124,14 +124,14 @@ def test_hook_examples_run_together(hook_examples, tmp_path):
     assert judge(run.sample("bright", n=2)).shape == (2, 1)
     result = CliRunner().invoke(build_app(), ["list-datasets"])
     assert result.exit_code == 0 and "greys: Flat grey images" in result.output
-    # the flow example: its own loss by default, the EMA it asks for, no posterior, its sampling option
+    # the flow example: its own loss, the EMA it asks for, an inversion but no posterior, its sampling options
     flow = genkit.plan_run("tiny-flow", "greys", image_size=8, epochs=1, batch_size=16, device="cpu")
     assert flow.loss.name == "velocity-mse" and flow.train.ema == 0.99
     genkit.train(flow, out_dir=tmp_path / "flow", cache_dir=tmp_path / "cache")
     flow_run = genkit.load_run(tmp_path / "flow", device="cpu")
-    assert flow_run.capabilities == {"posterior": False, "invert": False, "log_likelihood": False,
+    assert flow_run.capabilities == {"posterior": False, "invert": True, "log_likelihood": False,
                                      "partial_conditions": False}
-    assert flow_run.sample("bright", n=2, steps=3).shape == (2, 3, 8, 8)
+    assert flow_run.sample("bright", n=2, steps=3, guidance_from=0.5).shape == (2, 3, 8, 8)
     with pytest.raises(genkit.UsageError, match="'ModelOutput' object has no attribute 'predicted'"):
         genkit.plan_run("linear-cvae", "greys", "tiled-onehot", "velocity-mse", image_size=8)
     assert run.sample("bright", n=2, temperature=0.5).shape == (2, 3, 8, 8)
