@@ -126,6 +126,81 @@ def test_outside_the_guidance_interval_a_step_is_one_conditional_pass():
     assert [float(t[0]) for _, t, _ in model.net.calls[-4:]] == [1.0, 0.75, 0.5, 0.25]
 
 
+PARTIAL_NAMES = ["shape::circle", "shape::square", "color::red", "color::blue", "large", "left"]
+
+
+class UnitVelocity(nn.Module):
+    """v(x, t, y) = −x/2 + (features · k)/8 with a different k per feature, recording each call's rows."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.dtype_marker = nn.Parameter(torch.zeros(()))
+        self.register_buffer("k", torch.arange(1.0, width + 1))
+        self.rows: list[int] = []
+
+    def forward(self, x, t, vector):
+        self.rows.append(len(x))
+        return -x / 2 + ((vector * self.k).sum(1) / 8 + t)[:, None, None, None]
+
+
+def partial_toy_flow():
+    from genkit_plugins.tiled_onehot import build as conditioner
+    model = build(SHAPE, conditioner(PARTIAL_NAMES), channels=[4, 8], embedding=8, prediction="velocity").eval()
+    model.net = UnitVelocity(model.conditioner.vector_dim)
+    return model
+
+
+def test_composed_guidance_sums_each_given_unit_s_guidance_in_one_pass_a_step():
+    model = partial_toy_flow()
+    conditioner = model.conditioner
+    # shape and large given, colour and left left to the model
+    condition = torch.tensor([[1.0, 0, -1, -1, 1, -1], [0, 1, -1, -1, 0, -1]])
+    noise = 0.1 * torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    images = model.sample(condition, noise, steps=1, guidance=3.0, guidance_mode="composed",
+                          attribute_guidance="large=0.5")
+    null = conditioner.null_condition(2)
+    shape_alone, large_alone = null.clone(), null.clone()
+    shape_alone[:, :2], large_alone[:, 4] = condition[:, :2], condition[:, 4]
+
+    def v(c):
+        return -noise / 2 + ((conditioner.vector(c) * model.net.k).sum(1) / 8)[:, None, None, None]
+
+    velocity = v(null) + 3.0 * (v(shape_alone) - v(null)) + 0.5 * (v(large_alone) - v(null))
+    assert torch.allclose(images, ((noise + velocity + 1) / 2).clamp(0, 1), atol=1e-6)
+    assert model.net.rows == [2 * 3]  # one call: two units and the null, for both samples
+    model.net.rows.clear()
+    model.sample(condition, noise, steps=4, guidance_mode="composed", guidance_from=0.5)
+    assert model.net.rows == [2, 2, 6, 6]  # outside the interval the condition alone, one pass
+    model.net.rows.clear()
+    everything = torch.tensor([[1.0, 0, 1, 0, 1, 0]])
+    model.sample(everything, noise[:1], steps=1, guidance_mode="composed")
+    assert model.net.rows == [5]  # the cost grows with the units given: four and the null
+
+
+def test_composed_guidance_with_one_unit_is_joint_guidance():
+    model = partial_toy_flow()
+    condition = torch.tensor([[-1.0, -1, 1, 0, -1, -1]])
+    noise = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(model.sample(condition, noise, steps=3, guidance_mode="composed"),
+                          model.sample(condition, noise, steps=3))
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("left=-1", "--attribute-guidance 'left=-1': the weight must be a number from 0 to 50, for example left=2"),
+    ("left=nan", "--attribute-guidance 'left=nan': the weight must be a number from 0 to 50"),
+    ("left=inf", "--attribute-guidance 'left=inf': the weight must be a number from 0 to 50"),
+    ("size=2", "--attribute-guidance 'size=2' is not UNIT=WEIGHT with a unit of this run (shape, color, large, "
+               "left); for example --attribute-guidance shape=3"),
+    ("left", "--attribute-guidance 'left' is not UNIT=WEIGHT"),
+])
+def test_bad_attribute_guidance_is_one_line(weights, message):
+    model = partial_toy_flow()
+    with pytest.raises(genkit.UsageError) as caught:
+        resolve_sampling_options(model, {"guidance_mode": "composed", "attribute_guidance": weights}, "flow")
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert model.unit_weights("shape::circle=4,left=0") == {"shape": 4.0, "left": 0.0}  # a value names its family
+
+
 @pytest.mark.parametrize("solver, steps, tolerance", [("euler", 400, 3e-3), ("heun", 50, 1e-5)])
 def test_invert_then_sample_gives_back_the_noise(solver, steps, tolerance):
     model = toy_flow()
@@ -279,10 +354,12 @@ def test_the_contract_noise_shape_capabilities_and_sampling_options():
     assert noise_shape(model) == SHAPE
     assert has(model, "invert") and not has(model, "posterior") and not has(model, "log_likelihood")
     options = sampling_options(model)
-    assert list(options) == ["guidance", "steps", "solver", "guidance_from", "guidance_until"]
+    assert list(options) == ["guidance", "steps", "solver", "guidance_from", "guidance_until", "guidance_mode",
+                             "attribute_guidance"]
     assert [o.flag for o in options.values()] == ["--guidance", "--sampling-steps", "--solver", "--guidance-from",
-                                                  "--guidance-until"]
+                                                  "--guidance-until", "--guidance-mode", "--attribute-guidance"]
     assert options["solver"].choices == ("euler", "heun")
+    assert options["guidance_mode"].choices == ("joint", "composed")
     assert "classifier-free guidance" in options["guidance"].help
     samples = model.sample(torch.zeros(2, len(NAMES)), generator=torch.Generator().manual_seed(0), steps=2)
     assert samples.shape == (2, *SHAPE) and 0 <= samples.min() and samples.max() <= 1
@@ -308,7 +385,14 @@ def test_the_contract_noise_shape_capabilities_and_sampling_options():
     ({"guidance_from": "inf"}, "--guidance-from inf must be a finite number"),
     ({"guidance_from": 0.9, "guidance_until": 0.2}, "--guidance-from 0.9 is after --guidance-until 0.2"),
     ({"temperature": 1.0}, "'temperature' is not a sampling option of model 'flow' (its sampling options: "
-                           "--guidance, --sampling-steps, --solver, --guidance-from, --guidance-until)"),
+                           "--guidance, --sampling-steps, --solver, --guidance-from, --guidance-until, --guidance-mode, "
+                           "--attribute-guidance)"),
+    ({"guidance_mode": "sum"}, "--guidance-mode 'sum' must be one of joint, composed"),
+    ({"guidance_mode": "composed"}, "--guidance-mode composed needs a flow trained with each attribute left out at "
+                                    "times (attribute_dropout above 0), and this run was trained without: use "
+                                    "--guidance-mode joint"),
+    ({"attribute_guidance": "a=2"}, "--attribute-guidance weighs the units of composed guidance; add "
+                                    "--guidance-mode composed"),
 ])
 def test_bad_sampling_options_are_refused_in_one_line_naming_the_flag(given, message):
     with pytest.raises(genkit.UsageError) as caught:
@@ -324,7 +408,8 @@ def test_the_model_checks_its_options_itself_too():
         with pytest.raises(genkit.UsageError):
             model.sample(torch.zeros(1, len(NAMES)), **bad)
     assert resolve_sampling_options(model, {"guidance": "0", "steps": "1000", "solver": "heun"}) == \
-        {"guidance": 0.0, "steps": 1000, "solver": "heun", "guidance_from": 0.0, "guidance_until": 1.0}
+        {"guidance": 0.0, "steps": 1000, "solver": "heun", "guidance_from": 0.0, "guidance_until": 1.0,
+         "guidance_mode": "joint", "attribute_guidance": ""}
     with pytest.raises(genkit.UsageError, match="--guidance-until 2 must be a time"):
         model.invert(torch.rand(1, *SHAPE), torch.zeros(1, len(NAMES)), guidance_until=2)
 
@@ -412,6 +497,19 @@ def test_a_new_flow_run_leaves_the_unnamed_attributes_to_the_model(flow_run, tmp
                      "--sampling-steps", "2", "--out", out])
     assert result.exit_code == 0 and out.is_file(), result.output
     assert "(unlisted attributes left to the model)" in result.stderr
+
+
+def test_composed_guidance_from_the_command_line_and_its_refusals(flow_run, tmp_path):
+    out = tmp_path / "composed.png"
+    result = invoke(["sample", "--run", flow_run, "--attrs", "shape::circle,large", "--rest", "model", "--n", "2",
+                     "--guidance-mode", "composed", "--attribute-guidance", "large=3", "--sampling-steps", "2",
+                     "--out", out])
+    assert result.exit_code == 0 and out.is_file(), result.output
+    result = invoke(["sample", "--run", flow_run, "--attrs", "large", "--guidance-mode", "composed",
+                     "--attribute-guidance", "large=-2", "--out", tmp_path / "never.png"])
+    assert result.exit_code == 2 and error_line(result).startswith(
+        "error: --attribute-guidance 'large=-2': the weight must be a number from 0 to 50")
+    assert not (tmp_path / "never.png").exists()
 
 
 def test_vary_and_interpolate_with_the_rest_left_to_the_model(flow_run):
