@@ -84,6 +84,11 @@ class TrainSpec:
                               "or the model's own).", bounds=Bounds(ge=0, lt=1, says="0 (off) or a decay below 1, for "
                                                                                          "example 0.999"),
                          per_model=True)
+    #: a step's gradients scaled down when their global norm exceeds this: one bad batch cannot blow the weights up
+    grad_clip: float = setting(0.0, "Clip each update's gradients to this global norm, e.g. 1 (default 0: off, or the "
+                                    "model's own).", bounds=Bounds(ge=0, says="0 (off) or a positive norm, for "
+                                                                              "example 1"),
+                               resumable=True, per_model=True, called="gradient clipping")
 
 
 def training_settings() -> dict[str, Option]:

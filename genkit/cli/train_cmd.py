@@ -39,8 +39,8 @@ OWN["resume"] = (Optional[Path], typer.Option(
 
 
 @command_options(
-    "model data conditioner loss epochs batch_size lr ema image_size seed device precision compile limit hold_out root "
-    "cache_dir data_in workers log_every tensorboard checkpoint_every resume nproc out model_opt loss_opt cond_opt "
+    "model data conditioner loss epochs batch_size lr ema grad_clip image_size seed device precision compile limit "
+    "hold_out root cache_dir data_in workers log_every tensorboard checkpoint_every resume nproc out model_opt loss_opt cond_opt "
     "data_opt", **OWN)
 def train(ctx: typer.Context, **given: Any) -> None:
     """Train a model on a dataset and write a run folder (config, weights, metrics, sample grids).

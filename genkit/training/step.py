@@ -93,8 +93,10 @@ class TrainingStep:
     """
 
     def __init__(self, optimizers: Mapping[str, torch.optim.Optimizer], world: World,
-                 averaged_by_hand: Mapping[str, list[torch.nn.Parameter]], model: Any = None, loss: Any = None):
+                 averaged_by_hand: Mapping[str, list[torch.nn.Parameter]], model: Any = None, loss: Any = None,
+                 grad_clip: float = 0.0):
         self.optimizers = dict(optimizers)
+        self.grad_clip = float(grad_clip)  # the global norm each update's gradients are clipped to (0: not)
         self.world = world
         self._by_hand = averaged_by_hand  # per optimizer: the parameters whose gradients DDP does not average
         self.model, self.loss = model, loss
@@ -107,7 +109,7 @@ class TrainingStep:
 
     def update(self, name: str, loss: torch.Tensor) -> None:
         """Zero optimizer ``name``'s gradients, backpropagate ``loss``, average the gradients over
-        torchrun's processes and take the optimizer's step."""
+        torchrun's processes, clip their global norm (``--grad-clip``) and take the optimizer's step."""
         optimizer = self.optimizers.get(name)
         if optimizer is None:
             raise GenkitRuntimeError(f"step.update({name!r}): no optimizer of that name; the optimizers are "
@@ -119,6 +121,9 @@ class TrainingStep:
             loss.backward()
             if self.world.distributed:
                 _average_gradients(self._by_hand.get(name, ()), self.world.size)
+            if self.grad_clip:  # after averaging, so every process clips the same gradients the same way
+                torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
+                                               self.grad_clip)
             optimizer.step()
         # autocast keeps low-precision copies of the weights until its region ends: a forward after this
         # update, in the same step, must see the updated weights

@@ -150,7 +150,7 @@ class Trainer:
             self.step_model = compile_model(self.step_model, self.observer)
         # DDP averages the model's gradients over the replicas; a loss's own parameters are averaged by hand
         self.step = TrainingStep(self.optimizers, self.world, {BUNDLED_OPTIMIZER: self.loss_params},
-                                 model=self.model, loss=self.loss_fn)
+                                 model=self.model, loss=self.loss_fn, grad_clip=spec.grad_clip)
         self.step_fn = bundled_step(self._forward_loss)
 
     def _owned_step(self, spec: TrainSpec) -> None:
@@ -167,7 +167,8 @@ class Trainer:
                                                 f"{kind} {getattr(self.config, kind).name!r} runs its own training "
                                                 "step; training eagerly")
         by_hand = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
-        self.step = TrainingStep(self.optimizers, self.world, by_hand, model=self.model, loss=self.loss_fn)
+        self.step = TrainingStep(self.optimizers, self.world, by_hand, model=self.model, loss=self.loss_fn,
+                                 grad_clip=spec.grad_clip)
         self.step_fn = component.training_step
 
     def _plan_batches(self) -> None:

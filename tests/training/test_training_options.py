@@ -52,3 +52,25 @@ def test_streaming_from_disk_trains_like_ram(tmp_path):
         runs[placement] = load_file(str(out / "model.safetensors"))
     for key, value in runs["ram"].items():
         assert torch.equal(value, runs["disk"][key]), key
+
+
+def test_grad_clip_bounds_each_update_and_is_recorded(tmp_path):
+    from genkit.runtime.distributed import World
+    from genkit.training.step import TrainingStep
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    step = TrainingStep({"model": optimizer}, World(), {}, grad_clip=0.5)
+    step.update("model", (weight * torch.tensor([300.0, 400.0, 0.0])).sum())  # gradient norm 500
+    assert torch.allclose(weight.detach(), torch.tensor([-0.3, -0.4, 0.0]))  # scaled to norm 0.5
+    unclipped = torch.nn.Parameter(torch.zeros(3))
+    TrainingStep({"model": torch.optim.SGD([unclipped], lr=1.0)}, World(), {}).update(
+        "model", (unclipped * torch.tensor([300.0, 400.0, 0.0])).sum())
+    assert torch.equal(unclipped.detach(), torch.tensor([-300.0, -400.0, 0.0]))  # 0, the default: untouched
+    result = CliRunner().invoke(build_app(), ["train", *TINY, "--device", "cpu", "--grad-clip", "1",
+                                              "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["grad_clip"] == 1.0
+    result = CliRunner().invoke(build_app(), ["train", *TINY, "--grad-clip", "-1", "--out", str(tmp_path / "no")])
+    assert result.output.startswith("error: gradient clipping -1.0 must be 0 (off) or a positive norm, for example 1")
+    assert result.exit_code == 2 and not (tmp_path / "no").exists()
