@@ -79,7 +79,8 @@ def test_what_it_samples_is_the_plugin_apis_guided_field_integrated(flow_run):
 
 def test_its_inversion_gives_it_reconstruct_and_edit(flow_run, tmp_path):
     assert genkit.load_run(flow_run, device="cpu").capabilities == {"posterior": False, "invert": True,
-                                                                    "log_likelihood": False}
+                                                                    "log_likelihood": False,
+                                                                    "partial_conditions": False}
     for command in (["edit", "--index", "0-1", "--set", "color::blue"], ["reconstruct", "--n", "2"]):
         out = tmp_path / f"{command[0]}.png"
         code, output = cli(command[0], "--run", str(flow_run), *command[1:], "--sampling-steps", "4",
