@@ -53,9 +53,10 @@ from genkit_datasets.torch_dataset import CachedImageDataset  # noqa: E402
 from genkit_plugins.cvae import CVAE  # noqa: E402
 from genkit_plugins.flow import build as build_flow  # noqa: E402
 from genkit_plugins.flow_matching import FlowMatching  # noqa: E402
-from genkit_plugins.tiled_onehot import TiledOneHot  # noqa: E402
+from genkit_plugins.tiled_onehot import TiledOneHot, build as build_conditioner  # noqa: E402
 
-FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "prediction", "time_sampling")
+FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "prediction", "time_sampling",
+                "attribute_dropout", "attention", "positions", "placement", "time_shift")
 SAMPLING_OPTIONS = ("guidance", "steps", "solver")
 
 
@@ -78,7 +79,7 @@ def train(args) -> None:
     options = _parse_opts(args.model_opt)
     info, train_set = _data(args.size, "train")
     torch.manual_seed(args.seed)
-    conditioner = TiledOneHot(list(info.attribute_names))
+    conditioner = build_conditioner(list(info.attribute_names))  # partial, as genkit train's default
     model = build_flow((3, args.size, args.size), conditioner, **options)
     loss_fn = FlowMatching()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)
@@ -87,7 +88,8 @@ def train(args) -> None:
     images_u8, attributes = train_set.images_uint8(), train_set.attributes
     n = len(train_set)
     epoch_seconds, losses = [], []
-    record = {"options": options, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": args.seed,
+    record = {"options": options, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "clip": args.clip,
+              "seed": args.seed, "partial": True,
               "size": args.size, "ema": decays, "parameters": sum(p.numel() for p in model.parameters()),
               "machine": machine()}
     (out / "design.json").write_text(json.dumps(record, indent=1))
@@ -102,6 +104,8 @@ def train(args) -> None:
             result = loss_fn(model(images, attributes[idx]), images)
             optimizer.zero_grad(set_to_none=True)
             result.total.backward()
+            if args.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
             optimizer.step()
             with torch.no_grad():
                 for decay, average in averages.items():
@@ -130,7 +134,8 @@ def _save(model, averages: dict, out: Path, suffix: str) -> None:
 def load_flow(out: Path, weights: str):
     record = json.loads((out / "design.json").read_text())
     info, _ = _data(record["size"], "test")
-    model = build_flow((3, record["size"], record["size"]), TiledOneHot(list(info.attribute_names)),
+    conditioner = build_conditioner(list(info.attribute_names), partial=record.get("partial", False))
+    model = build_flow((3, record["size"], record["size"]), conditioner,
                        **record["options"])
     model.load_state_dict(load_file(out / f"{weights}.safetensors"))
     return model.eval(), record
@@ -227,7 +232,7 @@ def evaluate(args) -> None:
 def timing(args) -> None:
     names = list(_data(args.size, "test")[0].attribute_names)
     torch.manual_seed(0)
-    conditioner = TiledOneHot(names)
+    conditioner = build_conditioner(names)
     condition = (torch.rand(64, len(names)) > 0.5).float()
     cvae = CVAE((3, args.size, args.size), conditioner, prior="learned").eval()
     cases = {"cvae (default recipe)": lambda: cvae.sample(condition)}
@@ -257,7 +262,7 @@ def step_timing(args) -> None:
 
     names = list(_data(args.size, "test")[0].attribute_names)
     torch.manual_seed(0)
-    conditioner = TiledOneHot(names)
+    conditioner = build_conditioner(names)
 
     def stepper(model, loss_fn, batch):
         images = torch.rand(batch, 3, args.size, args.size)
@@ -316,6 +321,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (genkit train --grad-clip); 0: off")
     p.add_argument("--ema", default="0.999,0.9999")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)

@@ -19,7 +19,8 @@ they come from (``genkit_datasets.*``, ``genkit.evaluation.gaussian``) may be re
   to zero) in one line, before any training.
 - Flows on the straight path, outside the network (a third-party flow brings only its network):
   the path (:func:`draw_path`, :func:`draw_times`, :data:`TIME_SAMPLINGS`, :func:`straight_path`,
-  :class:`PathPoint`, :func:`preconditioned`), classifier-free guidance over one or more
+  :class:`PathPoint`, :func:`preconditioned`, and the resolution's time shift :func:`shift_times`,
+  :func:`check_shift`), classifier-free guidance over one or more
   conditions with a guidance interval (:func:`guided_velocity`, :func:`guided_field`,
   :func:`drop_conditions`, :func:`network_passes`, :func:`check_guidance_interval`) and the ODE
   solvers, forwards and backwards over all or part of [0, 1] (:func:`integrate`, :data:`SOLVERS`).
@@ -32,7 +33,8 @@ from genkit.components.limits import float32_option
 from genkit.evaluation.gaussian import gaussian_kl
 from genkit.transport.guidance import (check_guidance_interval, drop_conditions, guided_field, guided_velocity,
                                        network_passes)
-from genkit.transport.path import TIME_SAMPLINGS, PathPoint, draw_path, draw_times, preconditioned, straight_path
+from genkit.transport.path import (TIME_SAMPLINGS, PathPoint, check_shift, draw_path, draw_times, preconditioned,
+                                   shift_times, straight_path)
 from genkit.transport.solvers import SOLVERS, integrate
 from genkit_datasets.annotations import (IMAGE_SUFFIXES, bad_row, file_digest, find_file, fingerprint, has_images,
                                          list_images, parse_int, read_lines)
@@ -64,6 +66,8 @@ __all__ = [
     "check_guidance_interval",
     "cub_index",
     "draw_path",
+    "check_shift",
+    "shift_times",
     "draw_times",
     "drop_conditions",
     "file_digest",

@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import genkit
-from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, check_guidance_interval, draw_path, drop_conditions,
+from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, check_guidance_interval, check_shift, draw_path, drop_conditions,
                                guided_field, guided_velocity, integrate, preconditioned)
 
 #: beyond this a sample takes minutes and the solver's error no longer shrinks visibly
@@ -58,6 +58,8 @@ GUIDANCE_MODES = ("joint", "composed")
 #: attribute's effect is still learned from 80 % of the images), and each null is seen thousands of times an epoch
 DEFAULT_ATTRIBUTE_DROPOUT = 0.2
 TIME_FREQUENCIES = 16
+#: octaves of the position embedding: the finest resolves a 32nd of the image's side
+POSITION_FREQUENCIES = 5
 PREDICTIONS = ("preconditioned", "velocity")
 
 
@@ -92,6 +94,30 @@ class ResidualBlock(nn.Module):
         return x + self.conv2(F.silu(h))
 
 
+class AttentionBlock(nn.Module):
+    """x + proj(attention(norm(x))) over every position of a level: what one place draws can depend on
+    the whole image (ADM's self-attention at the low resolutions). Queries and keys are RMS-normalised
+    per head (QK-norm, as in SD3 and EDM2's spirit), so attention logits cannot grow without bound:
+    without it, 64x64 runs at the flow's learning rate blew up within a few epochs. Starts as the identity."""
+
+    def __init__(self, channels: int, head_width: int = 32):
+        super().__init__()
+        self.heads = max(1, channels // head_width)
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, height * width).unbind(1)
+        q, k, v = (t.transpose(-1, -2) for t in (q, k, v))  # (B, heads, positions, width)
+        q, k = F.rms_norm(q, (q.shape[-1],)), F.rms_norm(k, (k.shape[-1],))
+        h = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(h.transpose(-1, -2).reshape(b, c, height, width))
+
+
 def _groups(channels: int) -> int:
     return next(g for g in (8, 4, 2, 1) if channels % g == 0)
 
@@ -100,9 +126,11 @@ class VelocityNet(nn.Module):
     """v(x_t, t, y) on patches: stem, a U-Net of FiLM residual blocks, a zero-initialised head."""
 
     def __init__(self, image_channels: int, vector_dim: int, patch: int, channels: tuple[int, ...],
-                 blocks: int, embedding: int):
+                 blocks: int, embedding: int, attention: int = 0, positions: bool = False, placement: bool = False):
         super().__init__()
         per_level = [blocks] * len(channels)
+        #: the levels (counted from the finest, 0) whose blocks are followed by self-attention: the lowest ``attention``
+        self.attention_levels = set(range(len(channels) - attention, len(channels)))
         self.patch = patch
         patched = image_channels * patch * patch
         self.stem = nn.Conv2d(patched + 2, channels[0], 3, padding=1)  # + the two coordinate channels
@@ -115,6 +143,25 @@ class VelocityNet(nn.Module):
         self.upsample = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(channels[:-1], channels[1:]))
         self.up = nn.ModuleList(nn.ModuleList(ResidualBlock(c) for _ in range(k))
                                 for c, k in zip(channels[:-1], per_level))
+        self.down_attention = nn.ModuleList(
+            nn.ModuleList(AttentionBlock(c) for _ in range(k)) if level in self.attention_levels else nn.ModuleList()
+            for level, (c, k) in enumerate(zip(channels, per_level)))
+        self.up_attention = nn.ModuleList(
+            nn.ModuleList(AttentionBlock(c) for _ in range(k)) if level in self.attention_levels else nn.ModuleList()
+            for level, (c, k) in enumerate(zip(channels[:-1], per_level)))
+        # where each feature is, at every level (DiT's 2-D sin-cos embedding): the stem's coordinates fade with depth
+        self.positions = nn.ModuleList(nn.Conv2d(4 * POSITION_FREQUENCIES, c, 1) for c in channels) if positions else None
+        for layer in self.positions or ():
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        # a map per channel and level that the condition draws from the position basis: where to put what the
+        # condition asks for. FiLM alone scales whole channels, so "on the left" needs a position feature and a
+        # condition's scale of it, both zero at the start (a saddle); this learns from the first step
+        self.level_widths = list(channels)
+        self.placement = nn.Linear(embedding, 4 * POSITION_FREQUENCIES * sum(channels)) if placement else None
+        if self.placement is not None:
+            nn.init.zeros_(self.placement.weight)
+            nn.init.zeros_(self.placement.bias)
         widths = [c for c, k in zip(channels, per_level) for _ in range(k)] + \
             [c for c, k in reversed(list(zip(channels[:-1], per_level))) for _ in range(k)]
         self.film_widths = widths
@@ -127,29 +174,48 @@ class VelocityNet(nn.Module):
         frequencies = torch.exp(torch.linspace(0.0, math.log(1000.0), TIME_FREQUENCIES))
         self.register_buffer("frequencies", frequencies, persistent=False)
 
-    def modulation(self, t: torch.Tensor, vector: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's (scale, shift), from one embedding of the time and the condition vector."""
+    def embedding(self, t: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """One embedding of the time and the condition vector, from which every block's modulation is read."""
         angles = t[:, None].to(self.frequencies.dtype) * self.frequencies
-        features = torch.cat([torch.sin(angles), torch.cos(angles), vector.to(angles.dtype)], dim=1)
-        film = self.film(self.embed(features))
-        return list(film.split([w for w in self.film_widths for _ in (0, 1)], dim=1))
+        return self.embed(torch.cat([torch.sin(angles), torch.cos(angles), vector.to(angles.dtype)], dim=1))
+
+    def modulation(self, embedded: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's (scale, shift), from the embedding: one small matrix product."""
+        return list(self.film(embedded).split([w for w in self.film_widths for _ in (0, 1)], dim=1))
+
+    def placements(self, embedded: torch.Tensor) -> list[torch.Tensor | None]:
+        """Each level's coefficients (B, C, 4·POSITION_FREQUENCIES) of the position basis, or ``None`` without placement."""
+        if self.placement is None:
+            return [None] * len(self.level_widths)
+        coefficients = self.placement(embedded).split([4 * POSITION_FREQUENCIES * c for c in self.level_widths], dim=1)
+        return [k.reshape(k.shape[0], c, 4 * POSITION_FREQUENCIES) for k, c in zip(coefficients, self.level_widths)]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-        film = iter(self.modulation(t, vector))
+        embedded = self.embedding(t, vector)
+        film = iter(self.modulation(embedded))
+        placements = self.placements(embedded)
         h = F.pixel_unshuffle(x, self.patch)
         h = torch.cat([h, _coordinates(h)], dim=1)  # where each patch is: the convolutions alone barely see it
         h = self.stem(h)
         skips = []
         for level, blocks in enumerate(self.down):
-            for block in blocks:
+            if self.positions is not None:
+                h = h + self.positions[level](_sincos(h))
+            if placements[level] is not None:
+                h = h + torch.einsum("bck,khw->bchw", placements[level], _sincos(h)[0])
+            for i, block in enumerate(blocks):
                 h = block(h, next(film), next(film))
+                if self.down_attention[level]:
+                    h = self.down_attention[level][i](h)
             if level < len(self.downsample):
                 skips.append(h)
                 h = self.downsample[level](h)
         for level in reversed(range(len(self.up))):
             h = skips[level] + self.upsample[level](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-            for block in self.up[level]:
+            for i, block in enumerate(self.up[level]):
                 h = block(h, next(film), next(film))
+                if self.up_attention[level]:
+                    h = self.up_attention[level][i](h)
         return F.pixel_shuffle(self.head(F.silu(h)), self.patch)
 
 
@@ -161,6 +227,20 @@ def _coordinates(h: torch.Tensor) -> torch.Tensor:
     return torch.stack([rows, cols])[None].expand(b, 2, height, width)
 
 
+def _sincos(h: torch.Tensor) -> torch.Tensor:
+    """(1, 4·POSITION_FREQUENCIES, H, W): sines and cosines of each row's and column's position in [0, 1] at
+    octave frequencies, the same at every resolution for the same place in the image."""
+    _, _, height, width = h.shape
+    frequencies = math.pi * 2.0 ** torch.arange(POSITION_FREQUENCIES, device=h.device, dtype=h.dtype)
+    rows = (torch.arange(height, device=h.device, dtype=h.dtype) + 0.5) / height
+    cols = (torch.arange(width, device=h.device, dtype=h.dtype) + 0.5) / width
+    r = rows[:, None] * frequencies  # (H, F)
+    c = cols[:, None] * frequencies  # (W, F)
+    r = torch.cat([torch.sin(r), torch.cos(r)], dim=1).T[:, :, None].expand(-1, height, width)
+    c = torch.cat([torch.sin(c), torch.cos(c)], dim=1).T[:, None, :].expand(-1, height, width)
+    return torch.cat([r, c])[None]
+
+
 class FlowModel(nn.Module):
     """A conditional rectified flow with classifier-free guidance; see the module docstring."""
 
@@ -170,7 +250,8 @@ class FlowModel(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], conditioner, patch: int = 2,
                  channels: tuple[int, ...] = (16, 32, 64), blocks: int = 2, embedding: int = 128,
                  condition_dropout: float = 0.1, prediction: str = "preconditioned",
-                 time_sampling: str = "logit-normal", attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT):
+                 time_sampling: str = "logit-normal", attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT,
+                 attention: int = 0, positions: bool = False, placement: bool = False, time_shift: float = 1.0):
         super().__init__()
         image_channels, height, width = image_shape
         multiple = patch * 2 ** (len(channels) - 1)
@@ -204,7 +285,9 @@ class FlowModel(nn.Module):
         self.attribute_dropout = float(attribute_dropout)
         self.prediction = prediction
         self.time_sampling = time_sampling
-        self.net = VelocityNet(image_channels, conditioner.vector_dim, patch, tuple(channels), blocks, embedding)
+        self.time_shift = check_shift(time_shift)
+        self.net = VelocityNet(image_channels, conditioner.vector_dim, patch, tuple(channels), blocks, embedding,
+                               attention=attention, positions=positions, placement=placement)
 
     @staticmethod
     def to_flow(images: torch.Tensor) -> torch.Tensor:
@@ -233,7 +316,7 @@ class FlowModel(nn.Module):
         t, the noise and the dropouts (both only in training) are drawn from torch's global random state, so
         a seeded run draws the same ones, and a resumed run continues them.
         """
-        point = draw_path(self.to_flow(images), self.time_sampling)
+        point = draw_path(self.to_flow(images), self.time_sampling, shift=self.time_shift)
         if self.training and self.attribute_dropout:
             condition = self.conditioner.drop(condition, self.attribute_dropout)
         vector = self.conditioner.vector(condition)
@@ -357,7 +440,7 @@ class FlowModel(nn.Module):
         x = noise.to(condition.device, dtype)
         field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
                             attribute_guidance)
-        return self.to_images(integrate(field, x, steps, solver))
+        return self.to_images(integrate(field, x, steps, solver, shift=self.time_shift))
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, condition: torch.Tensor, guidance: float = DEFAULT_GUIDANCE,
@@ -372,7 +455,7 @@ class FlowModel(nn.Module):
         x = self.to_flow(images.to(condition.device, dtype))
         field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
                             attribute_guidance)
-        return integrate(field, x, steps, solver, backwards=True)
+        return integrate(field, x, steps, solver, backwards=True, shift=self.time_shift)
 
     def check_sampling_options(self, guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
                                solver: str = DEFAULT_SOLVER, guidance_from: float = 0.0,
@@ -423,7 +506,8 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
           blocks: int = 2, embedding: int = 128, condition_dropout: float = 0.1,
           prediction: Literal["preconditioned", "velocity"] = "preconditioned",
           time_sampling: Literal["logit-normal", "uniform"] = "logit-normal",
-          attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT) -> FlowModel:
+          attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT, attention: int = 0, positions: bool = False,
+          placement: bool = False, time_shift: float = 1.0) -> FlowModel:
     """Conditional rectified flow with classifier-free guidance; Euler or Heun sampling.
 
     :param patch: side of the square patches the network works on (space-to-depth); 4 trains
@@ -439,6 +523,11 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
     :param attribute_dropout: probability that training leaves each attribute family or plain
         attribute unspecified, independently, in [0, 1); above 0 the model samples with the unnamed
         attributes left to it (--rest model). Runs saved before this option read 0.
+    :param attention: how many of the lowest levels follow each residual block with self-attention
+        (0 to the number of levels), so a shape's placement can depend on the whole image.
+    :param positions: add a 2-D sine-cosine embedding of each position at every level.
+    :param placement: add at every level a map the condition draws from the same position basis, so
+        an attribute can say where (``left``, ``top``) as directly as FiLM says what.
     """
     for name, value, example in (("patch", patch, 2), ("blocks", blocks, 2), ("embedding", embedding, 128)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -448,9 +537,16 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
             or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)):
         raise genkit.UsageError(f"channels {channels!r} must be one or more positive widths, for example "
                                 "--model-opt channels=[16,32,64]")
+    if isinstance(attention, bool) or not isinstance(attention, int) or not 0 <= attention <= len(channels):
+        raise genkit.UsageError(f"attention {attention!r} must be a whole number of levels from 0 to {len(channels)} "
+                                "(the lowest levels that get self-attention), for example --model-opt attention=1")
+    for name, value in (("positions", positions), ("placement", placement)):
+        if not isinstance(value, bool):
+            raise genkit.UsageError(f"{name} {value!r} must be true or false, for example --model-opt {name}=true")
     return FlowModel(tuple(image_shape), conditioner, patch=patch, channels=tuple(channels), blocks=blocks,
                      embedding=embedding, condition_dropout=condition_dropout, prediction=prediction,
-                     time_sampling=time_sampling, attribute_dropout=attribute_dropout)
+                     time_sampling=time_sampling, attribute_dropout=attribute_dropout, attention=attention,
+                     positions=positions, placement=placement, time_shift=time_shift)
 
 
 @genkit.hookimpl

@@ -69,7 +69,8 @@ def guided_field(predict: Predict, vectors: Sequence[torch.Tensor], weights: Seq
 
 
 def network_passes(steps: int, solver: str = "euler", weights: Sequence[float] = (1.0,),
-                   interval: tuple[float, float] = WHOLE_PATH, *, start: float = 0.0, end: float = 1.0) -> int:
+                   interval: tuple[float, float] = WHOLE_PATH, *, start: float = 0.0, end: float = 1.0,
+                   shift: float = 1.0) -> int:
     """Network passes per sample of integrating a :func:`guided_field`: rows per sample over every velocity evaluation.
 
     ``network_passes(8, "euler", [2.0])`` is 16 (8 calls of two rows), ``network_passes(8, "euler", [2.0],
@@ -78,7 +79,7 @@ def network_passes(steps: int, solver: str = "euler", weights: Sequence[float] =
     low, high = check_guidance_interval(*interval)
     plain = [1.0] * len(weights)
     total = 0
-    for t in evaluation_times(steps, solver, start=start, end=end):
+    for t in evaluation_times(steps, solver, start=start, end=end, shift=shift):
         kept, with_null = _rows(weights if low <= t <= high else plain, len(weights))
         total += len(kept) + with_null
     return total

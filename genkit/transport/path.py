@@ -29,13 +29,38 @@ class PathPoint:
     target: torch.Tensor  #: x₁ − x₀, the path's velocity
 
 
+def shift_times(t, shift: float = 1.0):
+    """Times moved toward the noise by ``shift`` (Esser et al. 2024, SD3's resolution shift): t / (t + shift·(1 − t)).
+
+    An image of more pixels keeps its coarse layout visible through more noise (its signal-to-noise
+    ratio at a scale grows with the pixels averaged), so the times where the layout is decided move
+    toward t = 0; a shift of k gives the noise k times the weight, which for an image of twice the
+    side is k = 2 (the layout is then decided as at the smaller size). ``shift`` 1 leaves ``t`` as it
+    is; ``t`` is a tensor or a number, and 0 and 1 stay where they are.
+    """
+    check_shift(shift)
+    if shift == 1:
+        return t
+    return t / (t + shift * (1 - t))
+
+
+def check_shift(shift: float) -> float:
+    """``shift`` as a float, or a one-line UsageError: it must be a finite number of at least 1."""
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 1 <= shift < float("inf"):
+        raise UsageError(f"time shift {shown(shift)} must be a number of 1 or more (1: no shift; 2 for an image of "
+                         "twice the side of the one a schedule was made for)")
+    return float(shift)
+
+
 def draw_times(n: int, time_sampling: str = "logit-normal", *, device: torch.device | str | None = None,
-               dtype: torch.dtype | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` times in [0, 1]: sigmoid of N(0, 1) draws (``logit-normal``) or U(0, 1) (``uniform``)."""
+               dtype: torch.dtype | None = None, generator: torch.Generator | None = None,
+               shift: float = 1.0) -> torch.Tensor:
+    """``n`` times in [0, 1]: sigmoid of N(0, 1) draws (``logit-normal``) or U(0, 1) (``uniform``), then
+    moved toward the noise by ``shift`` (:func:`shift_times`)."""
     if time_sampling == "logit-normal":
-        return torch.sigmoid(torch.randn(n, generator=generator, device=device, dtype=dtype))
+        return shift_times(torch.sigmoid(torch.randn(n, generator=generator, device=device, dtype=dtype)), shift)
     if time_sampling == "uniform":
-        return torch.rand(n, generator=generator, device=device, dtype=dtype)
+        return shift_times(torch.rand(n, generator=generator, device=device, dtype=dtype), shift)
     raise UsageError(f"time sampling {shown(time_sampling)} is not known; choose one of: {', '.join(TIME_SAMPLINGS)}")
 
 
@@ -46,9 +71,10 @@ def straight_path(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor | float) -
 
 
 def draw_path(x1: torch.Tensor, time_sampling: str = "logit-normal", *,
-              generator: torch.Generator | None = None) -> PathPoint:
-    """A training point for each row of data ``x1``: t drawn first, then the noise, then x_t and x₁ − x₀."""
-    t = draw_times(x1.shape[0], time_sampling, device=x1.device, dtype=x1.dtype, generator=generator)
+              generator: torch.Generator | None = None, shift: float = 1.0) -> PathPoint:
+    """A training point for each row of data ``x1``: t drawn first (moved by ``shift``, :func:`shift_times`),
+    then the noise, then x_t and x₁ − x₀."""
+    t = draw_times(x1.shape[0], time_sampling, device=x1.device, dtype=x1.dtype, generator=generator, shift=shift)
     x0 = torch.empty_like(x1).normal_(generator=generator)  # what randn_like draws, with a generator allowed
     return PathPoint(t=t, noise=x0, x_t=straight_path(x0, x1, t), target=x1 - x0)
 

@@ -3,7 +3,9 @@
 A velocity field is any ``velocity(x, t) -> Tensor`` with ``t`` a Python float; the solvers call
 it in order and nothing else (so a guided field decides per call how many network passes it
 spends). ``steps`` equal steps cover [start, end]: the whole path by default, or part of it, as an
-edit that starts from an image noised to a time ``s`` and integrates [s, 1] needs.
+edit that starts from an image noised to a time ``s`` and integrates [s, 1] needs. With a time
+``shift`` (:func:`genkit.transport.path.shift_times`) the steps are equal before the shift, so more of
+them fall near the noise, where a model trained with the same shift decides an image's layout.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable
 import torch
 
 from genkit.errors import UsageError, shown
+from genkit.transport.path import check_shift, shift_times
 
 #: solver -> velocity evaluations per step: Euler's method, and Heun's (Euler's guess, then the trapezoid)
 SOLVERS = {"euler": 1, "heun": 2}
@@ -22,14 +25,15 @@ VelocityField = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 def integrate(velocity: VelocityField, x: torch.Tensor, steps: int, solver: str = "euler", *,
-              start: float = 0.0, end: float = 1.0, backwards: bool = False) -> torch.Tensor:
-    """``x`` carried along dx/dt = ``velocity(x, t)`` from t = ``start`` to ``end`` in ``steps`` equal steps.
+              start: float = 0.0, end: float = 1.0, backwards: bool = False, shift: float = 1.0) -> torch.Tensor:
+    """``x`` carried along dx/dt = ``velocity(x, t)`` from t = ``start`` to ``end`` in ``steps`` steps, equal
+    ones before a time ``shift`` (1: none) moves them toward the noise.
 
     ``backwards`` runs from ``end`` to ``start`` instead: the same steps at the same times in
     reverse, so that integrating an image backwards gives the noise a forward run maps back to it
     (exactly only as the steps get small). An empty range (``start == end``) returns ``x``.
     """
-    grid = _grid(steps, solver, start, end)
+    grid = _grid(steps, solver, start, end, shift)
     if backwards:
         grid.reverse()
     heun = solver == "heun"
@@ -44,7 +48,7 @@ def integrate(velocity: VelocityField, x: torch.Tensor, steps: int, solver: str 
 
 
 def evaluation_times(steps: int, solver: str = "euler", *, start: float = 0.0, end: float = 1.0,
-                     backwards: bool = False) -> list[float]:
+                     backwards: bool = False, shift: float = 1.0) -> list[float]:
     """The times at which :func:`integrate` calls the velocity field, in order (found by running it)."""
     times: list[float] = []
 
@@ -52,12 +56,13 @@ def evaluation_times(steps: int, solver: str = "euler", *, start: float = 0.0, e
         times.append(t)
         return x
 
-    integrate(record, torch.zeros(()), steps, solver, start=start, end=end, backwards=backwards)
+    integrate(record, torch.zeros(()), steps, solver, start=start, end=end, backwards=backwards, shift=shift)
     return times
 
 
-def _grid(steps: int, solver: str, start: float, end: float) -> list[float]:
-    """``steps + 1`` equally spaced times from ``start`` to ``end``; a one-line UsageError for bad arguments."""
+def _grid(steps: int, solver: str, start: float, end: float, shift: float = 1.0) -> list[float]:
+    """``steps + 1`` times from ``start`` to ``end``, equally spaced before ``shift``; a one-line UsageError for
+    bad arguments."""
     if solver not in SOLVERS:
         raise UsageError(f"solver {shown(solver)} is not known; choose one of: {', '.join(SOLVERS)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -69,7 +74,15 @@ def _grid(steps: int, solver: str, start: float, end: float) -> list[float]:
     if start > end:
         raise UsageError(f"start {shown(start)} is after end {shown(end)}; integrate from the earlier time, and "
                          "give backwards=True to run from end to start")
-    start, end = float(start), float(end)
+    start, end, shift = float(start), float(end), check_shift(shift)
     if start == end:
         return [start]
-    return [start + (end - start) * i / steps for i in range(steps)] + [end]
+    if shift == 1:
+        return [start + (end - start) * i / steps for i in range(steps)] + [end]
+    low, high = _unshift(start, shift), _unshift(end, shift)  # equal steps between the unshifted ends
+    return [start] + [shift_times(low + (high - low) * i / steps, shift) for i in range(1, steps)] + [end]
+
+
+def _unshift(t: float, shift: float) -> float:
+    """The time that :func:`shift_times` moves to ``t``: shift·t / (1 + (shift − 1)·t)."""
+    return shift * t / (1 + (shift - 1) * t)

@@ -11,7 +11,7 @@ import torch
 import genkit
 from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, PathPoint, check_guidance_interval, draw_path, draw_times,
                                drop_conditions, guided_field, guided_velocity, integrate, network_passes,
-                               preconditioned, straight_path)
+                               preconditioned, shift_times, straight_path)
 from genkit.transport.solvers import evaluation_times
 
 
@@ -62,6 +62,27 @@ def test_backwards_runs_the_same_times_in_reverse():
         there = integrate(toy, X, steps, solver)
         assert (integrate(toy, there, steps, solver, backwards=True) - X).abs().max() < tolerance
         assert (integrate(toy, there, 1, solver, backwards=True) - X).abs().max() > 10 * tolerance
+
+
+def test_a_time_shift_moves_the_steps_and_the_training_times_toward_the_noise():
+    """shift k: t / (t + k·(1 − t)); steps equal before the shift, the ends kept exactly."""
+    assert shift_times(0.5, 2.0) == pytest.approx(1 / 3) and shift_times(0.5, 1.0) == 0.5
+    assert evaluation_times(2, "euler", shift=3.0) == [0.0, pytest.approx(0.5 / (0.5 + 3 * 0.5))]
+    times = evaluation_times(4, "euler", start=0.5, end=0.9, shift=2.0)
+    unshifted = [2 * t / (1 + t) for t in (0.5, 0.9)]  # where shift 2 puts 0.5 and 0.9 before the shift
+    assert times == [0.5] + [pytest.approx(shift_times(unshifted[0] + (unshifted[1] - unshifted[0]) * i / 4, 2.0))
+                             for i in (1, 2, 3)]
+    first = X + (1 / 3) * toy(X, 0.0)
+    assert torch.equal(integrate(toy, X, 2, "euler", shift=2.0), first + (2 / 3) * toy(first, 1 / 3))
+    forwards = evaluation_times(3, "heun", shift=2.0)
+    assert evaluation_times(3, "heun", shift=2.0, backwards=True) == forwards[::-1]
+    torch.manual_seed(0)
+    plain = draw_times(20000)
+    torch.manual_seed(0)
+    assert torch.allclose(draw_times(20000, shift=2.0), plain / (plain + 2 * (1 - plain)))
+    for bad in (0.5, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(genkit.UsageError, match=r"time shift .* must be a number of 1 or more"):
+            integrate(toy, X, 2, shift=bad)
 
 
 def test_part_of_the_range_is_covered_in_the_steps_given():

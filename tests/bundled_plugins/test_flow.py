@@ -435,10 +435,31 @@ def test_sizes_the_network_cannot_take_are_refused_naming_the_nearest_that_work(
     ({"channels": "16"}, "channels '16' must be one or more positive widths"),
     ({"prediction": "noise"}, "prediction 'noise' is not known; choose one of: preconditioned, velocity"),
     ({"time_sampling": "cosine"}, "time_sampling 'cosine' is not known; choose one of: logit-normal, uniform"),
+    ({"attention": 4}, "attention 4 must be a whole number of levels from 0 to 3"),
+    ({"attention": -1}, "attention -1 must be a whole number of levels from 0 to 3"),
+    ({"attention": True}, "attention True must be a whole number of levels"),
+    ({"positions": "yes"}, "positions 'yes' must be true or false"),
+    ({"placement": 1}, "placement 1 must be true or false"),
+    ({"time_shift": 0.5}, "time shift 0.5 must be a number of 1 or more"),
 ])
 def test_bad_model_options_are_refused(options, message):
     with pytest.raises(genkit.UsageError, match=re.escape(message)):
         build(SHAPE, PartialTiledOneHot(NAMES), **options)
+
+
+def test_attention_positions_and_placement_start_as_the_identity():
+    """A new network with attention at its lowest level, position embeddings and placement maps computes
+    what the same network without them computes: all start as the identity, so they change nothing until trained."""
+    options = dict(channels=[8, 16], embedding=8)
+    torch.manual_seed(0)
+    plain = build((3, 64, 64), PartialTiledOneHot(NAMES), **options)
+    torch.manual_seed(0)
+    seeing = build((3, 64, 64), PartialTiledOneHot(NAMES), attention=1, positions=True, placement=True, **options)
+    x, t = torch.randn(2, 3, 64, 64), torch.rand(2)
+    vector = plain.conditioner.vector(torch.zeros(2, len(NAMES)))
+    loaded = seeing.net.load_state_dict(plain.net.state_dict(), strict=False)
+    assert loaded.unexpected_keys == [] and loaded.missing_keys  # the attention and position layers are new
+    assert torch.equal(plain.net(x, t, vector), seeing.net(x, t, vector))
 
 
 # ---- end to end: genkit train --model flow, resume, torchrun, the commands ------------------------------------
