@@ -23,7 +23,9 @@ they come from (``genkit_datasets.*``, ``genkit.evaluation.gaussian``) may be re
   :func:`check_shift`), classifier-free guidance over one or more
   conditions with a guidance interval (:func:`guided_velocity`, :func:`guided_field`,
   :func:`drop_conditions`, :func:`network_passes`, :func:`check_guidance_interval`) and the ODE
-  solvers, forwards and backwards over all or part of [0, 1] (:func:`integrate`, :data:`SOLVERS`).
+  solvers, forwards and backwards over all or part of [0, 1] (:func:`integrate`, :data:`SOLVERS`);
+  average velocities for sampling in 1 to 4 steps (MeanFlow: :func:`draw_interval`,
+  :func:`average_velocity_target`, :func:`check_interval_share`, and the ``mean`` solver).
   The bundled ``flow`` is written with exactly these.
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 from genkit.components.limits import float32_option
 from genkit.evaluation.gaussian import gaussian_kl
+from genkit.transport.average import average_velocity_target, check_interval_share, draw_interval
 from genkit.transport.guidance import (check_guidance_interval, drop_conditions, guided_field, guided_velocity,
                                        network_passes)
 from genkit.transport.path import (TIME_SAMPLINGS, PathPoint, check_shift, draw_path, draw_times, preconditioned,
@@ -60,14 +63,16 @@ __all__ = [
     "SOLVERS",
     "SourceIndex",
     "TIME_SAMPLINGS",
+    "average_velocity_target",
     "bad_row",
     "celeba_index",
     "center_crop_resize",
     "check_guidance_interval",
-    "cub_index",
-    "draw_path",
+    "check_interval_share",
     "check_shift",
-    "shift_times",
+    "cub_index",
+    "draw_interval",
+    "draw_path",
     "draw_times",
     "drop_conditions",
     "file_digest",
@@ -87,5 +92,6 @@ __all__ = [
     "preconditioned",
     "read_lines",
     "shapes_index",
+    "shift_times",
     "straight_path",
 ]

@@ -42,7 +42,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import genkit
-from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, check_guidance_interval, check_shift, draw_path, drop_conditions,
+from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, average_velocity_target, check_guidance_interval,
+                               check_interval_share, check_shift, draw_interval, draw_path, drop_conditions,
                                guided_field, guided_velocity, integrate, preconditioned)
 
 #: beyond this a sample takes minutes and the solver's error no longer shrinks visibly
@@ -67,8 +68,9 @@ PREDICTIONS = ("preconditioned", "velocity")
 class FlowOutput:
     """What ``flow``'s training forward returns, for the ``flow-matching`` loss.
 
-    ``velocity`` is the network's prediction at (x_t, t), ``target`` the path's velocity x₁ − x₀;
-    ``t`` the times drawn (B,), for losses that weight by time.
+    ``velocity`` is the network's prediction at (x_t, t), ``target`` the path's velocity x₁ − x₀ (with
+    ``mean_flow``, the average velocity to a later time and its MeanFlow target); ``t`` the times drawn
+    (B,), for losses that weight by time.
     """
 
     velocity: torch.Tensor
@@ -126,15 +128,19 @@ class VelocityNet(nn.Module):
     """v(x_t, t, y) on patches: stem, a U-Net of FiLM residual blocks, a zero-initialised head."""
 
     def __init__(self, image_channels: int, vector_dim: int, patch: int, channels: tuple[int, ...],
-                 blocks: int, embedding: int, attention: int = 0, positions: bool = False, placement: bool = False):
+                 blocks: int, embedding: int, attention: int = 0, positions: bool = False, placement: bool = False,
+                 intervals: bool = False):
         super().__init__()
+        #: whether the network also takes an end time and embeds the interval to it (average velocities)
+        self.intervals = intervals
         per_level = [blocks] * len(channels)
         #: the levels (counted from the finest, 0) whose blocks are followed by self-attention: the lowest ``attention``
         self.attention_levels = set(range(len(channels) - attention, len(channels)))
         self.patch = patch
         patched = image_channels * patch * patch
         self.stem = nn.Conv2d(patched + 2, channels[0], 3, padding=1)  # + the two coordinate channels
-        self.embed = nn.Sequential(nn.Linear(2 * TIME_FREQUENCIES + vector_dim, embedding), nn.SiLU(),
+        times = 4 * TIME_FREQUENCIES if intervals else 2 * TIME_FREQUENCIES
+        self.embed = nn.Sequential(nn.Linear(times + vector_dim, embedding), nn.SiLU(),
                                    nn.Linear(embedding, embedding), nn.SiLU())
         self.down = nn.ModuleList(nn.ModuleList(ResidualBlock(c) for _ in range(k))
                                   for c, k in zip(channels, per_level))
@@ -174,10 +180,15 @@ class VelocityNet(nn.Module):
         frequencies = torch.exp(torch.linspace(0.0, math.log(1000.0), TIME_FREQUENCIES))
         self.register_buffer("frequencies", frequencies, persistent=False)
 
-    def embedding(self, t: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-        """One embedding of the time and the condition vector, from which every block's modulation is read."""
+    def embedding(self, t: torch.Tensor, vector: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
+        """One embedding of the time (and, with intervals, of the interval to ``end``; none without an end)
+        and the condition vector, from which every block's modulation is read."""
         angles = t[:, None].to(self.frequencies.dtype) * self.frequencies
-        return self.embed(torch.cat([torch.sin(angles), torch.cos(angles), vector.to(angles.dtype)], dim=1))
+        features = [torch.sin(angles), torch.cos(angles)]
+        if self.intervals:
+            gap = (end - t if end is not None else torch.zeros_like(t))[:, None].to(angles.dtype) * self.frequencies
+            features += [torch.sin(gap), torch.cos(gap)]
+        return self.embed(torch.cat([*features, vector.to(angles.dtype)], dim=1))
 
     def modulation(self, embedded: torch.Tensor) -> list[torch.Tensor]:
         """Every block's (scale, shift), from the embedding: one small matrix product."""
@@ -190,8 +201,9 @@ class VelocityNet(nn.Module):
         coefficients = self.placement(embedded).split([4 * POSITION_FREQUENCIES * c for c in self.level_widths], dim=1)
         return [k.reshape(k.shape[0], c, 4 * POSITION_FREQUENCIES) for k, c in zip(coefficients, self.level_widths)]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-        embedded = self.embedding(t, vector)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, vector: torch.Tensor,
+                end: torch.Tensor | None = None) -> torch.Tensor:
+        embedded = self.embedding(t, vector, end)
         film = iter(self.modulation(embedded))
         placements = self.placements(embedded)
         h = F.pixel_unshuffle(x, self.patch)
@@ -251,7 +263,8 @@ class FlowModel(nn.Module):
                  channels: tuple[int, ...] = (16, 32, 64), blocks: int = 2, embedding: int = 128,
                  condition_dropout: float = 0.1, prediction: str = "preconditioned",
                  time_sampling: str = "logit-normal", attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT,
-                 attention: int = 0, positions: bool = False, placement: bool = False, time_shift: float = 1.0):
+                 attention: int = 0, positions: bool = False, placement: bool = False, time_shift: float = 1.0,
+                 mean_flow: float = 0.0):
         super().__init__()
         image_channels, height, width = image_shape
         multiple = patch * 2 ** (len(channels) - 1)
@@ -286,8 +299,10 @@ class FlowModel(nn.Module):
         self.prediction = prediction
         self.time_sampling = time_sampling
         self.time_shift = check_shift(time_shift)
+        self.mean_flow = check_interval_share(mean_flow, name="mean_flow")
         self.net = VelocityNet(image_channels, conditioner.vector_dim, patch, tuple(channels), blocks, embedding,
-                               attention=attention, positions=positions, placement=placement)
+                               attention=attention, positions=positions, placement=placement,
+                               intervals=self.mean_flow > 0)
 
     @staticmethod
     def to_flow(images: torch.Tensor) -> torch.Tensor:
@@ -316,25 +331,32 @@ class FlowModel(nn.Module):
         t, the noise and the dropouts (both only in training) are drawn from torch's global random state, so
         a seeded run draws the same ones, and a resumed run continues them.
         """
-        point = draw_path(self.to_flow(images), self.time_sampling, shift=self.time_shift)
+        x1 = self.to_flow(images)
+        point = draw_path(x1, self.time_sampling, shift=self.time_shift)
+        if self.mean_flow:
+            point, end = draw_interval(point, x1, self.mean_flow, self.time_sampling, shift=self.time_shift)
         if self.training and self.attribute_dropout:
             condition = self.conditioner.drop(condition, self.attribute_dropout)
         vector = self.conditioner.vector(condition)
         if self.training:
             null = self.conditioner.vector(self.conditioner.null_condition(images.shape[0]).to(condition))
             vector = drop_conditions(vector, null, self.condition_dropout)
+        if self.mean_flow:
+            u, target = average_velocity_target(lambda x, t, e: self.predict(x, t, vector, e), point, end)
+            return FlowOutput(velocity=u, target=target, t=point.t)
         return FlowOutput(velocity=self.predict(point.x_t, point.t, vector), target=point.target, t=point.t)
 
-    def predict(self, x: torch.Tensor, t: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-        """The velocity at (x, t).
+    def predict(self, x: torch.Tensor, t: torch.Tensor, vector: torch.Tensor,
+                end: torch.Tensor | None = None) -> torch.Tensor:
+        """The velocity at (x, t); with ``end`` (a ``mean_flow`` network), the average velocity from t to end.
 
         ``preconditioned`` (EDM's idea, Karras et al. 2022, on the straight path): the network sees
         x_t scaled to unit variance and adds a correction to the best linear guess of v from x_t,
         so its input and output stay near unit scale at every t; ``velocity``: the network's output as is.
         """
         if self.prediction == "velocity":
-            return self.net(x, t, vector)
-        return preconditioned(self.net, x, t, vector)
+            return self.net(x, t, vector, end)
+        return preconditioned(self.net, x, t, vector, end)
 
     def _field(self, condition: torch.Tensor, x: torch.Tensor, guidance: float, interval: tuple[float, float],
                mode: str = "joint", weights: str = ""):
@@ -362,10 +384,10 @@ class FlowModel(nn.Module):
             scales.append(per_unit.get(unit, guidance))
         low, high = check_guidance_interval(*interval)
 
-        def velocity(x_t: torch.Tensor, t: float) -> torch.Tensor:
+        def velocity(x_t: torch.Tensor, t: float, end: float | None = None) -> torch.Tensor:
             if vectors and low <= t <= high:
-                return guided_velocity(self.predict, x_t, t, vectors, scales, null)
-            return guided_velocity(self.predict, x_t, t, [vector], [1.0])
+                return guided_velocity(self.predict, x_t, t, vectors, scales, null, end)
+            return guided_velocity(self.predict, x_t, t, [vector], [1.0], end=end)
 
         return velocity
 
@@ -410,7 +432,7 @@ class FlowModel(nn.Module):
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, noise: torch.Tensor | None = None,
                generator: torch.Generator | None = None, *, guidance: float = DEFAULT_GUIDANCE,
-               steps: int = DEFAULT_STEPS, solver: Literal["euler", "heun"] = DEFAULT_SOLVER,
+               steps: int = DEFAULT_STEPS, solver: Literal["euler", "heun", "mean"] = DEFAULT_SOLVER,
                guidance_from: float = 0.0, guidance_until: float = 1.0,
                guidance_mode: Literal["joint", "composed"] = "joint", attribute_guidance: str = "") -> torch.Tensor:
         """Images in [0, 1] for each condition row: the flow integrated from ``noise`` (N(0, I) of
@@ -420,7 +442,9 @@ class FlowModel(nn.Module):
             trained, above 1 keeps to the attributes more strictly, 0 ignores them.
         :param steps: solver steps from noise to image, 1 to 1000; each costs one network pass
             with euler, two with heun (twice that where guidance other than 0 and 1 applies).
-        :param solver: euler (one network pass a step) or heun (two, more accurate per step).
+        :param solver: euler (one network pass a step), heun (two, more accurate per step), or mean
+            (one jump a step by the average velocity to the next step's time: 1 to 4 steps give an
+            image; needs a run trained with mean_flow).
         :param guidance_from: time of the path (0 noise, 1 image) where guidance starts; before
             it, the conditional velocity alone (half the passes).
         :param guidance_until: time of the path where guidance ends, guidance_from to 1; after
@@ -444,7 +468,7 @@ class FlowModel(nn.Module):
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, condition: torch.Tensor, guidance: float = DEFAULT_GUIDANCE,
-               steps: int = DEFAULT_STEPS, solver: Literal["euler", "heun"] = DEFAULT_SOLVER,
+               steps: int = DEFAULT_STEPS, solver: Literal["euler", "heun", "mean"] = DEFAULT_SOLVER,
                guidance_from: float = 0.0, guidance_until: float = 1.0,
                guidance_mode: Literal["joint", "composed"] = "joint", attribute_guidance: str = "") -> torch.Tensor:
         """The noise that :meth:`sample` with the same options maps to ``images`` (in [0, 1]): the
@@ -471,6 +495,10 @@ class FlowModel(nn.Module):
                                     f"{DEFAULT_STEPS} (more: closer to the exact flow, slower)")
         if solver not in SOLVERS:
             raise genkit.UsageError(f"--solver {solver!r} is not known; choose one of: {', '.join(SOLVERS)}")
+        if solver == "mean" and not self.mean_flow:
+            raise genkit.UsageError("--solver mean jumps by average velocities, which this run did not learn (it was "
+                                    "trained with mean_flow 0): use --solver euler, or train with --model-opt "
+                                    "mean_flow=0.25")
         check_guidance_interval(guidance_from, guidance_until)
         if guidance_mode not in GUIDANCE_MODES:
             raise genkit.UsageError(f"--guidance-mode {genkit.shown(guidance_mode)} is not known; choose one of: "
@@ -507,7 +535,7 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
           prediction: Literal["preconditioned", "velocity"] = "preconditioned",
           time_sampling: Literal["logit-normal", "uniform"] = "logit-normal",
           attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT, attention: int = 0, positions: bool = False,
-          placement: bool = False, time_shift: float = 1.0) -> FlowModel:
+          placement: bool = False, time_shift: float = 1.0, mean_flow: float = 0.0) -> FlowModel:
     """Conditional rectified flow with classifier-free guidance; Euler or Heun sampling.
 
     :param patch: side of the square patches the network works on (space-to-depth); 4 trains
@@ -528,6 +556,11 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
     :param positions: add a 2-D sine-cosine embedding of each position at every level.
     :param placement: add at every level a map the condition draws from the same position basis, so
         an attribute can say where (``left``, ``top``) as directly as FiLM says what.
+    :param time_shift: move training and sampling times toward the noise by this factor, 1 or more
+        (SD3's resolution shift; 1: none).
+    :param mean_flow: share of training points, in [0, 1), that learn the average velocity to a later
+        time (MeanFlow) instead of the velocity, so --solver mean samples in 1 to 4 steps; 0: plain
+        flow matching. A training step costs about twice as much above 0.
     """
     for name, value, example in (("patch", patch, 2), ("blocks", blocks, 2), ("embedding", embedding, 128)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -546,7 +579,7 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
     return FlowModel(tuple(image_shape), conditioner, patch=patch, channels=tuple(channels), blocks=blocks,
                      embedding=embedding, condition_dropout=condition_dropout, prediction=prediction,
                      time_sampling=time_sampling, attribute_dropout=attribute_dropout, attention=attention,
-                     positions=positions, placement=placement, time_shift=time_shift)
+                     positions=positions, placement=placement, time_shift=time_shift, mean_flow=mean_flow)
 
 
 @genkit.hookimpl

@@ -23,30 +23,35 @@ import torch
 from genkit.errors import UsageError, shown
 from genkit.transport.solvers import VelocityField, evaluation_times
 
-#: ``predict(x, t, vector)``: a network's velocity for a batch, with ``t`` (B,) and ``vector`` (B, D)
-Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``predict(x, t, vector)``: a network's velocity for a batch, with ``t`` (B,) and ``vector`` (B, D); a network of
+#: average velocities takes ``predict(x, t, vector, end)`` too, ``end`` (B,) (:mod:`genkit.transport.average`)
+Predict = Callable[..., torch.Tensor]
 #: guidance at every t
 WHOLE_PATH = (0.0, 1.0)
 
 
 def guided_velocity(predict: Predict, x: torch.Tensor, t: torch.Tensor | float, vectors: Sequence[torch.Tensor],
-                    weights: Sequence[float], null: torch.Tensor | None = None) -> torch.Tensor:
+                    weights: Sequence[float], null: torch.Tensor | None = None,
+                    end: torch.Tensor | float | None = None) -> torch.Tensor:
     """v(null) + Σᵢ wᵢ·(v(cᵢ) − v(null)) at (x, t), from one call of ``predict`` on every row it needs.
 
     ``vectors`` holds one (B, D) condition vector per condition, ``weights`` their scales; ``null``
     is the null condition's vector, needed unless the velocity is a single condition's at weight
-    1. Conditions of weight 0 are left out of the call.
+    1. Conditions of weight 0 are left out of the call. With ``end``, the average velocities from t to
+    ``end`` are guided the same way (``predict(x, t, vector, end)``).
     """
     kept, with_null = _rows(weights, len(vectors))
-    times = t if isinstance(t, torch.Tensor) else torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
+    times = _rows_of(t, x)
+    extra = () if end is None else (_rows_of(end, x),)
     if not with_null:
-        return predict(x, times, vectors[kept[0]])
+        return predict(x, times, vectors[kept[0]], *extra)
     if null is None:
         raise ValueError(f"guidance with weights {list(weights)} needs the null condition's vector (null=...)")
     if not kept:
-        return predict(x, times, null)
+        return predict(x, times, null, *extra)
     rows = len(kept) + 1
-    out = predict(torch.cat([x] * rows), torch.cat([times] * rows), torch.cat([vectors[i] for i in kept] + [null]))
+    out = predict(torch.cat([x] * rows), torch.cat([times] * rows), torch.cat([vectors[i] for i in kept] + [null]),
+                  *(torch.cat([e] * rows) for e in extra))
     *conditional, unconditional = out.chunk(rows)
     velocity = unconditional
     for i, v in zip(kept, conditional):
@@ -57,15 +62,21 @@ def guided_velocity(predict: Predict, x: torch.Tensor, t: torch.Tensor | float, 
 def guided_field(predict: Predict, vectors: Sequence[torch.Tensor], weights: Sequence[float],
                  null: torch.Tensor | None = None, *, interval: tuple[float, float] = WHOLE_PATH) -> VelocityField:
     """The velocity field ``v(x, t)`` for :func:`integrate`: :func:`guided_velocity` with ``weights`` for t in
-    ``interval`` (ends included), with every weight 1 outside it."""
+    ``interval`` (ends included), with every weight 1 outside it. Called with an end time, as the ``mean``
+    solver does, it guides the average velocities to it."""
     low, high = check_guidance_interval(*interval)
     _rows(weights, len(vectors))
     plain = [1.0] * len(weights)
 
-    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        return guided_velocity(predict, x, t, vectors, weights if low <= t <= high else plain, null)
+    def velocity(x: torch.Tensor, t: float, end: float | None = None) -> torch.Tensor:
+        return guided_velocity(predict, x, t, vectors, weights if low <= t <= high else plain, null, end)
 
     return velocity
+
+
+def _rows_of(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """``t`` as one time per row of ``x``: a (B,) tensor as it is, a number repeated."""
+    return t if isinstance(t, torch.Tensor) else torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
 
 
 def network_passes(steps: int, solver: str = "euler", weights: Sequence[float] = (1.0,),

@@ -6,6 +6,11 @@ spends). ``steps`` equal steps cover [start, end]: the whole path by default, or
 edit that starts from an image noised to a time ``s`` and integrates [s, 1] needs. With a time
 ``shift`` (:func:`genkit.transport.path.shift_times`) the steps are equal before the shift, so more of
 them fall near the noise, where a model trained with the same shift decides an image's layout.
+
+The ``mean`` solver is for a field of average velocities (:mod:`genkit.transport.average`): it calls
+``velocity(x, t, t_next)`` and jumps ``x + (t_next − t)·u``, one evaluation a step; backwards it takes
+Euler's steps of the instantaneous velocity ``velocity(x, t)`` (an average velocity is learned only
+forwards in time).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ import torch
 from genkit.errors import UsageError, shown
 from genkit.transport.path import check_shift, shift_times
 
-#: solver -> velocity evaluations per step: Euler's method, and Heun's (Euler's guess, then the trapezoid)
-SOLVERS = {"euler": 1, "heun": 2}
+#: solver -> velocity evaluations per step: Euler's method, Heun's (Euler's guess, then the trapezoid), and
+#: the jump by the average velocity to the next time (a field that takes an end time)
+SOLVERS = {"euler": 1, "heun": 2, "mean": 1}
 
-VelocityField = Callable[[torch.Tensor, float], torch.Tensor]
+#: ``velocity(x, t)``, and ``velocity(x, t, end)`` for the ``mean`` solver: the average velocity from t to end
+VelocityField = Callable[..., torch.Tensor]
 
 
 def integrate(velocity: VelocityField, x: torch.Tensor, steps: int, solver: str = "euler", *,
@@ -36,10 +43,10 @@ def integrate(velocity: VelocityField, x: torch.Tensor, steps: int, solver: str 
     grid = _grid(steps, solver, start, end, shift)
     if backwards:
         grid.reverse()
-    heun = solver == "heun"
+    heun, jump = solver == "heun", solver == "mean" and not backwards
     for t, t_next in zip(grid[:-1], grid[1:]):
         h = t_next - t
-        v = velocity(x, t)
+        v = velocity(x, t, t_next) if jump else velocity(x, t)
         if heun:
             v_next = velocity(x + h * v, t_next)
             v = (v + v_next) / 2
@@ -52,7 +59,7 @@ def evaluation_times(steps: int, solver: str = "euler", *, start: float = 0.0, e
     """The times at which :func:`integrate` calls the velocity field, in order (found by running it)."""
     times: list[float] = []
 
-    def record(x: torch.Tensor, t: float) -> torch.Tensor:
+    def record(x: torch.Tensor, t: float, end: float | None = None) -> torch.Tensor:
         times.append(t)
         return x
 

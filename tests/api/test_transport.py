@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import genkit
-from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, PathPoint, check_guidance_interval, draw_path, draw_times,
-                               drop_conditions, guided_field, guided_velocity, integrate, network_passes,
-                               preconditioned, shift_times, straight_path)
+from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, PathPoint, average_velocity_target, check_guidance_interval,
+                               check_interval_share, draw_interval, draw_path, draw_times, drop_conditions,
+                               guided_field, guided_velocity, integrate, network_passes, preconditioned,
+                               shift_times, straight_path)
 from genkit.transport.solvers import evaluation_times
 
 
@@ -43,7 +44,7 @@ def test_euler_forwards_takes_equal_steps_from_noise_to_image():
     first = X + 0.5 * toy(X, 0.0)
     expected = first + 0.5 * toy(first, 0.5)
     assert torch.equal(integrate(toy, X, 2, "euler"), expected)
-    assert SOLVERS == {"euler": 1, "heun": 2}
+    assert SOLVERS == {"euler": 1, "heun": 2, "mean": 1}
 
 
 def test_heun_averages_the_velocity_at_both_ends_of_the_step():
@@ -115,6 +116,76 @@ def test_bad_solver_arguments_are_refused_in_one_line(kwargs, message):
 # --- guidance ---------------------------------------------------------------------------------------------
 
 CONDITION = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
+def average_toy(x: torch.Tensor, t: float, end: float | None = None) -> torch.Tensor:
+    """u(x, t, e) = −x/2 + t + 3·(e − t), or the toy velocity without an end."""
+    return toy(x, t) + (0.0 if end is None else 3 * (end - t))
+
+
+def test_the_mean_solver_jumps_by_the_average_velocity_to_the_next_time():
+    first = X + 0.5 * average_toy(X, 0.0, 0.5)
+    expected = first + 0.5 * average_toy(first, 0.5, 1.0)
+    assert torch.equal(integrate(average_toy, X, 2, "mean"), expected)
+    assert evaluation_times(2, "mean") == [0.0, 0.5]
+    assert network_passes(2, "mean", [2.0]) == 4
+    # backwards an average velocity is not learned: Euler's steps of the velocity itself
+    assert torch.equal(integrate(average_toy, X, 2, "mean", backwards=True), integrate(toy, X, 2, "euler",
+                                                                                      backwards=True))
+
+
+def test_guided_average_velocities_pass_the_end_time_to_the_network_with_every_row():
+    calls = []
+
+    def net(x, t, vector, end):
+        calls.append(end.clone())
+        return vector[:, :1, None, None] - x / 4 + t[:, None, None, None] + end[:, None, None, None]
+
+    field = guided_field(net, [CONDITION], [2.0], NULL)
+    out = field(X, 0.25, 0.75)
+    conditional = CONDITION[:, :1, None, None] - X / 4 + 1.0
+    unconditional = -X / 4 + 1.0
+    assert torch.allclose(out, unconditional + 2.0 * (conditional - unconditional))
+    assert len(calls) == 1 and torch.equal(calls[0], torch.full((4,), 0.75))
+
+
+def test_an_interval_draws_a_share_of_rows_from_an_earlier_to_a_later_time():
+    torch.manual_seed(0)
+    x1 = torch.randn(4000, 1, 1, 1)
+    point = draw_path(x1)
+    moved, end = draw_interval(point, x1, 0.25)
+    assert ((end - moved.t) > 0).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert torch.all(end >= moved.t) and torch.all(moved.t <= point.t)
+    assert torch.equal(moved.x_t, straight_path(point.noise, x1, moved.t)) and moved.target is point.target
+    kept, kept_end = draw_interval(point, x1, 0.0)
+    assert torch.equal(kept.t, point.t) and torch.equal(kept_end, point.t)
+
+
+def test_the_mean_flow_target_is_the_velocity_plus_the_gap_times_the_derivative_along_the_path():
+    """For u(x, t, e) = a·x + b·t + c·e, du/dt along the path (dx/dt = v) is a·v + b: the target is
+    v + (e − t)·(a·v + b), the prediction u itself; where e = t the target is v."""
+    a, b, c = 0.5, -2.0, 3.0
+    weight = torch.tensor(a, requires_grad=True)
+
+    def average(x, t, e):
+        return weight * x + b * t[:, None, None, None] + c * e[:, None, None, None]
+
+    x1, x0 = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    t, end = torch.tensor([0.2, 0.5, 0.7]), torch.tensor([0.6, 0.5, 1.0])
+    point = PathPoint(t=t, noise=x0, x_t=straight_path(x0, x1, t), target=x1 - x0)
+    u, target = average_velocity_target(average, point, end)
+    gap = (end - t)[:, None, None, None]
+    assert torch.allclose(u, average(point.x_t, t, end))
+    assert torch.allclose(target, point.target + gap * (a * point.target + b))
+    assert torch.equal(target[1], point.target[1]) and not target.requires_grad
+    u.sum().backward()
+    assert weight.grad is not None  # the prediction trains the network
+
+
+@pytest.mark.parametrize("share", [1.0, -0.1, float("nan"), True, "0.2"])
+def test_a_bad_interval_share_is_refused_in_one_line(share):
+    with pytest.raises(genkit.UsageError, match=r"must be a number from 0 to under 1"):
+        check_interval_share(share)
+
+
 OTHER = torch.tensor([[-2.0, 0.0], [0.5, 0.0]])
 NULL = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
 

@@ -441,6 +441,7 @@ def test_sizes_the_network_cannot_take_are_refused_naming_the_nearest_that_work(
     ({"positions": "yes"}, "positions 'yes' must be true or false"),
     ({"placement": 1}, "placement 1 must be true or false"),
     ({"time_shift": 0.5}, "time shift 0.5 must be a number of 1 or more"),
+    ({"mean_flow": 1.0}, "mean_flow 1.0 must be a number from 0 to under 1"),
 ])
 def test_bad_model_options_are_refused(options, message):
     with pytest.raises(genkit.UsageError, match=re.escape(message)):
@@ -460,6 +461,27 @@ def test_attention_positions_and_placement_start_as_the_identity():
     loaded = seeing.net.load_state_dict(plain.net.state_dict(), strict=False)
     assert loaded.unexpected_keys == [] and loaded.missing_keys  # the attention and position layers are new
     assert torch.equal(plain.net(x, t, vector), seeing.net(x, t, vector))
+
+
+def test_a_mean_flow_learns_average_velocities_and_samples_by_jumps_a_plain_flow_refuses():
+    """With mean_flow the training output is the average velocity and its MeanFlow target (the target
+    without gradient), and ``--solver mean`` draws an image in one network pass per step; a run trained
+    without refuses that solver in one line naming the option that would allow it."""
+    torch.manual_seed(0)
+    model = build((3, 16, 16), PartialTiledOneHot(NAMES), channels=[8, 16], embedding=8, mean_flow=0.5)
+    images, condition = torch.rand(4, 3, 16, 16), torch.zeros(4, len(NAMES))
+    out = model(images, condition)
+    assert out.velocity.requires_grad and not out.target.requires_grad
+    model.eval()
+    calls = []
+    model.net.register_forward_hook(lambda module, args, output: calls.append(args[3]))
+    drawn = model.sample(condition, generator=torch.Generator().manual_seed(0), solver="mean", steps=2, guidance=1)
+    assert drawn.shape == (4, 3, 16, 16) and 0 <= drawn.min() and drawn.max() <= 1
+    assert [end.tolist() for end in calls] == [[0.5] * 4, [1.0] * 4]  # one pass a step, to the next time
+    plain = build((3, 16, 16), PartialTiledOneHot(NAMES), channels=[8, 16], embedding=8)
+    with pytest.raises(genkit.UsageError, match=re.escape("--solver mean jumps by average velocities, which this "
+                                                          "run did not learn")):
+        plain.sample(condition, solver="mean")
 
 
 # ---- end to end: genkit train --model flow, resume, torchrun, the commands ------------------------------------
