@@ -354,9 +354,10 @@ class FlowModel(nn.Module):
         x_t scaled to unit variance and adds a correction to the best linear guess of v from x_t,
         so its input and output stay near unit scale at every t; ``velocity``: the network's output as is.
         """
+        inputs = (vector,) if end is None else (vector, end)
         if self.prediction == "velocity":
-            return self.net(x, t, vector, end)
-        return preconditioned(self.net, x, t, vector, end)
+            return self.net(x, t, *inputs)
+        return preconditioned(self.net, x, t, *inputs)
 
     def _field(self, condition: torch.Tensor, x: torch.Tensor, guidance: float, interval: tuple[float, float],
                mode: str = "joint", weights: str = ""):

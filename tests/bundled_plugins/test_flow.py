@@ -358,7 +358,7 @@ def test_the_contract_noise_shape_capabilities_and_sampling_options():
                              "attribute_guidance"]
     assert [o.flag for o in options.values()] == ["--guidance", "--sampling-steps", "--solver", "--guidance-from",
                                                   "--guidance-until", "--guidance-mode", "--attribute-guidance"]
-    assert options["solver"].choices == ("euler", "heun")
+    assert options["solver"].choices == ("euler", "heun", "mean")
     assert options["guidance_mode"].choices == ("joint", "composed")
     assert "classifier-free guidance" in options["guidance"].help
     samples = model.sample(torch.zeros(2, len(NAMES)), generator=torch.Generator().manual_seed(0), steps=2)
