@@ -28,7 +28,11 @@ features are modulated (FiLM) by an embedding of t and of ``conditioner.vector(c
 linear layer gives every block's scale and shift at once, so the embedding costs one small
 matrix product per step. Its output layer starts at zero. The design and its defaults were
 chosen by measurement at 32x32 (docs/evaluation.md, "The flow model against the CVAE", and
-benchmarks/flow_design.py); at 64x64 the same network does not follow position attributes.
+benchmarks/flow_design.py). At 64x64 that network ignored position attributes: FiLM can only scale
+whole channels, so "on the left" needed a position feature and a condition's weight of it, both zero
+at the start (a saddle it never left). So each level adds a map the condition draws from a sin-cos
+position basis (``placement``), an unconditional position embedding (``positions``) and, at the
+lowest level, self-attention with QK-norm (``attention``); all three start as the identity.
 """
 
 from __future__ import annotations
@@ -535,8 +539,8 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
           blocks: int = 2, embedding: int = 128, condition_dropout: float = 0.1,
           prediction: Literal["preconditioned", "velocity"] = "preconditioned",
           time_sampling: Literal["logit-normal", "uniform"] = "logit-normal",
-          attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT, attention: int = 0, positions: bool = False,
-          placement: bool = False, time_shift: float = 1.0, mean_flow: float = 0.0) -> FlowModel:
+          attribute_dropout: float = DEFAULT_ATTRIBUTE_DROPOUT, attention: int = 1, positions: bool = True,
+          placement: bool = True, time_shift: float = 1.0, mean_flow: float = 0.0) -> FlowModel:
     """Conditional rectified flow with classifier-free guidance; Euler or Heun sampling.
 
     :param patch: side of the square patches the network works on (space-to-depth); 4 trains
@@ -553,10 +557,13 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
         attribute unspecified, independently, in [0, 1); above 0 the model samples with the unnamed
         attributes left to it (--rest model). Runs saved before this option read 0.
     :param attention: how many of the lowest levels follow each residual block with self-attention
-        (0 to the number of levels), so a shape's placement can depend on the whole image.
-    :param positions: add a 2-D sine-cosine embedding of each position at every level.
+        (0 to the number of levels), so a shape's placement can depend on the whole image. Runs saved
+        before this option read 0.
+    :param positions: add a 2-D sine-cosine embedding of each position at every level. Runs saved
+        before this option read false.
     :param placement: add at every level a map the condition draws from the same position basis, so
-        an attribute can say where (``left``, ``top``) as directly as FiLM says what.
+        an attribute can say where (``left``, ``top``) as directly as FiLM says what: without it a
+        64x64 flow ignores position. Runs saved before this option read false.
     :param time_shift: move training and sampling times toward the noise by this factor, 1 or more
         (SD3's resolution shift; 1: none).
     :param mean_flow: share of training points, in [0, 1), that learn the average velocity to a later
@@ -588,4 +595,5 @@ def register_models(register):
     # batch 8 and an average of the weights (decay 0.999): measured on shapes, docs/evaluation.md
     # runs saved before attribute_dropout existed were trained on full conditions only
     register("flow", build, flags=("condition_dropout", "attribute_dropout"), default_loss="flow-matching",
-             train_defaults={"batch_size": 8, "ema": 0.999}, older_runs={"attribute_dropout": 0.0})
+             train_defaults={"batch_size": 8, "ema": 0.999, "grad_clip": 1.0},
+             older_runs={"attribute_dropout": 0.0, "attention": 0, "positions": False, "placement": False})

@@ -453,7 +453,7 @@ def test_attention_positions_and_placement_start_as_the_identity():
     what the same network without them computes: all start as the identity, so they change nothing until trained."""
     options = dict(channels=[8, 16], embedding=8)
     torch.manual_seed(0)
-    plain = build((3, 64, 64), PartialTiledOneHot(NAMES), **options)
+    plain = build((3, 64, 64), PartialTiledOneHot(NAMES), attention=0, positions=False, placement=False, **options)
     torch.manual_seed(0)
     seeing = build((3, 64, 64), PartialTiledOneHot(NAMES), attention=1, positions=True, placement=True, **options)
     x, t = torch.randn(2, 3, 64, 64), torch.rand(2)
@@ -461,6 +461,18 @@ def test_attention_positions_and_placement_start_as_the_identity():
     loaded = seeing.net.load_state_dict(plain.net.state_dict(), strict=False)
     assert loaded.unexpected_keys == [] and loaded.missing_keys  # the attention and position layers are new
     assert torch.equal(plain.net(x, t, vector), seeing.net(x, t, vector))
+
+
+def test_flow_runs_saved_before_the_position_options_read_them_as_off():
+    """A run's config.json from before attention, positions and placement were options (and before
+    attribute_dropout) builds the network it was trained with, not today's default."""
+    from genkit.components.loading import registry
+
+    flow = registry("models").get("flow")
+    assert {k: flow.with_older_runs({})[k] for k in ("attention", "positions", "placement", "attribute_dropout")} \
+        == {"attention": 0, "positions": False, "placement": False, "attribute_dropout": 0.0}
+    assert flow.with_older_runs({"placement": True})["placement"] is True  # a recorded value wins
+    assert flow.train_defaults["grad_clip"] == 1.0
 
 
 def test_a_mean_flow_learns_average_velocities_and_samples_by_jumps_a_plain_flow_refuses():
