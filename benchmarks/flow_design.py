@@ -1,6 +1,6 @@
 """Choosing the ``flow`` model's network and defaults by measurement, on ``shapes``.
 
-    python benchmarks/flow_design.py train OUT [--model-opt KEY=JSON ...] [--epochs 6] [--batch 16]
+    python benchmarks/flow_design.py train OUT [--model-opt KEY=JSON ...] [--loss-opt KEY=JSON ...] [--epochs 6] [--batch 16]
                                                [--lr 2e-3] [--ema 0.999,0.9999] [--size 32] [--seed 0]
     python benchmarks/flow_design.py eval OUT [--weights ema0.999] [--guidance 2] [--steps 8]
                                               [--solver euler] [--grid PNG]
@@ -58,7 +58,7 @@ from genkit.store.images import save_grid  # noqa: E402
 from genkit_datasets.torch_dataset import CachedImageDataset  # noqa: E402
 from genkit_plugins.cvae import CVAE  # noqa: E402
 from genkit_plugins.flow import build as build_flow  # noqa: E402
-from genkit_plugins.flow_matching import FlowMatching  # noqa: E402
+from genkit_plugins.flow_matching import FlowMatching, build as build_loss  # noqa: E402
 from genkit_plugins.tiled_onehot import TiledOneHot, build as build_conditioner  # noqa: E402
 
 FLOW_OPTIONS = ("patch", "channels", "blocks", "embedding", "condition_dropout", "prediction", "time_sampling",
@@ -87,14 +87,15 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     conditioner = build_conditioner(list(info.attribute_names))  # partial, as genkit train's default
     model = build_flow((3, args.size, args.size), conditioner, **options)
-    loss_fn = FlowMatching()
+    loss_options = _parse_opts(args.loss_opt)
+    loss_fn = build_loss(**loss_options)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)
     decays = [float(d) for d in args.ema.split(",") if d] if args.ema else []
     averages = {d: [p.detach().clone() for p in model.parameters()] for d in decays}
     images_u8, attributes = train_set.images_uint8(), train_set.attributes
     n = len(train_set)
     epoch_seconds, losses = [], []
-    record = {"options": options, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "clip": args.clip,
+    record = {"options": options, "loss_options": loss_options, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "clip": args.clip,
               "seed": args.seed, "partial": True,
               "size": args.size, "ema": decays, "parameters": sum(p.numel() for p in model.parameters()),
               "machine": machine()}
@@ -353,6 +354,7 @@ def main() -> None:
     p = sub.add_parser("train")
     p.add_argument("out")
     p.add_argument("--model-opt", action="append")
+    p.add_argument("--loss-opt", action="append", help="flow-matching's options, KEY=JSON (adaptive=1)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)

@@ -463,6 +463,29 @@ def test_attention_positions_and_placement_start_as_the_identity():
     assert torch.equal(plain.net(x, t, vector), seeing.net(x, t, vector))
 
 
+def test_adaptive_flow_matching_weights_each_images_error_by_its_inverse_power():
+    """adaptive p: loss = mean(sg(1 / (e + 0.001)^p) · e) over images, e each image's mean squared error;
+    the logged mse stays the plain one, and p = 0 is the plain loss."""
+    from types import SimpleNamespace
+
+    velocity = torch.tensor([[[[1.0, 1.0]]], [[[0.0, 0.0]]]], requires_grad=True)
+    target = torch.tensor([[[[0.0, 0.0]]], [[[0.0, 0.2]]]])
+    output = SimpleNamespace(velocity=velocity, target=target)
+    errors = torch.tensor([1.0, 0.02])
+    result = build_loss(adaptive=1)(output, None)
+    assert result.total.item() == pytest.approx(float((errors / (errors + 1e-3)).mean()))
+    assert result.terms["mse"].item() == pytest.approx(float(errors.mean()))
+    assert build_loss()(output, None).total.item() == pytest.approx(float(errors.mean()))
+    result.total.backward()
+    assert velocity.grad is not None
+
+
+@pytest.mark.parametrize("value", [-1, 3, float("nan"), True])
+def test_a_bad_adaptive_power_is_refused_in_one_line(value):
+    with pytest.raises(genkit.UsageError, match=r"adaptive .* must be a number from 0 to 2 .*--loss-opt adaptive=1"):
+        build_loss(adaptive=value)
+
+
 def test_flow_runs_saved_before_the_position_options_read_them_as_off():
     """A run's config.json from before attention, positions and placement were options (and before
     attribute_dropout) builds the network it was trained with, not today's default."""
