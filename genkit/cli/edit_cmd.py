@@ -82,7 +82,8 @@ def edit(
     loaded = load_run(run, device=device)
     options = loaded.resolve_options(given_options(ctx.args, sample_opt, loaded.sampling_options,
                                                    loaded.config.model.name, "edit"))
-    settings = {"edit_mode": edit_mode, "edit_depth": edit_depth, "invert_options": given_invert_options(invert_opt)}
+    settings = {"edit_mode": edit_mode, "edit_depth": edit_depth,
+                "invert_options": given_invert_options(invert_opt, loaded.sampling_options)}
     names, groups = loaded.attribute_names, loaded.exclusive_groups
     for spec in changes:  # every change checked before any image is read
         parse_change(spec, names, groups)

@@ -75,7 +75,7 @@ def evaluate(
                               classifier_name=classifier, train_classifier=train_classifier, progress=on_eval,
                               classifier_progress=on_classifier, options=options, on_message=say, edits=edits,
                               edit_mode=edit_mode, edit_depth=edit_depth,
-                              invert_options=given_invert_options(invert_opt))
+                              invert_options=given_invert_options(invert_opt, loaded.sampling_options))
     finally:
         progress.stop()
     target = loaded.directory / f"evaluation_{split}.json"

@@ -30,8 +30,8 @@ EDIT_DEPTH = typer.Option(None, "--edit-depth", metavar="D",
                           help="Part of the path to invert, in (0, 1], for a model that inverts part of the way "
                                "(partial_invert; default 1, the whole way).")
 INVERT_OPT = typer.Option(None, "--invert-opt", metavar="KEY=VALUE",
-                          help="A sampling option for the inversion only (repeatable), e.g. guidance=1; the edit is "
-                               "drawn with the others.")
+                          help="A sampling option of the run's model used only to invert the image (repeatable); "
+                               "the edit is drawn with the others.")
 
 
 def options_of_config(run_dir: str | Path) -> dict[str, SamplingOption] | None:
@@ -108,14 +108,16 @@ def given_options(extra: list[str], sample_opt: list[str] | None,
     return values
 
 
-def given_invert_options(pairs: list[str] | None) -> dict[str, str]:
+def given_invert_options(pairs: list[str] | None, declared: Mapping[str, SamplingOption]) -> dict[str, str]:
     """``{option: text}`` from ``--invert-opt KEY=VALUE`` (values stay text: ``Run.editor`` converts and checks
-    them against the model's sampling options); a one-line error for a pair that is not KEY=VALUE."""
+    them against the model's sampling options ``declared``); a one-line error for a pair that is not KEY=VALUE."""
     values: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise UsageError(f"--invert-opt {shown(pair)} is not KEY=VALUE; for example --invert-opt guidance=1")
+            example = next(iter(declared.values()), None)
+            hint = f"; for example --invert-opt {example.name}={example.default}" if example else ""
+            raise UsageError(f"--invert-opt {shown(pair)} is not KEY=VALUE{hint}")
         values[key] = raw
     return values

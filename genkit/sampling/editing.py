@@ -14,14 +14,15 @@ code is found is the model's capability (:mod:`genkit.sampling.capabilities`), n
   ``partial_invert`` may stop part of the way (``depth`` below 1): the code is then the sampler's
   state at time 1 − depth, ``invert_partway(x, y, depth)``, and the edit ``sample_partway(code, y',
   depth)``, so what the path settles before 1 − depth (layout, background) is kept. The inversion may
-  take sampling options of its own (``invert_options``: guidance 1 inverts a guided flow more exactly).
+  take sampling options of its own (``invert_options``: a guided sampler may invert more exactly
+  unguided).
 
 What the model draws from the code is the *drawing*; the reconstruction is the drawing under the
 image's own attributes. How an edit is made from drawings is the edit *mode*:
 
 * ``residual`` (the default): x + (drawing under y' − drawing under y), clamped to [0, 1]. The
   model's error in drawing x cancels, so the edit that changes nothing is x exactly, and a pixel
-  the change does not move stays x (the CVAE's flat background stays textured).
+  the change does not move stays x (a background the model draws flat stays as it was).
 * ``redraw``: the drawing under y' itself (the edit that changes nothing is the reconstruction).
 
 Changes are written as ``--attrs`` is
@@ -227,8 +228,9 @@ class Editor:
     def decode(self, codes: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
                images: torch.Tensor | None = None, reconstruction: torch.Tensor | None = None) -> torch.Tensor:
         """The edits of ``images`` (whose codes, under ``before``, are ``codes``) to the attribute vectors ``after``,
-        on the CPU, made as :attr:`mode` says. ``residual`` needs ``images``; ``reconstruction`` (the drawing
-        under ``before``) saves drawing it again. A row whose attributes do not change is the image itself."""
+        on the CPU, made as :attr:`mode` says. ``residual`` needs ``images`` (a row whose attributes do not
+        change is then the image itself); ``reconstruction``, the drawing under ``before``, saves drawing it
+        again."""
         if self.mode == "redraw":
             return self.draw(codes, before, after)
         if images is None:

@@ -453,7 +453,7 @@ def test_an_image_file_is_read_by_the_classifier_and_corrected_by_from(run, tiny
                                                                             "of the inversion, and model 'cvae' "
                                                                             "inverts no sampler"),
     (["--index", "0", "--set", "large", "--invert-opt", "guidance"], "--invert-opt 'guidance' is not KEY=VALUE; for "
-                                                                     "example --invert-opt guidance=1"),
+                                                                     "example --invert-opt temperature=1.0"),
 ])
 def test_bad_edit_requests_are_one_line_and_write_nothing(tiny_run, tmp_path, args, message):
     line = error_line(invoke(["edit", "--run", tiny_run, *args] + ([] if "--out" in args else
