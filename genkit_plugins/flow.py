@@ -18,7 +18,10 @@ alone and w = 0 the unconditional one, each a single pass; any other w evaluates
 batch; with a guidance interval (Kynkäänniemi et al. 2024) it applies only for t from
 ``guidance_from`` to ``guidance_until``, and the steps outside take the conditional pass alone.
 :meth:`FlowModel.invert` runs the same solver backwards, from images to the noise that
-``sample`` maps back to them (exactly only as the steps get small).
+``sample`` maps back to them (exactly only as the steps get small). :meth:`FlowModel.invert_partway`
+and :meth:`FlowModel.sample_partway` (the ``partial_invert`` capability) do the same over only the
+last ``depth`` of the path, from t = 1 − depth, in max(1, round(steps·depth)) of the steps: an edit
+from there keeps what the path settles before 1 − depth. ``invert`` and ``sample`` are them at depth 1.
 
 The path, its preconditioning, guidance and the solvers are ``genkit.plugin_api``'s, used as a
 third-party flow would use them; what this module brings is the network, its options and their checks.
@@ -460,16 +463,14 @@ class FlowModel(nn.Module):
         :param attribute_guidance: composed guidance's weight per unit, e.g. "left=4,shape=3"
             (a family or plain attribute; the others take --guidance).
         """
-        self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
-                                    attribute_guidance)
         if noise is None:
+            self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
+                                        attribute_guidance)  # before drawing anything
             noise = torch.randn(condition.shape[0], *self.image_shape, generator=generator,
                                 device=condition.device if generator is None else generator.device)
-        dtype = next(self.parameters()).dtype
-        x = noise.to(condition.device, dtype)
-        field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
-                            attribute_guidance)
-        return self.to_images(integrate(field, x, steps, solver, shift=self.time_shift))
+        return self.sample_partway(noise, condition, 1.0, guidance=guidance, steps=steps, solver=solver,
+                                   guidance_from=guidance_from, guidance_until=guidance_until,
+                                   guidance_mode=guidance_mode, attribute_guidance=attribute_guidance)
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, condition: torch.Tensor, guidance: float = DEFAULT_GUIDANCE,
@@ -478,13 +479,42 @@ class FlowModel(nn.Module):
                guidance_mode: Literal["joint", "composed"] = "joint", attribute_guidance: str = "") -> torch.Tensor:
         """The noise that :meth:`sample` with the same options maps to ``images`` (in [0, 1]): the
         same ODE integrated backwards, from t = 1 to t = 0."""
+        return self.invert_partway(images, condition, 1.0, guidance=guidance, steps=steps, solver=solver,
+                                   guidance_from=guidance_from, guidance_until=guidance_until,
+                                   guidance_mode=guidance_mode, attribute_guidance=attribute_guidance)
+
+    @torch.no_grad()
+    def sample_partway(self, latent: torch.Tensor, condition: torch.Tensor, depth: float,
+                       guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
+                       solver: Literal["euler", "heun"] = DEFAULT_SOLVER, guidance_from: float = 0.0,
+                       guidance_until: float = 1.0, guidance_mode: Literal["joint", "composed"] = "joint",
+                       attribute_guidance: str = "") -> torch.Tensor:
+        """Images in [0, 1] from ``latent``, the path's point at time 1 − ``depth``: the flow integrated over
+        the last ``depth`` of the path only, in max(1, round(steps·depth)) steps (depth 1: :meth:`sample`)."""
         self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
                                     attribute_guidance)
-        dtype = next(self.parameters()).dtype
-        x = self.to_flow(images.to(condition.device, dtype))
+        start, count = _partway(depth, steps)
+        x = latent.to(condition.device, next(self.parameters()).dtype)
         field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
                             attribute_guidance)
-        return integrate(field, x, steps, solver, backwards=True, shift=self.time_shift)
+        return self.to_images(integrate(field, x, count, solver, start=start, shift=self.time_shift))
+
+    @torch.no_grad()
+    def invert_partway(self, images: torch.Tensor, condition: torch.Tensor, depth: float,
+                       guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
+                       solver: Literal["euler", "heun"] = DEFAULT_SOLVER, guidance_from: float = 0.0,
+                       guidance_until: float = 1.0, guidance_mode: Literal["joint", "composed"] = "joint",
+                       attribute_guidance: str = "") -> torch.Tensor:
+        """The path's point at time 1 − ``depth`` that :meth:`sample_partway` with the same options maps to
+        ``images``: the ODE integrated backwards from t = 1 over the last ``depth`` of the path, in the same
+        steps (depth 1: :meth:`invert`)."""
+        self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
+                                    attribute_guidance)
+        start, count = _partway(depth, steps)
+        x = self.to_flow(images.to(condition.device, next(self.parameters()).dtype))
+        field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
+                            attribute_guidance)
+        return integrate(field, x, count, solver, start=start, backwards=True, shift=self.time_shift)
 
     def check_sampling_options(self, guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
                                solver: str = DEFAULT_SOLVER, guidance_from: float = 0.0,
@@ -517,6 +547,15 @@ class FlowModel(nn.Module):
                                     "--guidance-mode composed, or leave it out")
         if attribute_guidance:
             self.unit_weights(attribute_guidance, guidance)
+
+
+def _partway(depth: float, steps: int) -> tuple[float, int]:
+    """Where a partial integration starts (1 − depth) and its steps, max(1, round(steps·depth)); a one-line
+    error for a depth outside (0, 1]."""
+    if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 < depth <= 1:  # NaN fails too
+        raise genkit.UsageError(f"depth {genkit.shown(depth)} must be in (0, 1]: the last part of the path to "
+                                "integrate, from the image (1: all of it)")
+    return 1.0 - float(depth), max(1, round(steps * depth))
 
 
 def _unit_name(unit: tuple[str, ...]) -> str:

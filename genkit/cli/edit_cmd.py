@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from genkit.cli import console
-from genkit.cli.sampling_flags import SAMPLE_OPT
+from genkit.cli.sampling_flags import EDIT_DEPTH, EDIT_MODE, INVERT_OPT, SAMPLE_OPT
 
 if TYPE_CHECKING:  # imported when a command runs, so that `genkit --help` stays quick
     from genkit.sampling.run import Run
@@ -45,14 +45,19 @@ def edit(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where HDF5 caches and classifiers live."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     sample_opt: Optional[list[str]] = SAMPLE_OPT,
+    edit_mode: str = EDIT_MODE,
+    edit_depth: Optional[str] = EDIT_DEPTH,
+    invert_opt: Optional[list[str]] = INVERT_OPT,
 ) -> None:
     """Change attributes of real images and write original | reconstruction | edit side by side as a PNG.
 
     The image is encoded with its own attributes and drawn again with the changed ones (the
     posterior mean for a model with an encoder; the inverted sampler's noise otherwise, drawn
-    with its sampling options, given as flags). See docs/editing.md.
+    with its sampling options, given as flags). By default (--edit-mode residual) the edit is the
+    image plus the difference the change makes to that drawing, so what the change does not touch
+    stays as it was. See docs/editing.md.
     """
-    from genkit.cli.sampling_flags import given_options
+    from genkit.cli.sampling_flags import given_invert_options, given_options
     from genkit.errors import UsageError
     from genkit.store.files import check_output_file
 
@@ -77,19 +82,23 @@ def edit(
     loaded = load_run(run, device=device)
     options = loaded.resolve_options(given_options(ctx.args, sample_opt, loaded.sampling_options,
                                                    loaded.config.model.name, "edit"))
+    settings = {"edit_mode": edit_mode, "edit_depth": edit_depth,
+                "invert_options": given_invert_options(invert_opt, loaded.sampling_options)}
     names, groups = loaded.attribute_names, loaded.exclusive_groups
     for spec in changes:  # every change checked before any image is read
         parse_change(spec, names, groups)
-    loaded.editor(options)  # a model that cannot edit: said now
+    editor = loaded.editor(options, **settings)  # a model that cannot edit, or a bad setting: said now
     if rows is not None:
         pixels, vectors = dataset_rows(loaded, split, rows, cache_dir)
     else:
         pixels, vectors = file_image(loaded, image, from_attrs, classifier, cache_dir)
-    edits = loaded.edit(pixels, vectors, changes, **options)
+    edits = loaded.edit(pixels, vectors, changes, **settings, **options)
     target = out if out is not None else loaded.directory / "edits.png"
     write_rows(edits.rows(), target)
     columns = " | ".join(["original", "reconstruction", *(spec or "(nothing)" for spec in edits.changes)])
-    console.err.print(f"wrote {len(pixels)} row(s): {columns} to {target}", highlight=False, markup=False)
+    how = editor.mode + (f", depth {editor.depth:g}" if editor.depth < 1 else "")
+    console.err.print(f"wrote {len(pixels)} row(s): {columns} to {target} ({how} edits)", highlight=False,
+                      markup=False)
     console.out.print(str(target), highlight=False)
 
 

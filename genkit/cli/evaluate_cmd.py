@@ -11,7 +11,7 @@ from rich.table import Table
 
 from genkit.cli import console
 from genkit.cli.options import parse_options
-from genkit.cli.sampling_flags import SAMPLE_OPT
+from genkit.cli.sampling_flags import EDIT_DEPTH, EDIT_MODE, INVERT_OPT, SAMPLE_OPT
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.evaluation.likelihood import DEFAULT_SAMPLES, DEFAULT_SIGMA
 
@@ -42,6 +42,9 @@ def evaluate(
     sample_opt: Optional[list[str]] = SAMPLE_OPT,
     edits: bool = typer.Option(True, "--edits/--no-edits",
                                help="Edit real test images one attribute at a time and score the edits."),
+    edit_mode: str = EDIT_MODE,
+    edit_depth: Optional[str] = EDIT_DEPTH,
+    invert_opt: Optional[list[str]] = INVERT_OPT,
 ) -> None:
     """Score a run on held-out data: attribute accuracy, diversity and fd of its samples, and, for a model
     with a posterior, MSE, KL, ELBO and importance-sampled CLL.
@@ -51,7 +54,7 @@ def evaluate(
     a Gaussian decoder with fixed σ (see docs/evaluation.md), in nats per image; higher is better. The
     run's model adds its sampling options as flags, listed at the end of `genkit evaluate --run RUN --help`.
     """
-    from genkit.cli.sampling_flags import given_options
+    from genkit.cli.sampling_flags import given_invert_options, given_options
     from genkit.evaluation.metrics import evaluate_run
     from genkit.sampling.run import load_run
     from genkit.store.files import write_text_atomic
@@ -70,7 +73,9 @@ def evaluate(
         result = evaluate_run(loaded, split=split, samples=samples, sigma=sigma, seed=seed, limit=limit, data=data,
                               data_options=parse_options(data_opt, "--data-opt"), root=root, cache_dir=cache_dir,
                               classifier_name=classifier, train_classifier=train_classifier, progress=on_eval,
-                              classifier_progress=on_classifier, options=options, on_message=say, edits=edits)
+                              classifier_progress=on_classifier, options=options, on_message=say, edits=edits,
+                              edit_mode=edit_mode, edit_depth=edit_depth,
+                              invert_options=given_invert_options(invert_opt, loaded.sampling_options))
     finally:
         progress.stop()
     target = loaded.directory / f"evaluation_{split}.json"
@@ -138,10 +143,14 @@ def metrics_table(result: dict) -> Table:
 
 def counterfactual_rows(result: dict, number) -> list[tuple[str, str]]:
     """The edit and conformity rows (genkit.evaluation.edits, genkit.evaluation.conformity); "-" where a figure is null."""
+    setup = result.get("edit_setup") or {}
+    how = f"{setup['mode']}, depth {setup['depth']:g}" if setup.get("mode") else "-"
     return [
+        ("edit mode", how),
         ("edit success (changed attribute read as asked)", number(result.get("edit_success"), ".4f")),
         ("edit preservation (other attributes kept)", number(result.get("edit_preservation"), ".4f")),
-        ("edit psnr (reconstruction, dB)", number(result.get("edit_psnr"), ".2f")),
+        ("edit psnr (the edit that changes nothing, dB)", number(result.get("edit_psnr"), ".2f")),
+        ("reconstruction psnr (the model's drawing, dB)", number(setup.get("reconstruction_psnr"), ".2f")),
         ("edit cycle psnr (edited and back, dB)", number(result.get("edit_cycle_psnr"), ".2f")),
         ("seen conformity (every attribute as asked)", number(result.get("seen_conformity"), ".4f")),
         ("held-out conformity", number(result.get("heldout_conformity"), ".4f")),

@@ -22,6 +22,16 @@ from genkit.sampling.capabilities import SamplingOption
 CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 SAMPLE_OPT = typer.Option(None, "--sample-opt", help="A sampling option of the run's model, KEY=VALUE (repeatable); "
                                                      "its own flags are listed at the end of --help with a --run.")
+#: how an edit is made (genkit.sampling.editing): ``genkit edit`` and ``genkit evaluate`` take the same three
+EDIT_MODE = typer.Option("residual", "--edit-mode", metavar="residual|redraw",
+                         help="residual: the image plus what the change alters in the model's drawing (untouched "
+                              "pixels stay); redraw: the model's drawing under the new attributes.")
+EDIT_DEPTH = typer.Option(None, "--edit-depth", metavar="D",
+                          help="Part of the path to invert, in (0, 1], for a model that inverts part of the way "
+                               "(partial_invert; default 1, the whole way).")
+INVERT_OPT = typer.Option(None, "--invert-opt", metavar="KEY=VALUE",
+                          help="A sampling option of the run's model used only to invert the image (repeatable); "
+                               "the edit is drawn with the others.")
 
 
 def options_of_config(run_dir: str | Path) -> dict[str, SamplingOption] | None:
@@ -94,5 +104,20 @@ def given_options(extra: list[str], sample_opt: list[str] | None,
             example = next(iter(declared.values()))
             raise UsageError(f"--sample-opt {shown(pair)} is not KEY=VALUE; for example --sample-opt "
                              f"{example.name}={example.default}")
+        values[key] = raw
+    return values
+
+
+def given_invert_options(pairs: list[str] | None, declared: Mapping[str, SamplingOption]) -> dict[str, str]:
+    """``{option: text}`` from ``--invert-opt KEY=VALUE`` (values stay text: ``Run.editor`` converts and checks
+    them against the model's sampling options ``declared``); a one-line error for a pair that is not KEY=VALUE."""
+    values: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            example = next(iter(declared.values()), None)
+            hint = f"; for example --invert-opt {example.name}={example.default}" if example else ""
+            raise UsageError(f"--invert-opt {shown(pair)} is not KEY=VALUE{hint}")
         values[key] = raw
     return values

@@ -11,9 +11,14 @@ image has more, as CUB's 511 would). The run's attribute classifier judges:
 * ``edit_preservation``: the fraction of edits in which every other attribute is read as the
   classifier reads it on the input image;
 * ``edit_psnr``: the PSNR (dB, pixels in [0, 1], per image, averaged) of the edit that changes
-  nothing, the reconstruction, against the input;
-* ``edit_cycle_psnr``: the PSNR of the edit edited back (encoded with the new attributes, drawn
-  with the old) against the input, averaged over the edits.
+  nothing against the input: the reconstruction under ``redraw``, the input itself (so
+  :data:`MAX_PSNR`, by construction) under ``residual``; ``edit_setup.reconstruction_psnr`` is the
+  reconstruction's in either mode;
+* ``edit_cycle_psnr``: the PSNR of the edit edited back (encoded with the new attributes, edited
+  to the old in the same mode) against the input, averaged over the edits.
+
+The edits are made in the mode, depth and inversion options given (``Run.editor``'s), recorded
+in ``edit_setup``.
 
 ``per_attribute_edit_*`` gives success, preservation and cycle PSNR of the edits that set each
 attribute (a swap counts for the value swapped to). Every figure is ``null`` for a model that can
@@ -29,7 +34,7 @@ import torch
 
 from genkit.evaluation.classifier import predict
 from genkit.sampling.capabilities import has
-from genkit.sampling.editing import EDIT_BATCH, Editor, apply_change, single_changes
+from genkit.sampling.editing import DEFAULT_EDIT_MODE, EDIT_BATCH, Editor, apply_change, single_changes
 from genkit.sampling.run import Run
 from genkit_datasets.torch_dataset import CachedImageDataset
 
@@ -68,13 +73,16 @@ def planned_edits(run: Run, dataset: CachedImageDataset, enabled: bool = True, i
 
 @torch.no_grad()
 def edit_metrics(run: Run, dataset: CachedImageDataset, classifier, seed: int, enabled: bool = True,
-                 options: Mapping[str, Any] | None = None, images: int = EDIT_IMAGES) -> dict[str, Any]:
-    """The edit metrics (see the module docstring) of ``run`` on ``dataset`` (a cached split), as JSON-ready values."""
+                 options: Mapping[str, Any] | None = None, images: int = EDIT_IMAGES, *,
+                 edit_mode: str = DEFAULT_EDIT_MODE, edit_depth: float | str | None = None,
+                 invert_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The edit metrics (see the module docstring) of ``run`` on ``dataset`` (a cached split), as JSON-ready
+    values; ``edit_mode``, ``edit_depth`` and ``invert_options`` as ``Run.editor`` takes them."""
     if not enabled:
         return skipped("--no-edits")
     if not (has(run.model, "posterior") or has(run.model, "invert")):
         return skipped("the model can neither encode images (encode/decode) nor invert its sampler (invert)")
-    editor = run.editor(options)
+    editor = run.editor(options, edit_mode=edit_mode, edit_depth=edit_depth, invert_options=invert_options)
     names, groups = run.attribute_names, run.exclusive_groups
     generator = torch.Generator().manual_seed(seed)
     chosen = sorted(torch.randperm(len(dataset), generator=generator)[:images].tolist())
@@ -95,11 +103,12 @@ def edit_metrics(run: Run, dataset: CachedImageDataset, classifier, seed: int, e
             judged.append(position[name])
             afters.append(apply_change(vector[None], request, names, groups)[0])
 
-    codes = torch.cat([editor.encode(originals[s:s + EDIT_BATCH], labels[s:s + EDIT_BATCH])
-                       for s in range(0, len(originals), EDIT_BATCH)])
-    reconstruction_psnr = torch.cat([
-        psnr(editor.decode(codes[s:s + EDIT_BATCH], labels[s:s + EDIT_BATCH], labels[s:s + EDIT_BATCH]),
-             originals[s:s + EDIT_BATCH]) for s in range(0, len(originals), EDIT_BATCH)])
+    batches = [slice(s, s + EDIT_BATCH) for s in range(0, len(originals), EDIT_BATCH)]
+    codes = torch.cat([editor.encode(originals[b], labels[b]) for b in batches])
+    drawn = torch.cat([editor.draw(codes[b], labels[b], labels[b]) for b in batches])  # the reconstructions
+    unchanged = torch.cat([editor.decode(codes[b], labels[b], labels[b], originals[b], drawn[b]) for b in batches])
+    unchanged_psnr = psnr(unchanged, originals)
+    drawn_psnr = psnr(drawn, originals)
 
     rows_t, judged_t = torch.tensor(rows, dtype=torch.long), torch.tensor(judged, dtype=torch.long)
     after_all = torch.stack(afters) if afters else torch.zeros(0, len(names))
@@ -109,12 +118,12 @@ def edit_metrics(run: Run, dataset: CachedImageDataset, classifier, seed: int, e
     for start in range(0, len(rows), EDIT_BATCH):
         idx = rows_t[start:start + EDIT_BATCH]
         before, after = labels[idx], after_all[start:start + EDIT_BATCH]
-        edited = editor.decode(codes[idx.to(codes.device)], before, after)
+        edited = editor.decode(codes[idx.to(codes.device)], before, after, originals[idx], drawn[idx])
         read = predict(classifier, edited, run.device)
         touched = before != after
         success[start:start + len(idx)] = ((read == after.bool()) | ~touched).all(dim=1)
         preserved[start:start + len(idx)] = ((read == read_before[idx]) | touched).all(dim=1)
-        back = editor.decode(editor.encode(edited, after), after, before)
+        back = editor.decode(editor.encode(edited, after), after, before, edited)
         cycle[start:start + len(idx)] = psnr(back, originals[idx])
 
     per_success, per_preserved, per_cycle = {}, {}, {}
@@ -127,15 +136,17 @@ def edit_metrics(run: Run, dataset: CachedImageDataset, classifier, seed: int, e
     return {
         "edit_success": _mean(success),
         "edit_preservation": _mean(preserved),
-        "edit_psnr": float(reconstruction_psnr.mean()),
+        "edit_psnr": float(unchanged_psnr.mean()),
         "edit_cycle_psnr": _mean(cycle),
         "per_attribute_edit_success": per_success,
         "per_attribute_edit_preservation": per_preserved,
         "per_attribute_edit_cycle_psnr": per_cycle,
-        "edit_setup": {"method": editor.method, "code": _code(editor), "images": len(chosen),
-                       "split_images": len(dataset), "image_seed": seed, "edits": len(rows),
+        "edit_setup": {"method": editor.method, "code": _code(editor), "mode": editor.mode, "depth": editor.depth,
+                       "invert_options": editor.invert_options if editor.method == "invert" else None,
+                       "images": len(chosen), "split_images": len(dataset), "image_seed": seed, "edits": len(rows),
                        "max_changes_per_image": MAX_CHANGES_PER_IMAGE,
-                       "reconstruction_psnr_of_mean_mse": _psnr_of_mean(reconstruction_psnr)},
+                       "reconstruction_psnr": float(drawn_psnr.mean()),
+                       "reconstruction_psnr_of_mean_mse": _psnr_of_mean(drawn_psnr)},
     }
 
 
@@ -153,4 +164,6 @@ def _code(editor: Editor) -> str:
     if editor.method == "posterior":
         carried = callable(getattr(editor.model, "prior_params", None))
         return "posterior mean" + (", carried through the conditional prior" if carried else "")
+    if editor.depth < 1:
+        return f"inverted sampler state at time {1 - editor.depth:g}"
     return "inverted sampler noise"

@@ -48,6 +48,7 @@ from genkit.evaluation.likelihood import (BOUND_KEYS, DEFAULT_SAMPLES, DEFAULT_S
                                           check_samples_fit, check_settings, likelihood_sums, own_likelihood)
 from genkit.sampling import capabilities
 from genkit.sampling.draw import sample_batches
+from genkit.sampling.editing import DEFAULT_EDIT_MODE, Editor, check_edit_mode
 from genkit.sampling.run import Run, open_run_data
 from genkit_datasets.cache import CacheInfo
 from genkit_datasets.torch_dataset import CachedImageDataset
@@ -82,17 +83,26 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
                  classifier_name: str = DEFAULT_CLASSIFIER, train_classifier: bool = False,
                  batch_size: int = 128, progress: EvalProgress | None = None,
                  classifier_progress=None, options: dict[str, Any] | None = None,
-                 on_message: Callable[[str], None] | None = None, edits: bool = True) -> dict[str, Any]:
+                 on_message: Callable[[str], None] | None = None, edits: bool = True,
+                 edit_mode: str = DEFAULT_EDIT_MODE, edit_depth: float | str | None = None,
+                 invert_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every metric of ``run`` on ``split`` (see the module docstring), as a JSON-ready dict.
 
-    ``options`` are the model's sampling options (its defaults otherwise). Seeded: the same
-    arguments give the same figures. The caller's random state is untouched. ``on_message``
+    ``options`` are the model's sampling options (its defaults otherwise); ``edit_mode``,
+    ``edit_depth`` and ``invert_options`` how the edit metrics edit (``Run.editor``'s). Seeded: the
+    same arguments give the same figures. The caller's random state is untouched. ``on_message``
     hears how long the work is expected to take, before it starts.
     """
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit} must be a positive integer")
     check_settings(samples, sigma, seed)
     options = run.resolve_options(options)
+    edit_settings = {"edit_mode": edit_mode, "edit_depth": edit_depth, "invert_options": invert_options}
+    check_edit_mode(edit_mode)
+    can_edit = capabilities.has(run.model, "posterior") or capabilities.has(run.model, "invert")
+    given = edit_depth is not None or bool(invert_options)
+    # the edit settings are checked before any work; given for a model that cannot edit, they are refused
+    editor = run.editor(options, **edit_settings) if (edits and can_edit) or given else None
     if capabilities.has(run.model, "posterior"):
         check_samples_fit(run.model, samples, batch_size)
     info = open_run_data(run, data, data_options, root, cache_dir)
@@ -104,7 +114,7 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
     found = capabilities.capabilities(run.model)
     with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         if on_message is not None:
-            on_message(estimate(run, dataset, samples, options, found["posterior"], batch_size, edits))
+            on_message(estimate(run, dataset, samples, options, found["posterior"], batch_size, edits, editor))
         torch.manual_seed(seed)
         bounds = likelihood_sums(run, dataset, samples, sigma, seed, batch_size, progress) if found["posterior"] else None
         own = own_likelihood(run, dataset, seed, batch_size) if found["log_likelihood"] else None
@@ -114,7 +124,8 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
         fd, fd_floor, reference_split = _frechet_distances(info, dataset, classifier, generated_features, run.device,
                                                            derived_seed(seed, 3))
         # editing real images (genkit.evaluation.edits) and held-out combinations (genkit.evaluation.conformity)
-        counterfactual = {**edit_metrics(run, dataset, classifier, derived_seed(seed, 4), enabled=edits, options=options),
+        counterfactual = {**edit_metrics(run, dataset, classifier, derived_seed(seed, 4), enabled=edits, options=options,
+                                         **edit_settings),
                           **conformity_metrics(run, dataset, classifier, derived_seed(seed, 5), options=options)}
 
     n = len(dataset)
@@ -156,12 +167,13 @@ def evaluate_run(run: Run, split: str = "test", samples: int = DEFAULT_SAMPLES, 
 
 
 def estimate(run: Run, dataset: CachedImageDataset, samples: int, options: dict[str, Any], posterior: bool,
-             batch_size: int, edits: bool = True) -> str:
+             batch_size: int, edits: bool = True, editor: Editor | None = None) -> str:
     """How long the evaluation will take, from one timed batch of samples (and of encodes and decodes): one line.
 
     Counted: the samples of the attribute accuracy, diversity and conformity, the likelihood bounds'
-    decodes, and the edit metrics' codes (an encode, or an inverted sampler: as costly as a sample)
-    and draws."""
+    decodes, and the edit metrics' codes (an encode, or an inverted sampler: as costly as a sample, a
+    ``depth`` of it when it inverts part of the way) and draws (one more per edit, for the cycle's
+    reconstruction, in ``residual`` mode)."""
     probe = min(16, len(dataset))
     condition = dataset.attributes[:probe].to(run.device)
     noise = run.noise(probe, 0)
@@ -188,7 +200,9 @@ def estimate(run: Run, dataset: CachedImageDataset, samples: int, options: dict[
     edited, changes = planned_edits(run, dataset, edits)
     if changes:
         # codes of the images and of every edit (for the cycle), draws of the reconstructions, edits and cycles
-        seconds += per_code * (edited + changes) + per_sample * (edited + 2 * changes)
+        residual = editor is not None and editor.mode == "residual"
+        part = editor.depth if editor is not None and not posterior else 1.0
+        seconds += part * (per_code * (edited + changes) + per_sample * (edited + (3 if residual else 2) * changes))
         parts.append(f"{changes:,} edits of {edited:,} images (--no-edits skips them)")
     return f"evaluating {len(dataset):,} {dataset.split} images: {' and '.join(parts)}, about {_duration(seconds)}"
 

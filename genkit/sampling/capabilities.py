@@ -13,6 +13,11 @@ defines:
 * ``invert``: ``invert(images, condition, **options) -> noise``, the noise that ``sample`` with
   the same options maps back to the images (a deterministic sampler run backwards); it gives
   reconstruction and editing to a model without a posterior.
+* ``partial_invert``: ``invert_partway(images, condition, depth, **options) -> latent`` and
+  ``sample_partway(latent, condition, depth, **options) -> images``, the same inversion and sampler
+  over only the last ``depth`` (0 < depth ≤ 1) of the path: the latent is the sampler's state at time
+  1 − depth (0 the noise, 1 the image), and depth 1 is ``invert``/``sample`` exactly. It gives edits
+  that keep more of the image (``--edit-depth``): what the path decides before 1 − depth is kept.
 * ``log_likelihood``: ``log_likelihood(images, condition, generator=None) -> Tensor (B,)``,
   the model's own log-likelihood of images in [0, 1] (or a lower bound of it), in nats per image.
 
@@ -50,6 +55,7 @@ from genkit.options import SAMPLING, SCALARS, Option, convert, signature_options
 CAPABILITIES = {
     "posterior": ("encode", "decode"),
     "invert": ("invert",),
+    "partial_invert": ("invert_partway", "sample_partway"),
     "log_likelihood": ("log_likelihood",),
 }
 #: capabilities a model declares by an attribute of the capability's name that is ``True``

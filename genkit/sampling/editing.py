@@ -10,9 +10,22 @@ code is found is the model's capability (:mod:`genkit.sampling.capabilities`), n
   position relative to each condition's prior, the way ``sample`` maps one noise to
   corresponding images across conditions. Then ``decode(z', y')``.
 * ``invert``: the code is the noise ``invert(x, y, **options)`` that the sampler maps back to the
-  image; the edit is ``sample(y', noise, **options)`` with the same sampling options.
+  image; the edit is ``sample(y', noise, **options)`` with the same sampling options. A model with
+  ``partial_invert`` may stop part of the way (``depth`` below 1): the code is then the sampler's
+  state at time 1 − depth, ``invert_partway(x, y, depth)``, and the edit ``sample_partway(code, y',
+  depth)``, so what the path settles before 1 − depth (layout, background) is kept. The inversion may
+  take sampling options of its own (``invert_options``: a guided sampler may invert more exactly
+  unguided).
 
-The reconstruction is the edit that changes nothing. Changes are written as ``--attrs`` is
+What the model draws from the code is the *drawing*; the reconstruction is the drawing under the
+image's own attributes. How an edit is made from drawings is the edit *mode*:
+
+* ``residual`` (the default): x + (drawing under y' − drawing under y), clamped to [0, 1]. The
+  model's error in drawing x cancels, so the edit that changes nothing is x exactly, and a pixel
+  the change does not move stays x (a background the model draws flat stays as it was).
+* ``redraw``: the drawing under y' itself (the edit that changes nothing is the reconstruction).
+
+Changes are written as ``--attrs`` is
 (:func:`genkit.sampling.attributes.parse_attrs`): ``NAME`` on, ``-NAME`` off; a value of an exclusive family
 (``color::blue``) replaces the image's old value of that family. Conditions are attribute vectors,
 exactly as training feeds them to the model.
@@ -29,7 +42,7 @@ import torch
 
 from genkit.errors import UsageError, shown
 from genkit.sampling.attributes import AttributeRequest, parse_attrs
-from genkit.sampling.capabilities import has
+from genkit.sampling.capabilities import has, sampling_options
 from genkit.sampling.draw import sample_images
 
 #: images encoded and decoded at once
@@ -37,6 +50,9 @@ EDIT_BATCH = 256
 #: the most pixels an image file may have (a 8192x8192 image): bigger ones are refused before decoding
 MAX_IMAGE_PIXELS = 8192 * 8192
 METHODS = ("posterior", "invert")
+#: how an edit is made from the model's drawings (see the module docstring); the first is the default
+EDIT_MODES = ("residual", "redraw")
+DEFAULT_EDIT_MODE = EDIT_MODES[0]
 
 
 # --- what to change -----------------------------------------------------------------------------
@@ -120,15 +136,63 @@ def edit_method(model: torch.nn.Module, model_name: str) -> str:
                      "(invert), so it cannot edit images; see docs/editing.md for the models that can")
 
 
+def check_edit_mode(mode: Any, flag: str = "--edit-mode") -> str:
+    """``mode`` if it is one of :data:`EDIT_MODES`; a one-line :class:`UsageError` naming them otherwise."""
+    if mode not in EDIT_MODES:
+        raise UsageError(f"{flag} {shown(mode)} is not known; choose residual (the image plus what the change "
+                         "alters in the model's drawing) or redraw (the model's drawing under the new attributes)")
+    return mode
+
+
+def check_edit_depth(depth: Any, flag: str = "--edit-depth") -> float:
+    """``depth`` (a number, or its text) as a float in (0, 1]; a one-line :class:`UsageError` otherwise."""
+    try:
+        value = float(depth) if isinstance(depth, (int, float, str)) and not isinstance(depth, bool) else None
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= 1:  # NaN fails the comparison
+        given = shown(depth) if value is None else shown(str(depth).strip(), quote=False)  # a number: as typed
+        raise UsageError(f"{flag} {given} must be a number in (0, 1]: the part of the path to invert, from the "
+                         "image (1: all of it, the default; 0.5: half)")
+    return value
+
+
+def edit_settings(model: torch.nn.Module, model_name: str, method: str, depth: Any = None,
+                  invert_options: Mapping[str, Any] | None = None) -> float:
+    """The edit depth (1 when not given), refused in one line where the model cannot use it or
+    ``invert_options``: depths below 1 need ``partial_invert``, options of the inversion a model that
+    edits by inverting a sampler with sampling options."""
+    value = 1.0 if depth is None else check_edit_depth(depth)
+    if value != 1 and (method != "invert" or not has(model, "partial_invert")):
+        why = "edits by encoding images instead" if has(model, "partial_invert") else "lacks it"
+        raise UsageError(f"--edit-depth {value:g} needs a model that inverts its sampler part of the way (the "
+                         f"capability partial_invert: invert_partway and sample_partway); model {model_name!r} "
+                         f"{why}: leave out --edit-depth")
+    if invert_options:
+        if method != "invert":
+            raise UsageError(f"--invert-opt sets sampling options of the inversion, and model {model_name!r} "
+                             "inverts no sampler (it edits by encoding images, which takes no options): leave out "
+                             "--invert-opt")
+        if not sampling_options(model):
+            raise UsageError(f"--invert-opt sets sampling options of the inversion, and model {model_name!r} has "
+                             "no sampling options: leave out --invert-opt")
+    return value
+
+
 class Editor:
     """Encodes images to the model's code and draws codes with other attributes; see the module docstring.
 
-    ``method`` is :func:`edit_method`'s; ``options`` the sampling options resolved by ``Run.resolve_options``
-    (``Run.editor`` makes one).
+    ``method`` is :func:`edit_method`'s; ``options`` the sampling options resolved by ``Run.resolve_options``,
+    ``invert_options`` those of the inversion (``options`` unless given); ``mode`` one of :data:`EDIT_MODES`;
+    ``depth`` the part of the path inverted (below 1 only for ``partial_invert``). ``Run.editor`` makes one,
+    every setting checked.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, method: str, options: Mapping[str, Any]):
+    def __init__(self, model: torch.nn.Module, device: torch.device, method: str, options: Mapping[str, Any],
+                 mode: str = DEFAULT_EDIT_MODE, depth: float = 1.0, invert_options: Mapping[str, Any] | None = None):
         self.model, self.device, self.method, self.options = model, device, method, dict(options)
+        self.mode, self.depth = check_edit_mode(mode), float(depth)
+        self.invert_options = dict(options if invert_options is None else invert_options)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
@@ -139,11 +203,14 @@ class Editor:
         if self.method == "posterior":
             mu, _ = model.encode(images, condition)
             return mu
-        return model.invert(images, condition, **self.options)
+        if self.depth < 1:
+            return model.invert_partway(images, condition, self.depth, **self.invert_options)
+        return model.invert(images, condition, **self.invert_options)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """The images of ``codes`` (found under ``before``) drawn with the attribute vectors ``after``, on the CPU."""
+    def draw(self, codes: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """What the model draws from ``codes`` (found under ``before``) with the attribute vectors ``after``, on
+        the CPU: the ``redraw`` edit; under ``before`` itself, the reconstruction."""
         model = self.model
         model.eval()
         condition_before = before.to(self.device, torch.float32)
@@ -151,14 +218,43 @@ class Editor:
         if self.method == "posterior":
             z = carry_through_prior(model, codes, condition_before, condition)
             images = model.decode(z, condition)
+        elif self.depth < 1:
+            images = model.sample_partway(codes.to(self.device), condition, self.depth, **self.options)
         else:  # the codes as the sampler's noise, all in one call
             images = sample_images(model, condition, codes, self.options, self.device, batch_size=len(codes))
         return images.float().clamp(0, 1).cpu()
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
+               images: torch.Tensor | None = None, reconstruction: torch.Tensor | None = None) -> torch.Tensor:
+        """The edits of ``images`` (whose codes, under ``before``, are ``codes``) to the attribute vectors ``after``,
+        on the CPU, made as :attr:`mode` says. ``residual`` needs ``images`` (a row whose attributes do not
+        change is then the image itself); ``reconstruction``, the drawing under ``before``, saves drawing it
+        again."""
+        if self.mode == "redraw":
+            return self.draw(codes, before, after)
+        if images is None:
+            raise ValueError("a residual edit adds the change to the image: pass the images the codes are of")
+        originals = _as_float(images)
+        same = (before.cpu() == after.cpu()).all(dim=1)
+        if bool(same.all()):
+            return originals.clone()
+        if reconstruction is None:
+            reconstruction = self.draw(codes, before, before)
+        edited = (originals + (self.draw(codes, before, after) - reconstruction)).clamp(0, 1)
+        edited[same] = originals[same]  # exactly the image, whatever the sampler's arithmetic
+        return edited
 
     def _inputs(self, images: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if images.dtype == torch.uint8:
             images = images.float().div(255)
         return images.to(self.device, torch.float32), vectors.to(self.device, torch.float32)
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    """Images as float in [0, 1] on the CPU (uint8 divided by 255)."""
+    images = images.cpu()
+    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
 
 
 def carry_through_prior(model, z: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -176,12 +272,14 @@ class Edits:
     """What :func:`edit` returns: images in [0, 1] on the CPU and the attribute vectors they were drawn with."""
 
     original: torch.Tensor                 # (B, 3, H, W)
-    reconstruction: torch.Tensor           # (B, 3, H, W): the edit that changes nothing
+    reconstruction: torch.Tensor           # (B, 3, H, W): the model's drawing under the image's own attributes
     edited: list[torch.Tensor]             # per change, (B, 3, H, W)
     before: torch.Tensor                   # (B, A) 0/1
     after: list[torch.Tensor]              # per change, (B, A) 0/1
     changes: list[str] = field(default_factory=list)  # each change as "A,-B"
     method: str = "posterior"
+    mode: str = DEFAULT_EDIT_MODE
+    depth: float = 1.0
 
     def rows(self) -> torch.Tensor:
         """(B, 2 + changes, 3, H, W): per image, original, reconstruction, then each edit."""
@@ -213,12 +311,11 @@ def edit(editor: Editor, images: torch.Tensor, before: torch.Tensor, requests: S
     for start in range(0, len(images), EDIT_BATCH):
         part, vectors = images[start:start + EDIT_BATCH], before[start:start + EDIT_BATCH]
         codes = editor.encode(part, vectors)
-        recon.append(editor.decode(codes, vectors, vectors))
+        recon.append(editor.draw(codes, vectors, vectors))
         for k, after in enumerate(afters):
-            edited[k].append(editor.decode(codes, vectors, after[start:start + EDIT_BATCH]))
-    original = images.float().div(255) if images.dtype == torch.uint8 else images.float().cpu()
-    return Edits(original, torch.cat(recon), [torch.cat(e) for e in edited], before, afters,
-                 [r.spec() for r in requests], editor.method)
+            edited[k].append(editor.decode(codes, vectors, after[start:start + EDIT_BATCH], part, recon[-1]))
+    return Edits(_as_float(images), torch.cat(recon), [torch.cat(e) for e in edited], before, afters,
+                 [r.spec() for r in requests], editor.method, editor.mode, editor.depth)
 
 
 def _as_batch(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:

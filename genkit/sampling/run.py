@@ -201,25 +201,46 @@ class Run:
         """Like :meth:`sample`, also returning each sample's attribute set and the fallback note."""
         return warn_note(self.draw(attrs, n=n, seed=seed, rest=rest, options=self.resolve_options(options)))
 
-    def editor(self, options: Mapping[str, Any] | None = None) -> editing.Editor:
-        """An :class:`genkit.sampling.editing.Editor` of real images with the model's sampling ``options``; a model
-        that can neither encode nor invert its sampler says so first, then a bad option does."""
-        method = editing.edit_method(self.model, self.config.model.name)
-        return editing.Editor(self.model, self.device, method, self.resolve_options(options))
+    def editor(self, options: Mapping[str, Any] | None = None, *, edit_mode: str = editing.DEFAULT_EDIT_MODE,
+               edit_depth: float | str | None = None,
+               invert_options: Mapping[str, Any] | None = None) -> editing.Editor:
+        """An :class:`genkit.sampling.editing.Editor` of real images with the model's sampling ``options``.
+
+        ``edit_mode`` is residual or redraw; ``edit_depth`` the part of the path a model with
+        ``partial_invert`` inverts (1, the whole way, when None); ``invert_options`` sampling options
+        of the inversion only, over ``options``. Checked in that order, after a model that can neither
+        encode nor invert its sampler has said so, each refusal one line.
+        """
+        name = self.config.model.name
+        method = editing.edit_method(self.model, name)
+        mode = editing.check_edit_mode(edit_mode)
+        depth = editing.edit_settings(self.model, name, method, edit_depth, invert_options)
+        resolved = self.resolve_options(options)
+        inverting = None
+        if invert_options:
+            try:
+                inverting = self.resolve_options({**resolved, **invert_options})
+            except UsageError as exc:
+                raise UsageError(f"--invert-opt: {exc}") from None
+        return editing.Editor(self.model, self.device, method, resolved, mode=mode, depth=depth,
+                              invert_options=inverting)
 
     def edit(self, images: torch.Tensor, attributes: torch.Tensor | str, set: str | list[str],  # noqa: A002
-             **options: Any) -> editing.Edits:
+             *, edit_mode: str = editing.DEFAULT_EDIT_MODE, edit_depth: float | str | None = None,
+             invert_options: Mapping[str, Any] | None = None, **options: Any) -> editing.Edits:
         """Real ``images`` (B, 3, H, W) with ``attributes`` (a (B, A) 0/1 tensor, or one spec for all) changed
         by ``set`` (``"color::blue,-outline"``, or a list: one edit each); see :mod:`genkit.sampling.editing`.
 
-        Returns a :class:`genkit.sampling.editing.Edits`: ``.original``, ``.reconstruction`` (nothing changed),
-        ``.edited`` (one batch per change) and the attribute vectors. ``options`` are the model's
-        sampling options, for a model that edits by inverting its sampler.
+        Returns a :class:`genkit.sampling.editing.Edits`: ``.original``, ``.reconstruction`` (the model's
+        drawing under the image's own attributes), ``.edited`` (one batch per change) and the attribute
+        vectors. ``edit_mode``, ``edit_depth`` and ``invert_options`` are :meth:`editor`'s; ``options`` the
+        model's sampling options, for a model that edits by inverting its sampler.
         """
         names, groups = self.attribute_names, self.exclusive_groups
         images, before, requests = editing.edit_inputs(images, attributes, set, names, groups,
                                                        tuple(self.config.image_shape))  # checked before any work
-        return editing.edit(self.editor(options), images, before, requests, names, groups)
+        editor = self.editor(options, edit_mode=edit_mode, edit_depth=edit_depth, invert_options=invert_options)
+        return editing.edit(editor, images, before, requests, names, groups)
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:

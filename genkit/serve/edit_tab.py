@@ -1,5 +1,5 @@
 """The edit tab of ``genkit serve``: pick a test image or upload one, toggle attributes, see
-original | reconstruction | edit.
+original | reconstruction | edit, the edit made in the mode a radio chooses (residual or redraw).
 
 The logic lives in :class:`EditTab`, testable without a browser; :func:`build_edit_tab` lays it
 out with Gradio inside the run's panel. Edits are :mod:`genkit.sampling.editing`'s, the same as
@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from genkit.errors import GenkitError, UsageError, shown
+from genkit.sampling.editing import DEFAULT_EDIT_MODE, EDIT_MODES, check_edit_mode
 from genkit.sampling.run import Run
 
 #: the largest upload, in bytes of the file: with base64's third on top it stays below the request-body cap
@@ -75,11 +76,12 @@ class EditTab:
         self.dataset = None
         self.data_note = ""
         self._classifier = None
-        try:
-            self.editor = run.editor()
+        try:  # one editor per mode: the code of an image is the same in both, only the edit differs
+            self.editors = {mode: run.editor(edit_mode=mode) for mode in EDIT_MODES}
         except UsageError as exc:
             self.unavailable = str(exc)
             return
+        self.editor = self.editors[DEFAULT_EDIT_MODE]
         self.dataset, self.data_note = _test_split(run, split, cache_dir)
 
     # -- images ------------------------------------------------------------------------------
@@ -182,14 +184,17 @@ class EditTab:
         return torch.tensor([1.0 if name in on else 0.0 for name in self.run.attribute_names])
 
     # -- the edit ----------------------------------------------------------------------------
-    def view(self, picked: Picked | None, values: Sequence[Any]) -> EditView:
-        """original | reconstruction | edit of the picked image, the edit's attributes taken from the controls."""
+    def view(self, picked: Picked | None, values: Sequence[Any], mode: str = DEFAULT_EDIT_MODE) -> EditView:
+        """original | reconstruction | edit of the picked image, the edit's attributes taken from the controls and
+        made in ``mode`` (residual or redraw)."""
         if picked is None:
             raise UsageError("pick a test image or upload one first")
+        editor = self.editors[check_edit_mode(mode, "edit mode")]
         target = self.vector(values)
         before = picked.vector[None]
-        reconstruction = self.editor.decode(picked.code, before, before)[0]
-        edited = self.editor.decode(picked.code, before, target[None])[0]
+        drawn = editor.draw(picked.code, before, before)
+        reconstruction = drawn[0]
+        edited = editor.decode(picked.code, before, target[None], picked.pixels[None], drawn)[0]
         change = change_spec(picked.vector, target, self.run.attribute_names, self.run.exclusive_groups)
         original = picked.pixels.float().div(255)
         figures = [(original, "original"), (reconstruction, "reconstruction"), (edited, f"edit: {change or 'nothing'}")]
@@ -201,13 +206,16 @@ class EditTab:
         names = [n for n, v in zip(self.run.attribute_names, picked.vector.tolist()) if v > 0.5]
         attributes = f"{picked.source}: {', '.join(names) or '(none on)'}"
         return EditView(f'<div class="genkit-edit" style="display:flex;flex-wrap:wrap">{cells}</div>',
-                        html.escape(attributes), self.command(picked, change))
+                        html.escape(attributes), self.command(picked, change, mode))
 
-    def command(self, picked: Picked, change: str) -> str:
+    def command(self, picked: Picked, change: str, mode: str = DEFAULT_EDIT_MODE) -> str:
         """The ``genkit edit`` line that makes the same edit (an upload's attributes are read the same way there)."""
         if not change:
-            return "(change an attribute: the edit that changes nothing is the reconstruction)"
+            unchanged = "the image itself" if mode == "residual" else "the reconstruction"
+            return f"(change an attribute: the edit that changes nothing is {unchanged})"
         parts = ["genkit", "edit", "--run", str(self.run.directory), *picked.command_args, "--set", change]
+        if mode != DEFAULT_EDIT_MODE:
+            parts += ["--edit-mode", mode]
         return " ".join(p if p == "YOUR_IMAGE" else shlex.quote(p) for p in parts)
 
 
@@ -317,8 +325,9 @@ def _layout(gr, tab: EditTab, index: int) -> None:
     picked = gr.State(None)
     page_number = gr.State(0)
     first_html, first_label, _ = tab.thumbnails(0)
-    gr.Markdown("Pick a test image or upload one, then change its attributes on the right: the edit is redrawn "
-                "from the image's own code (the sampler's controls do not apply here).")
+    gr.Markdown("Pick a test image or upload one, then change its attributes on the right: the edit is drawn "
+                "from the image's own code, in the edit mode chosen there (the sampler's controls do not apply "
+                "here).")
     with gr.Row():
         with gr.Column(scale=3, min_width=300):
             thumbs = gr.HTML(first_html, js_on_load=THUMBNAIL_JS, elem_id=f"edit-thumbs-{index}",
@@ -339,6 +348,10 @@ def _layout(gr, tab: EditTab, index: int) -> None:
                                           label=f"{group} (any number)", elem_id=f"edit-f-{index}-{group}"))
             inputs.append(gr.CheckboxGroup(controls.flags, value=[], label="attributes",
                                            elem_id=f"edit-flags-{index}", visible=bool(controls.flags)))
+            mode = gr.Radio(list(EDIT_MODES), value=DEFAULT_EDIT_MODE, label="edit mode",
+                            info="residual: the image plus what the change alters (the rest stays); "
+                                 "redraw: the model's drawing under the new attributes",
+                            elem_id=f"edit-mode-{index}")
     status = gr.Markdown("", elem_id=f"edit-status-{index}")
     attributes = gr.Markdown("", elem_id=f"edit-attributes-{index}")
     result = gr.HTML("", elem_id=f"edit-result-{index}")
@@ -350,28 +363,28 @@ def _layout(gr, tab: EditTab, index: int) -> None:
             return f"⚠️ {html.escape(str(exc))}"
         return f"⚠️ internal error ({html.escape(type(exc).__name__)}: {html.escape(str(exc))})"
 
-    def show(choice: Picked) -> list[Any]:
+    def show(choice: Picked, how: str) -> list[Any]:
         values = tab.values(choice.vector)
-        view = tab.view(choice, values)
+        view = tab.view(choice, values, how)
         return [choice, "", view.attributes, view.html, view.command, *values]
 
-    def on_thumbnail(state, evt):
+    def on_thumbnail(state, how, evt):
         data = evt._data if isinstance(evt._data, dict) else {}
         try:
-            return show(tab.pick(data.get("row")))
+            return show(tab.pick(data.get("row")), how)
         except Exception as exc:  # a bad request must not take the server down: one line, and keep serving
             return [state, failed(exc), *[gr.update()] * (3 + len(inputs))]
 
-    def on_upload(state, evt):
+    def on_upload(state, how, evt):
         data = evt._data if isinstance(evt._data, dict) else {}
         try:
-            return show(tab.upload(data.get("name"), data.get("size"), data.get("data")))
+            return show(tab.upload(data.get("name"), data.get("size"), data.get("data")), how)
         except Exception as exc:
             return [state, failed(exc), *[gr.update()] * (3 + len(inputs))]
 
-    def on_toggle(state, *values):
+    def on_toggle(state, how, *values):
         try:
-            view = tab.view(state, values)
+            view = tab.view(state, values, how)
         except Exception as exc:
             return [failed(exc), gr.update(), gr.update()]
         return ["", view.html, view.command]
@@ -383,9 +396,9 @@ def _layout(gr, tab: EditTab, index: int) -> None:
     on_thumbnail.__annotations__ = {"evt": gr.EventData}
     on_upload.__annotations__ = {"evt": gr.EventData}
     picked_outputs = [picked, status, attributes, result, command, *inputs]
-    thumbs.click(on_thumbnail, picked, picked_outputs)
-    upload.submit(on_upload, picked, picked_outputs)
-    gr.on([c.input for c in inputs], on_toggle, [picked, *inputs], [status, result, command],
+    thumbs.click(on_thumbnail, [picked, mode], picked_outputs)
+    upload.submit(on_upload, [picked, mode], picked_outputs)
+    gr.on([c.input for c in (*inputs, mode)], on_toggle, [picked, mode, *inputs], [status, result, command],
           trigger_mode="always_last")
     previous.click(lambda n: on_page(n, -1), page_number, [thumbs, page_label, page_number])
     following.click(lambda n: on_page(n, 1), page_number, [thumbs, page_label, page_number])

@@ -215,6 +215,38 @@ def test_invert_then_sample_gives_back_the_noise(solver, steps, tolerance):
     assert (one_step - noise).abs().max() > 10 * tolerance  # the test can fail
 
 
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_partway_inversion_and_sampling_integrate_only_the_last_part_of_the_path(shift):
+    from genkit.transport.solvers import evaluation_times
+
+    model = toy_flow(time_shift=shift)
+    condition = torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0]])
+    images = model.sample(condition, 0.1 * torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(1)),
+                          steps=16)
+    model.net.calls.clear()
+    latent = model.invert_partway(images, condition, 0.3, guidance=1.0, steps=16)
+    times = [float(t[0]) for _, t, _ in model.net.calls]
+    assert len(times) == round(16 * 0.3) == 5  # max(1, round(steps·depth)) steps, one pass each at guidance 1
+    assert times == pytest.approx(evaluation_times(5, start=0.7, backwards=True, shift=shift))
+    assert min(times) > 0.7 - 1e-6  # nothing before t = 1 − depth
+    model.net.calls.clear()
+    back = model.sample_partway(latent, condition, 0.3, guidance=1.0, steps=16)
+    assert [float(t[0]) for _, t, _ in model.net.calls] == pytest.approx(
+        evaluation_times(5, start=0.7, shift=shift))
+    assert (back - images).abs().max() < 0.02 and not torch.equal(back, images)
+    fine = model.sample_partway(model.invert_partway(images, condition, 0.3, steps=400), condition, 0.3, steps=400)
+    assert (fine - images).abs().max() < 1e-3  # the round trip is exact as the steps get small
+    assert model.invert_partway(images, condition, 0.01, steps=8).shape == images.shape  # at least one step
+    # at depth 1 they are invert and sample: one code path
+    noise = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(model.sample_partway(noise, condition, 1.0, steps=4), model.sample(condition, noise, steps=4))
+    assert torch.equal(model.invert_partway(images, condition, 1.0, steps=4), model.invert(images, condition, steps=4))
+    assert has(model, "partial_invert")
+    for depth in (0, 1.5, float("nan"), True):
+        with pytest.raises(genkit.UsageError, match=r"must be in \(0, 1\]"):
+            model.invert_partway(images, condition, depth)
+
+
 def test_uniform_times_when_asked():
     model = toy_flow(time_sampling="uniform").eval()
     images = torch.rand(2, *SHAPE)
@@ -536,7 +568,8 @@ def test_model_flow_alone_trains_with_its_own_loss_batch_and_averaging(flow_run)
 
 def test_a_flow_run_samples_with_its_options_from_the_api_and_the_command_line(flow_run, tmp_path):
     run = genkit.load_run(flow_run, device="cpu")
-    assert run.capabilities == {"posterior": False, "invert": True, "log_likelihood": False, "partial_conditions": True}
+    assert run.capabilities == {"posterior": False, "invert": True, "partial_invert": True, "log_likelihood": False,
+                                "partial_conditions": True}
     a = run.sample("shape::circle", n=2, seed=3, rest="off", guidance=3.0, steps=2, solver="heun")
     expected = run.model.sample(run.condition("shape::circle", 2), run.noise(2, 3), guidance=3.0, steps=2,
                                 solver="heun")
@@ -627,6 +660,18 @@ def test_reconstruct_and_edit_a_flow_run_through_its_inverted_sampler(flow_run, 
     result = invoke(["edit", "--run", flow_run, "--index", "0-1", "--set", "color::blue", "--sampling-steps", "4",
                      "--out", out])
     assert result.exit_code == 0 and out.is_file(), result.output
+    # part of the way, the inversion at guidance 1: the latent at t = 0.5 drawn back with the sampling options
+    partial = run.edit(images, labels, set=["color::blue"], edit_mode="redraw", edit_depth=0.5,
+                       invert_options={"guidance": "1"}, steps=4)
+    latent = run.model.invert_partway(x, labels.float(), 0.5, guidance=1.0, steps=4)
+    assert torch.allclose(partial.edited[0], run.model.sample_partway(latent, partial.after[0], 0.5, steps=4),
+                          atol=1e-6)
+    result = invoke(["edit", "--run", flow_run, "--index", "0-1", "--set", "color::blue", "--sampling-steps", "4",
+                     "--edit-depth", "0.5", "--invert-opt", "guidance=1", "--out", out])
+    assert result.exit_code == 0 and "(residual, depth 0.5 edits)" in " ".join(result.stderr.split())
+    line = error_line(invoke(["edit", "--run", flow_run, "--index", "0", "--set", "large", "--invert-opt",
+                              "guidance=99", "--out", tmp_path / "bad.png"]))
+    assert "--invert-opt: --guidance 99 is outside [0, 50]" in line and not (tmp_path / "bad.png").exists()
 
 
 def test_pairing_flow_with_an_elbo_or_cvae_with_flow_matching_is_refused_before_anything_is_written(tmp_path):

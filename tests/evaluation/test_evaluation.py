@@ -205,6 +205,46 @@ def test_evaluate_says_first_what_it_will_do_edits_included(runner, run, cache):
     assert "edits" not in next(line for line in skipped.stderr.splitlines() if line.startswith("evaluating "))
 
 
+def test_the_edit_metrics_are_made_in_the_mode_asked_and_record_it(runner, run, cache):
+    from genkit.evaluation.edits import MAX_PSNR
+
+    figures = {}
+    for mode in ("residual", "redraw"):
+        result = runner.invoke(build_app(), ["evaluate", "--run", str(run), "--json", "--samples", "2", "--limit", "8",
+                                             "--edit-mode", mode, "--cache-dir", str(cache)])
+        assert result.exit_code == 0, result.output
+        figures[mode] = json.loads(result.stdout)
+        setup = figures[mode]["edit_setup"]
+        assert (setup["mode"], setup["depth"], setup["invert_options"]) == (mode, 1.0, None)
+        assert f"| edit mode | {mode}, depth 1 |" in " ".join(runner.invoke(build_app(), [
+            "evaluate", "--run", str(run), "--samples", "2", "--limit", "8", "--edit-mode", mode, "--cache-dir",
+            str(cache)]).stdout.replace("│", "|").split())
+    residual, redraw = figures["residual"], figures["redraw"]
+    # the edit that changes nothing: the image itself under residual, the model's drawing under redraw
+    assert residual["edit_psnr"] == MAX_PSNR and redraw["edit_psnr"] == redraw["edit_setup"]["reconstruction_psnr"]
+    assert residual["edit_setup"]["reconstruction_psnr"] == redraw["edit_setup"]["reconstruction_psnr"] < 40
+    assert residual["edit_cycle_psnr"] > redraw["edit_cycle_psnr"]  # the model's error cancels both ways
+    assert residual["attribute_accuracy"] == redraw["attribute_accuracy"]  # only the edits change
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--edit-mode", "sideways"], "--edit-mode 'sideways' is not known; choose residual"),
+    (["--edit-depth", "2"], "--edit-depth 2 must be a number in (0, 1]"),
+    (["--edit-depth", "0.5"], "(the capability partial_invert: invert_partway and sample_partway); model 'cvae' "
+                              "lacks it: leave out --edit-depth"),
+    (["--edit-depth", "0.5", "--no-edits"], "model 'cvae' lacks it"),
+    (["--invert-opt", "temperature=0.5"], "--invert-opt sets sampling options of the inversion, and model 'cvae' "
+                                          "inverts no sampler"),
+    (["--invert-opt", "=1"], "--invert-opt '=1' is not KEY=VALUE"),
+])
+def test_edit_settings_evaluate_cannot_use_are_refused_before_any_work(runner, run, cache, args, message):
+    report = run / "evaluation_test.json"
+    before = report.stat().st_mtime_ns if report.exists() else None
+    line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), *args, "--cache-dir", str(cache)]))
+    assert message in line  # the only line: not even the estimate came first
+    assert (report.stat().st_mtime_ns if report.exists() else None) == before
+
+
 def test_evaluate_without_a_classifier_says_how_to_get_one(runner, run, tmp_path):
     line = error_line(runner.invoke(build_app(), ["evaluate", "--run", str(run), "--cache-dir", str(tmp_path)]))
     assert "no attribute classifier 'small-cnn' for shapes 16x16 yet; pass --train-classifier or run " \

@@ -114,6 +114,7 @@ def test_it_samples_with_its_sampling_option_and_refuses_a_bad_one(gan_run, tmp_
 
 def test_evaluate_reports_what_it_lacks_as_null_and_edit_refuses_in_one_line(gan_run, tmp_path):
     assert genkit.load_run(gan_run, device="cpu").capabilities == {"posterior": False, "invert": False,
+                                                                      "partial_invert": False,
                                                                       "log_likelihood": False,
                                                                       "partial_conditions": False}
     code, output = cli("evaluate", "--run", str(gan_run), "--json", "--samples", "2", "--limit", "8", "--train-classifier")

@@ -122,7 +122,7 @@ def refiner_run(plugin, tmp_path_factory):
 
 def test_the_model_declares_what_it_can_do_and_nothing_is_faked(plugin, refiner_run):
     run = genkit.load_run(refiner_run, device="cpu")
-    assert run.capabilities == {"posterior": False, "invert": False, "log_likelihood": False,
+    assert run.capabilities == {"posterior": False, "invert": False, "partial_invert": False, "log_likelihood": False,
                                 "partial_conditions": False}
     assert run.noise(2, seed=1).shape == (2, 3, 8, 8)
     options = run.sampling_options
