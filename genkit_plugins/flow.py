@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 import genkit
 from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, check_guidance_interval, check_shift, draw_path, drop_conditions,
-                               guided_field, guided_velocity, integrate, preconditioned)
+                               guided_field, guided_velocity, integrate, network_passes, preconditioned)
 
 #: beyond this a sample takes minutes and the solver's error no longer shrinks visibly
 MAX_STEPS = 1000
@@ -456,6 +456,22 @@ class FlowModel(nn.Module):
         field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
                             attribute_guidance)
         return integrate(field, x, steps, solver, backwards=True, shift=self.time_shift)
+
+    def sampling_cost(self, condition: torch.Tensor, guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
+                      solver: str = DEFAULT_SOLVER, guidance_from: float = 0.0, guidance_until: float = 1.0,
+                      guidance_mode: str = "joint", attribute_guidance: str = "") -> tuple[int, int]:
+        """What :meth:`sample` of ``condition``'s rows costs: (network passes over every row and step, the most
+        rows one sample puts into a network call), so a server can bound and split a request (genkit serve)."""
+        self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
+                                    attribute_guidance)
+        if guidance_mode == "joint":
+            weights = [guidance]
+        else:  # as _field: a weight per unit the rows specify; none specified, the conditional velocity alone
+            per_unit = self.unit_weights(attribute_guidance, guidance)
+            weights = [per_unit.get(unit, guidance) for unit, _ in self._units(condition)] or [1.0]
+        per_sample = network_passes(steps, solver, weights, (guidance_from, guidance_until), shift=self.time_shift)
+        width = network_passes(1, "euler", weights)  # one evaluation, guided: its rows
+        return len(condition) * per_sample, width
 
     def check_sampling_options(self, guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
                                solver: str = DEFAULT_SOLVER, guidance_from: float = 0.0,

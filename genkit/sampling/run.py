@@ -9,8 +9,10 @@ never needs it).
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -24,11 +26,21 @@ from genkit.runtime.distributed import resolve_device
 from genkit.sampling import capabilities, editing
 from genkit.sampling.attributes import (ATTRIBUTES_FILE, REST_MODES, AttributeTable, Conditions, check_rest,
                                         conditions, parse_attrs, training_attributes)
-from genkit.sampling.draw import (Samples, check_images_fit, sample_batches, sample_images, seeded_generator,
-                                  seeded_noise, warn_note)
+from genkit.sampling.draw import (SAMPLE_BATCH, Samples, check_images_fit, sample_batches, sample_images,
+                                  seeded_generator, seeded_noise, warn_note)
 from genkit.store.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
 from genkit.store.weights import load_weights, loss_has_state
 from genkit_datasets.cache import CacheInfo
+
+
+@dataclass(frozen=True)
+class RequestCost:
+    """What drawing one request costs the model (:meth:`Run.cost`): its samples, the network passes they take
+    (one sample's row through the network once) and the most rows one sample puts into a network call."""
+
+    samples: int
+    passes: int
+    width: int
 
 
 class Run:
@@ -51,6 +63,10 @@ class Run:
         self.device = device
         #: the training attribute table and the note why there is none, read on first use (:meth:`training_attributes`)
         self._attribute_table: tuple[AttributeTable | None, str | None] | None = None
+        #: network rows one sampler call may take, by the model's declared width (:meth:`bounded`; None: no bound)
+        self._max_rows: int | None = None
+        #: where a copy costing a request (:meth:`cost`) records each batch it is asked for, drawing nothing
+        self._counted: list[tuple[torch.Tensor, Mapping[str, Any] | None]] | None = None
 
     @property
     def loss(self) -> Any:
@@ -160,12 +176,48 @@ class Run:
         ``(start, images)`` on the run's device (:func:`genkit.sampling.draw.sample_batches`). A sampler that
         draws fresh noise of its own gets a generator seeded by ``seed``."""
         return sample_batches(self.model, condition, noise, options, self.device,
-                              seeded_generator(self.device, seed), batch_size)
+                              seeded_generator(self.device, seed), batch_size or self._batch_size(condition, options))
 
     def images(self, condition: torch.Tensor, noise: torch.Tensor, options: Mapping[str, Any] | None,
                seed: int = 0) -> torch.Tensor:
         """All the samples of :meth:`batches`, on the CPU, in one tensor."""
-        return sample_images(self.model, condition, noise, options, self.device, seeded_generator(self.device, seed))
+        if self._counted is not None:  # a copy costing a request: the batch is counted, not drawn
+            self._counted.append((condition, options))
+            return torch.zeros(len(condition), *self.config.image_shape)
+        return sample_images(self.model, condition, noise, options, self.device, seeded_generator(self.device, seed),
+                             self._batch_size(condition, options))
+
+    def bounded(self, max_rows: int) -> "Run":
+        """A copy of this run, sharing its model, whose sampler calls put at most ``max_rows`` rows through the
+        network at once (``max_rows`` // the width the model's ``sampling_cost`` declares, at least one sample and
+        at most the loop's usual batch);
+        a model that declares no cost samples in its usual batches. A copy, so concurrent requests do not mix."""
+        bounded = copy.copy(self)
+        bounded._max_rows = max_rows
+        return bounded
+
+    def cost(self, draw: Callable[["Run"], Any]) -> RequestCost | None:
+        """What ``draw(run)`` would cost the model, counted without drawing: ``draw`` runs on a copy whose
+        :meth:`images` records each batch (its conditions built, no network called) and the model's
+        ``sampling_cost`` prices them. None for a model that declares no cost."""
+        if not callable(getattr(self.model, "sampling_cost", None)):
+            return None
+        counting = copy.copy(self)
+        counting._counted = []
+        draw(counting)
+        samples = passes = 0
+        width = 1
+        for condition, options in counting._counted:
+            batch_passes, batch_width = capabilities.sampling_cost(self.model, condition, self.resolve_options(options))
+            samples, passes, width = samples + len(condition), passes + batch_passes, max(width, batch_width)
+        return RequestCost(samples, passes, width)
+
+    def _batch_size(self, condition: torch.Tensor, options: Mapping[str, Any] | None) -> int | None:
+        """Samples per sampler call for a bounded copy (:meth:`bounded`); None: the loop's own batch."""
+        if self._max_rows is None:
+            return None
+        cost = capabilities.sampling_cost(self.model, condition, self.resolve_options(options))
+        return None if cost is None else max(1, min(SAMPLE_BATCH, self._max_rows // cost[1]))
 
     def draw(self, attrs: str | Sequence[str], n: int = 16, seed: int = 0, rest: str = "data",
              options: Mapping[str, Any] | None = None) -> Samples:
