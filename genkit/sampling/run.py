@@ -21,7 +21,7 @@ from genkit.components.limits import check_seed
 from genkit.components.loading import changed_plugin_advice
 from genkit.config import RunConfig
 from genkit.data.prepare import prepare_dataset
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 from genkit.runtime.distributed import resolve_device
 from genkit.sampling import capabilities, editing
 from genkit.sampling.attributes import (ATTRIBUTES_FILE, REST_MODES, AttributeTable, Conditions, check_rest,
@@ -232,21 +232,44 @@ class Run:
         return Samples(self.images(cond.condition, noise, options, seed), cond.attribute_sets, cond.note)
 
     @torch.no_grad()
-    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, rest: str = "data",
-               **options: Any) -> torch.Tensor:
-        """``n`` images (n, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
+    def sample(self, attrs: str | list[str] | torch.Tensor | Any, n: int | None = None, seed: int = 0,
+               rest: str = "data", **options: Any) -> torch.Tensor:
+        """Images (N, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
 
-        ``rest="data"`` takes the attributes not named from training vectors that agree with the
-        named ones (a warning when none does, and then they are off); ``rest="off"`` switches
-        them off; ``rest="model"`` leaves them to a model trained for it (:attr:`rest_modes`).
-        ``options`` are the model's sampling options (``temperature=0.7`` for the cvae).
-        A vector ``attrs`` is used as it is.
+        ``attrs`` names attributes (``"A,B,-C"`` or a list: ``n`` samples, default 16), or is a tensor or
+        array of conditions used as they are: one vector (A,) (``n`` samples of it, default 16) or B
+        rows (B, A), one sample each (``n`` each when given, row by row). ``rest="data"`` takes the
+        attributes not named from training vectors that agree with the named ones (a warning when
+        none does, and then they are off); ``rest="off"`` switches them off; ``rest="model"`` leaves
+        them to a model trained for it (:attr:`rest_modes`). ``options`` are the model's sampling
+        options (``temperature=0.7`` for the cvae).
         """
-        if isinstance(attrs, torch.Tensor):
-            resolved = self.resolve_options(options)
-            check_images_fit(self.config.image_shape, n, f"n={n}")
-            return self.images(self.condition(attrs, n), self.noise(n, seed), resolved, seed)
-        return self.generate(attrs, n=n, seed=seed, rest=rest, **options).images
+        if isinstance(attrs, (str, list, tuple)):
+            return self.generate(attrs, n=16 if n is None else n, seed=seed, rest=rest, **options).images
+        rows = self._condition_rows(attrs)
+        each = n if n is not None else 16 if rows.dim() == 1 else 1
+        if isinstance(each, bool) or not isinstance(each, int) or each < 1:
+            raise UsageError(f"n {shown(each)} must be a positive integer")
+        condition = rows.reshape(-1, rows.shape[-1]).repeat_interleave(each, dim=0).to(self.device, torch.float32)
+        resolved = self.resolve_options(options)
+        check_images_fit(self.config.image_shape, len(condition), f"n={len(condition)}")
+        return self.images(condition, self.noise(len(condition), seed), resolved, seed)
+
+    def _condition_rows(self, attrs: Any) -> torch.Tensor:
+        """``attrs`` as a tensor of conditions, (A,) or (B, A) with A the conditioner's width; one line otherwise."""
+        width = self.conditioner.dim
+        expected = f"(B, {width}) (one row of {width} condition values per sample) or ({width},)"
+        try:
+            rows = torch.as_tensor(attrs)
+        except (TypeError, ValueError, RuntimeError):
+            raise UsageError(f"attrs must be attribute names (\"A,B,-C\") or a tensor of shape {expected}, not "
+                             f"{shown(attrs)}") from None
+        if rows.dim() not in (1, 2) or rows.shape[-1] != width or rows.numel() == 0:
+            raise UsageError(f"attrs is a tensor of shape {tuple(rows.shape)}; give shape {expected}, "
+                             "such as run.condition(\"A,B\", n=4)")
+        if rows.is_complex():
+            raise UsageError(f"attrs holds {rows.dtype} values; give real numbers")
+        return rows
 
     def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, rest: str = "data",
                  **options: Any) -> Samples:
