@@ -9,6 +9,7 @@ does not silently change an old run.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -61,8 +62,15 @@ def setting(default: Any, help: str, *, bounds: Bounds | None = None, choices: t
 class TrainSpec:
     """The training settings; each field's metadata is its flag's help, bounds and whether ``--resume`` may change it."""
 
-    epochs: int = setting(6, "Passes over the training split (default {default}).", bounds=Bounds(ge=1, says="a positive integer"),
-                          resumable=True, per_model=True)
+    epochs: int = setting(6, "Passes over the training split (default {default}, or the model's own, raised by "
+                             "--min-steps; given without --min-steps, exactly these).",
+                          bounds=Bounds(ge=1, says="a positive integer"), resumable=True, per_model=True)
+    #: the epochs are raised until the run takes at least this many optimizer steps (planned_epochs): a small
+    #: dataset still gets the updates a model needs; recorded with the raised epochs, so a resume keeps the plan
+    min_steps: int = setting(0, "Train at least this many optimizer steps, raising the epochs if needed (default "
+                                "{default}: off, or the model's own; 0 when --epochs is given without it).",
+                             bounds=Bounds(ge=0, says="0 (off) or a whole number of steps, for example 7200"),
+                             resumable=True, per_model=True)
     batch_size: int = setting(16, "Images per optimiser step (global: split over processes; default {default}, or "
                                   "the model's own).", bounds=Bounds(ge=1, says="a positive integer"), per_model=True)
     lr: float = setting(2e-3, "Adam learning rate (default {default}, or the model's own).",
@@ -104,6 +112,11 @@ def training_settings() -> dict[str, Option]:
                                meta["help"].format(default=f"{f.default:g}" if isinstance(f.default, float)
                                                    else f.default), flag=flag, label=meta["called"])
     return found
+
+
+def planned_epochs(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """The epochs a run trains: ``epochs``, raised until they take at least ``min_steps`` optimizer steps."""
+    return max(epochs, math.ceil(min_steps / max(steps_per_epoch, 1)))
 
 
 def setting_metadata(spec: type, name: str) -> Mapping[str, Any]:

@@ -567,7 +567,9 @@ def build(image_shape: tuple[int, int, int], conditioner, patch: int = 2, channe
 
 @genkit.hookimpl
 def register_models(register):
-    # batch 8 and an average of the weights (decay 0.999): measured on shapes, docs/evaluation.md
+    # batch 8 and an average of the weights (decay 0.999): measured on shapes, docs/evaluation.md; at least
+    # 7,200 steps (the full shapes set's 6 epochs): on a small set the condition is learned only with as many
+    # updates (docs/training.md, "Small datasets")
     # runs saved before attribute_dropout existed were trained on full conditions only
     register("flow", build, flags=("condition_dropout", "attribute_dropout"), default_loss="flow-matching",
-             train_defaults={"batch_size": 8, "ema": 0.999}, older_runs={"attribute_dropout": 0.0})
+             train_defaults={"batch_size": 8, "ema": 0.999, "min_steps": 7200}, older_runs={"attribute_dropout": 0.0})
