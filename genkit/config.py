@@ -9,6 +9,7 @@ does not silently change an old run.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,39 +47,50 @@ DATA_PLACEMENTS = ("auto", "disk", "ram", "gpu")
 
 
 def setting(default: Any, help: str, *, bounds: Bounds | None = None, choices: tuple[str, ...] | None = None,
-            resumable: bool = False, per_model: bool = False, called: str = "") -> Any:
+            resumable: bool = False, per_model: bool = False, called: str = "", outcome: bool = True) -> Any:
     """A training setting's field: its default and, once for the CLI, ``--resume`` and messages, what it is.
 
     ``help`` may name ``{default}``; ``resumable``: ``--resume`` may change it (it does not change what a
     checkpoint means); ``per_model``: a model's ``train_defaults`` may give it, so its flag defaults to
-    None; ``called``: what a message about a bad value given as a flag calls it (else its flag).
+    None; ``called``: what a message about a bad value given as a flag calls it (else its flag);
+    ``outcome``: it changes what the run computes (False for where and how it runs: the device, the
+    data's placement, logging), so a sweep reuses a run only when every such setting agrees.
     """
     return field(default=default, metadata={"help": help, "bounds": bounds, "choices": choices,
-                                            "resumable": resumable, "per_model": per_model, "called": called})
+                                            "resumable": resumable, "per_model": per_model, "called": called,
+                                            "outcome": outcome})
 
 
 @dataclass
 class TrainSpec:
     """The training settings; each field's metadata is its flag's help, bounds and whether ``--resume`` may change it."""
 
-    epochs: int = setting(6, "Passes over the training split (default {default}).", bounds=Bounds(ge=1, says="a positive integer"),
-                          resumable=True, per_model=True)
+    epochs: int = setting(6, "Passes over the training split (default {default}, or the model's own, raised by "
+                             "--min-steps; given without --min-steps, exactly these).",
+                          bounds=Bounds(ge=1, says="a positive integer"), resumable=True, per_model=True)
+    #: the epochs are raised until the run takes at least this many optimizer steps (planned_epochs): a small
+    #: dataset still gets the updates a model needs; recorded with the raised epochs, so a resume keeps the plan
+    min_steps: int = setting(0, "Train at least this many optimizer steps, raising the epochs if needed (default "
+                                "{default}: off, or the model's own; 0 when --epochs is given without it).",
+                             bounds=Bounds(ge=0, says="0 (off) or a whole number of steps, for example 7200"),
+                             resumable=True, per_model=True)
     batch_size: int = setting(16, "Images per optimiser step (global: split over processes; default {default}, or "
                                   "the model's own).", bounds=Bounds(ge=1, says="a positive integer"), per_model=True)
     lr: float = setting(2e-3, "Adam learning rate (default {default}, or the model's own).",
                         bounds=Bounds(gt=0, says="a positive number, for example 1e-3"), resumable=True,
                         per_model=True, called="learning rate")
     seed: int = setting(0, "Seed for weights, shuffling and noise.")
-    device: str = setting("auto", "auto, cpu, cuda or cuda:N.", resumable=True)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.", resumable=True, outcome=False)
     precision: str = setting("fp32", "fp32, or bf16 autocast on CUDA.", choices=PRECISIONS)
     compile: bool = setting(False, "torch.compile the model.")
     log_every: int = setting(25, "Steps between progress updates (host syncs).",
-                             bounds=Bounds(ge=1, says="a positive integer"))
+                             bounds=Bounds(ge=1, says="a positive integer"), outcome=False)
     data_in: str = setting("auto", "auto, ram, gpu, or disk (stream from the cache).", choices=DATA_PLACEMENTS,
-                           resumable=True)
-    workers: int = setting(0, "DataLoader workers when streaming from disk.", bounds=Bounds(ge=0), resumable=True)
+                           resumable=True, outcome=False)
+    workers: int = setting(0, "DataLoader workers when streaming from disk.", bounds=Bounds(ge=0), resumable=True,
+                           outcome=False)
     checkpoint_every: int = setting(0, "Also checkpoint every N steps (0: at epoch ends only).",
-                                    bounds=Bounds(ge=0, says="0 (only at epoch ends) or positive"))
+                                    bounds=Bounds(ge=0, says="0 (only at epoch ends) or positive"), outcome=False)
     #: decay of the exponential moving average of the weights that sampling and evaluation use (0: off)
     ema: float = setting(0.0, "Decay of the weights' moving average that sampling uses, e.g. 0.999 (default 0: off, "
                               "or the model's own).", bounds=Bounds(ge=0, lt=1, says="0 (off) or a decay below 1, for "
@@ -104,6 +116,16 @@ def training_settings() -> dict[str, Option]:
                                meta["help"].format(default=f"{f.default:g}" if isinstance(f.default, float)
                                                    else f.default), flag=flag, label=meta["called"])
     return found
+
+
+def planned_epochs(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """The epochs a run trains: ``epochs``, raised until they take at least ``min_steps`` optimizer steps."""
+    return max(epochs, math.ceil(min_steps / max(steps_per_epoch, 1)))
+
+
+def outcome_settings() -> tuple[str, ...]:
+    """The training settings that change what a run computes (not where or how it runs), in ``TrainSpec``'s order."""
+    return tuple(f.name for f in fields(TrainSpec) if f.metadata["outcome"])
 
 
 def setting_metadata(spec: type, name: str) -> Mapping[str, Any]:

@@ -21,6 +21,14 @@ def error(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
+def note(text: str) -> None:
+    """One plain line on stderr (a plan's note, such as epochs raised by min_steps), in the main process only."""
+    from genkit.runtime.distributed import world_from_env
+
+    if world_from_env().is_main:
+        err.print(text, highlight=False, markup=False)
+
+
 class LazyProgress(Progress):
     """A bar that is shown by its first update; one never shown leaves no blank line when stopped."""
 

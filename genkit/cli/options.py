@@ -12,19 +12,43 @@ import typer
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.components.registry import SINGULAR
 from genkit.config import DataSpec, TrainSpec, setting_metadata, training_settings
-from genkit.errors import UsageError, shown
-from genkit.options import ANY, TEXT, convert
+from genkit.errors import GenkitError, UsageError, shown
+from genkit.options import ANY, FLAG, TEXT, Option, convert
 
 #: every training setting (``TrainSpec``'s fields and their metadata)
 SETTINGS = training_settings()
+#: the word in :func:`command_options`' list that stands for every training setting, in ``TrainSpec``'s order
+TRAINING_SETTINGS = "SETTINGS"
 
 
-def _setting(name: str) -> tuple[Any, Any]:
-    """The flag of a training setting, from its metadata: None by default where a model may give its own."""
+def setting_option(name: str, help: str = "") -> tuple[Any, Any]:
+    """The flag of a training setting, from its metadata: None by default where a model may give its own.
+
+    A number is read by the one converter, so a bad one (``--min-steps 1.5``) is one line naming the flag.
+    """
     option = SETTINGS[name]
+    help = help or option.help
+    parser = {"parser": _reader(option)} if option.type in (int, float) else {}
     if setting_metadata(TrainSpec, name)["per_model"]:
-        return Optional[option.type], typer.Option(None, option.flag, help=option.help, show_default=False)
-    return option.type, typer.Option(option.default, option.flag, help=option.help)
+        return Optional[option.type], typer.Option(None, option.flag, help=help, show_default=False, **parser)
+    return option.type, typer.Option(option.default, option.flag, help=help, **parser)
+
+
+class FlagRefused(GenkitError):
+    """A setting's flag refused while the command line is parsed: a ``UsageError``'s line and exit code 2, but
+    not a ``ValueError``, which the parser would wrap in a box of its own."""
+
+    exit_code = 2
+
+
+def _reader(option: Option) -> Callable[[Any], Any]:
+    def read(text: Any) -> Any:
+        try:
+            return convert(option, text, FLAG)
+        except UsageError as exc:
+            raise FlagRefused(str(exc)) from None
+
+    return read
 
 
 #: name -> (annotation, Typer option) of the options shared by every command that trains (``train``, ``sweep``)
@@ -34,7 +58,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "conditioner": (str, typer.Option(DEFAULT_RECIPE.conditioner, "--conditioner", help="Conditioner name.")),
     "loss": (Optional[str], typer.Option(None, "--loss", show_default=False,
                                          help=f"Loss name (default: the model's own loss, else {DEFAULT_RECIPE.loss}).")),
-    **{name: _setting(name) for name in SETTINGS},
+    **{name: setting_option(name) for name in SETTINGS},
     "image_size": (Optional[str], typer.Option(None, "--image-size", help="S or HxW (default: the dataset's own size).")),
     "limit": (Optional[int], typer.Option(None, "--limit", help="Train on the first N images only.")),
     "hold_out": (Optional[list[str]], typer.Option(
@@ -55,13 +79,19 @@ SHARED: dict[str, tuple[Any, Any]] = {
 def command_options(names: str, **own: tuple[Any, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command ``ctx`` and the options ``names`` (space-separated, in ``--help``'s order): each from
     :data:`SHARED`, or from ``own`` (``name=(annotation, typer.Option(...))``) for the command's own.
+    The word ``SETTINGS`` stands for every training setting not named elsewhere in ``names`` (``own`` may
+    word one for its command), so every command that trains takes each one, a new setting included.
 
     The command is written ``def cmd(ctx: typer.Context, **given)``; Typer reads the options from the
     signature this sets (``__signature__``), so the shared ones are declared once for every command.
     """
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-        for name in names.split():
+        words = names.split()
+        if TRAINING_SETTINGS in words:
+            at = words.index(TRAINING_SETTINGS)
+            words[at:at + 1] = [s for s in SETTINGS if s not in words]
+        for name in words:
             annotation, default = own[name] if name in own else SHARED[name]
             params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                             annotation=annotation))

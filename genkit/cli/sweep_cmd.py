@@ -9,7 +9,7 @@ import typer
 
 from genkit.cli import console
 from genkit.cli.component_flags import given_flags
-from genkit.cli.options import command_options, component_options, parse_options, settings_given
+from genkit.cli.options import command_options, component_options, parse_options, setting_option, settings_given
 from genkit.cli.sampling_flags import SAMPLE_OPT
 from genkit.config import TrainSpec
 from genkit.evaluation.likelihood import DEFAULT_SAMPLES, DEFAULT_SIGMA
@@ -23,10 +23,9 @@ OWN: dict[str, tuple[Any, Any]] = {
                              "value (repeatable: a grid); KIND sample: one evaluation per value of a sampling option "
                              "of the model, without retraining. A component flag given several comma-separated "
                              "values is varied the same way.")),
-    "epochs": (Optional[int], typer.Option(None, "--epochs", show_default=False,
-                                           help=f"Passes over the training split, every run (default {_D.epochs}, or "
-                                                "the model's own).")),
-    "seed": (int, typer.Option(_D.seed, "--seed", help="Seed of every run (the same for all of them).")),
+    "epochs": setting_option("epochs", f"Passes over the training split, every run (default {_D.epochs}, or the "
+                                       "model's own, raised by --min-steps; given without --min-steps, exactly these)."),
+    "seed": setting_option("seed", "Seed of every run (the same for all of them)."),
     "cache_dir": (Optional[Path], typer.Option(None, "--cache-dir", help="Where HDF5 caches and classifiers live.")),
     "split": (str, typer.Option("test", "--split", help="Held-out split every run is evaluated on.")),
     "samples": (int, typer.Option(DEFAULT_SAMPLES, "--samples", "-S", help="Importance samples per image for cll.")),
@@ -38,9 +37,8 @@ OWN: dict[str, tuple[Any, Any]] = {
 
 
 @command_options(
-    "out vary data model conditioner loss epochs batch_size lr ema image_size seed device precision limit root "
-    "cache_dir data_in workers log_every tensorboard split samples sigma run sample_opt model_opt loss_opt cond_opt "
-    "data_opt", **OWN)
+    "out vary data model conditioner loss SETTINGS image_size limit root cache_dir tensorboard split samples sigma run "
+    "sample_opt model_opt loss_opt cond_opt data_opt", **OWN)
 def sweep(ctx: typer.Context, **given: Any) -> None:
     """Train one run per value (or grid point) of the varied options with the same seed and data, evaluate
     each, and write table.csv, table.md, figure3.png, figure4.png and mse_kl_vs_<option>.png into --out.
@@ -67,10 +65,13 @@ def sweep(ctx: typer.Context, **given: Any) -> None:
     check_settings(samples, sigma)
     tensorboard_wanted(tensorboard)  # --tensorboard without the package: refused before any training
     settings = {**settings_given(given), "log_every": max(1, given["log_every"])}
+    notes: list[str] = []
     plan = plan_sweep(
         varied, out, run=given["run"], sample_options=parse_options(given["sample_opt"], "--sample-opt"), model=model,
         data=data, conditioner=conditioner, loss=loss, **options, root=given["root"], image_size=given["image_size"],
-        limit=given["limit"], **settings)
+        limit=given["limit"], say=notes.append, **settings)
+    for note in dict.fromkeys(notes):  # once every run is planned; a note shared by the runs, once
+        console.note(note)
     progress, on_cache = console.cache_progress(f"preparing {data} cache")
     bar, on_classifier, _ = stage_progress()
     try:

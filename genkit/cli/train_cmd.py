@@ -39,9 +39,8 @@ OWN["resume"] = (Optional[Path], typer.Option(
 
 
 @command_options(
-    "model data conditioner loss epochs batch_size lr ema grad_clip image_size seed device precision compile limit "
-    "hold_out root cache_dir data_in workers log_every tensorboard checkpoint_every resume nproc out model_opt loss_opt cond_opt "
-    "data_opt", **OWN)
+    "model data conditioner loss SETTINGS image_size limit hold_out root cache_dir tensorboard resume nproc out model_opt "
+    "loss_opt cond_opt data_opt", **OWN)
 def train(ctx: typer.Context, **given: Any) -> None:
     """Train a model on a dataset and write a run folder (config, weights, metrics, sample grids).
 
@@ -93,7 +92,7 @@ def train(ctx: typer.Context, **given: Any) -> None:
 
     options = component_options(given["model_opt"], given["loss_opt"], given["cond_opt"], given["data_opt"], flags)
     config = plan_run(model, data, conditioner, loss, **options, root=given["root"], image_size=given["image_size"],
-                      limit=given["limit"], hold_out=given["hold_out"], **settings_given(given))
+                      limit=given["limit"], hold_out=given["hold_out"], say=console.note, **settings_given(given))
     progress, callback = console.cache_progress(f"preparing {data} cache")
     try:
         with console.training_display() as display:

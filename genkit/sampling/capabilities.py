@@ -31,6 +31,15 @@ One capability is what the model was *trained* for, which no method shows, so th
 A capability a model lacks is reported as absent: the metrics that need it are ``null``, the
 commands that need it say so in one line.
 
+A model may also declare what sampling costs, which no method's presence tells:
+
+* ``sampling_cost(condition, **options) -> (passes, width)``: the network passes sampling the rows
+  of ``condition`` with ``options`` takes (a pass: one sample's row through the network once; summed
+  over every row and evaluation) and ``width``, the most rows one sample puts into a single network
+  call (two under classifier-free guidance). ``genkit serve`` refuses a view costing more than it
+  allows and splits its calls by it (:func:`sampling_cost`); without it, a model keeps the page's
+  plain bounds.
+
 Sampling options are the keyword parameters of ``sample`` after the condition and the noise (and
 other than ``generator``) that have defaults: their type is the annotation's (``Literal[...]``
 lists the choices) or the default's, their help the ``:param name:`` line of ``sample``'s
@@ -163,6 +172,22 @@ def sample(model: Any, condition: torch.Tensor, noise: torch.Tensor, generator: 
         kwargs[GENERATOR] = generator
     with torch.no_grad():
         return model.sample(condition, noise, **kwargs)
+
+
+def sampling_cost(model: Any, condition: torch.Tensor, options: Mapping[str, Any] | None = None
+                  ) -> tuple[int, int] | None:
+    """``(passes, width)`` the model declares for sampling ``condition`` with resolved ``options``; None when it
+    declares none. A declaration that does not give two whole numbers, passes 0 or more and width 1 or more, is
+    the plugin's error."""
+    declare = getattr(model, "sampling_cost", None)
+    if not callable(declare):
+        return None
+    cost = declare(condition, **dict(options or {}))
+    if not (isinstance(cost, tuple) and len(cost) == 2 and all(isinstance(c, int) and not isinstance(c, bool)
+                                                               for c in cost) and cost[0] >= 0 and cost[1] >= 1):
+        raise PluginError(_owner(model), f"model {type(model).__name__}'s sampling_cost returned {shown(cost)}; it "
+                                         "must be (passes, width): whole numbers, passes 0 or more, width 1 or more")
+    return cost
 
 
 def _accepts(fn: Any, name: str) -> bool:

@@ -9,8 +9,10 @@ never needs it).
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -19,16 +21,26 @@ from genkit.components.limits import check_seed
 from genkit.components.loading import changed_plugin_advice
 from genkit.config import RunConfig
 from genkit.data.prepare import prepare_dataset
-from genkit.errors import UsageError
+from genkit.errors import UsageError, shown
 from genkit.runtime.distributed import resolve_device
 from genkit.sampling import capabilities, editing
 from genkit.sampling.attributes import (ATTRIBUTES_FILE, REST_MODES, AttributeTable, Conditions, check_rest,
                                         conditions, parse_attrs, training_attributes)
-from genkit.sampling.draw import (Samples, check_images_fit, sample_batches, sample_images, seeded_generator,
-                                  seeded_noise, warn_note)
+from genkit.sampling.draw import (SAMPLE_BATCH, Samples, check_images_fit, sample_batches, sample_images,
+                                  seeded_generator, seeded_noise, warn_note)
 from genkit.store.run_folder import CONFIG_FILE, LOSS_WEIGHTS_FILE, WEIGHTS_FILE
 from genkit.store.weights import load_weights, loss_has_state
 from genkit_datasets.cache import CacheInfo
+
+
+@dataclass(frozen=True)
+class RequestCost:
+    """What drawing one request costs the model (:meth:`Run.cost`): its samples, the network passes they take
+    (one sample's row through the network once) and the most rows one sample puts into a network call."""
+
+    samples: int
+    passes: int
+    width: int
 
 
 class Run:
@@ -51,6 +63,10 @@ class Run:
         self.device = device
         #: the training attribute table and the note why there is none, read on first use (:meth:`training_attributes`)
         self._attribute_table: tuple[AttributeTable | None, str | None] | None = None
+        #: network rows one sampler call may take, by the model's declared width (:meth:`bounded`; None: no bound)
+        self._max_rows: int | None = None
+        #: where a copy costing a request (:meth:`cost`) records each batch it is asked for, drawing nothing
+        self._counted: list[tuple[torch.Tensor, Mapping[str, Any] | None]] | None = None
 
     @property
     def loss(self) -> Any:
@@ -160,12 +176,48 @@ class Run:
         ``(start, images)`` on the run's device (:func:`genkit.sampling.draw.sample_batches`). A sampler that
         draws fresh noise of its own gets a generator seeded by ``seed``."""
         return sample_batches(self.model, condition, noise, options, self.device,
-                              seeded_generator(self.device, seed), batch_size)
+                              seeded_generator(self.device, seed), batch_size or self._batch_size(condition, options))
 
     def images(self, condition: torch.Tensor, noise: torch.Tensor, options: Mapping[str, Any] | None,
                seed: int = 0) -> torch.Tensor:
         """All the samples of :meth:`batches`, on the CPU, in one tensor."""
-        return sample_images(self.model, condition, noise, options, self.device, seeded_generator(self.device, seed))
+        if self._counted is not None:  # a copy costing a request: the batch is counted, not drawn
+            self._counted.append((condition, options))
+            return torch.zeros(len(condition), *self.config.image_shape)
+        return sample_images(self.model, condition, noise, options, self.device, seeded_generator(self.device, seed),
+                             self._batch_size(condition, options))
+
+    def bounded(self, max_rows: int) -> "Run":
+        """A copy of this run, sharing its model, whose sampler calls put at most ``max_rows`` rows through the
+        network at once (``max_rows`` // the width the model's ``sampling_cost`` declares, at least one sample and
+        at most the loop's usual batch);
+        a model that declares no cost samples in its usual batches. A copy, so concurrent requests do not mix."""
+        bounded = copy.copy(self)
+        bounded._max_rows = max_rows
+        return bounded
+
+    def cost(self, draw: Callable[["Run"], Any]) -> RequestCost | None:
+        """What ``draw(run)`` would cost the model, counted without drawing: ``draw`` runs on a copy whose
+        :meth:`images` records each batch (its conditions built, no network called) and the model's
+        ``sampling_cost`` prices them. None for a model that declares no cost."""
+        if not callable(getattr(self.model, "sampling_cost", None)):
+            return None
+        counting = copy.copy(self)
+        counting._counted = []
+        draw(counting)
+        samples = passes = 0
+        width = 1
+        for condition, options in counting._counted:
+            batch_passes, batch_width = capabilities.sampling_cost(self.model, condition, self.resolve_options(options))
+            samples, passes, width = samples + len(condition), passes + batch_passes, max(width, batch_width)
+        return RequestCost(samples, passes, width)
+
+    def _batch_size(self, condition: torch.Tensor, options: Mapping[str, Any] | None) -> int | None:
+        """Samples per sampler call for a bounded copy (:meth:`bounded`); None: the loop's own batch."""
+        if self._max_rows is None:
+            return None
+        cost = capabilities.sampling_cost(self.model, condition, self.resolve_options(options))
+        return None if cost is None else max(1, min(SAMPLE_BATCH, self._max_rows // cost[1]))
 
     def draw(self, attrs: str | Sequence[str], n: int = 16, seed: int = 0, rest: str = "data",
              options: Mapping[str, Any] | None = None) -> Samples:
@@ -180,21 +232,44 @@ class Run:
         return Samples(self.images(cond.condition, noise, options, seed), cond.attribute_sets, cond.note)
 
     @torch.no_grad()
-    def sample(self, attrs: str | list[str] | torch.Tensor, n: int = 16, seed: int = 0, rest: str = "data",
-               **options: Any) -> torch.Tensor:
-        """``n`` images (n, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
+    def sample(self, attrs: str | list[str] | torch.Tensor | Any, n: int | None = None, seed: int = 0,
+               rest: str = "data", **options: Any) -> torch.Tensor:
+        """Images (N, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
 
-        ``rest="data"`` takes the attributes not named from training vectors that agree with the
-        named ones (a warning when none does, and then they are off); ``rest="off"`` switches
-        them off; ``rest="model"`` leaves them to a model trained for it (:attr:`rest_modes`).
-        ``options`` are the model's sampling options (``temperature=0.7`` for the cvae).
-        A vector ``attrs`` is used as it is.
+        ``attrs`` names attributes (``"A,B,-C"`` or a list: ``n`` samples, default 16), or is a tensor or
+        array of conditions used as they are: one vector (A,) (``n`` samples of it, default 16) or B
+        rows (B, A), one sample each (``n`` each when given, row by row). ``rest="data"`` takes the
+        attributes not named from training vectors that agree with the named ones (a warning when
+        none does, and then they are off); ``rest="off"`` switches them off; ``rest="model"`` leaves
+        them to a model trained for it (:attr:`rest_modes`). ``options`` are the model's sampling
+        options (``temperature=0.7`` for the cvae).
         """
-        if isinstance(attrs, torch.Tensor):
-            resolved = self.resolve_options(options)
-            check_images_fit(self.config.image_shape, n, f"n={n}")
-            return self.images(self.condition(attrs, n), self.noise(n, seed), resolved, seed)
-        return self.generate(attrs, n=n, seed=seed, rest=rest, **options).images
+        if isinstance(attrs, (str, list, tuple)):
+            return self.generate(attrs, n=16 if n is None else n, seed=seed, rest=rest, **options).images
+        rows = self._condition_rows(attrs)
+        each = n if n is not None else 16 if rows.dim() == 1 else 1
+        if isinstance(each, bool) or not isinstance(each, int) or each < 1:
+            raise UsageError(f"n {shown(each)} must be a positive integer")
+        condition = rows.reshape(-1, rows.shape[-1]).repeat_interleave(each, dim=0).to(self.device, torch.float32)
+        resolved = self.resolve_options(options)
+        check_images_fit(self.config.image_shape, len(condition), f"n={len(condition)}")
+        return self.images(condition, self.noise(len(condition), seed), resolved, seed)
+
+    def _condition_rows(self, attrs: Any) -> torch.Tensor:
+        """``attrs`` as a tensor of conditions, (A,) or (B, A) with A the conditioner's width; one line otherwise."""
+        width = self.conditioner.dim
+        expected = f"(B, {width}) (one row of {width} condition values per sample) or ({width},)"
+        try:
+            rows = torch.as_tensor(attrs)
+        except (TypeError, ValueError, RuntimeError):
+            raise UsageError(f"attrs must be attribute names (\"A,B,-C\") or a tensor of shape {expected}, not "
+                             f"{shown(attrs)}") from None
+        if rows.dim() not in (1, 2) or rows.shape[-1] != width or rows.numel() == 0:
+            raise UsageError(f"attrs is a tensor of shape {tuple(rows.shape)}; give shape {expected}, "
+                             "such as run.condition(\"A,B\", n=4)")
+        if rows.is_complex():
+            raise UsageError(f"attrs holds {rows.dtype} values; give real numbers")
+        return rows
 
     def generate(self, attrs: str | list[str], n: int = 16, seed: int = 0, rest: str = "data",
                  **options: Any) -> Samples:

@@ -13,6 +13,11 @@ These are the bounds, each a named constant so docs and tests can state them:
   visitor come back, rebuilt from the page's defaults.
 * **Connections** beyond :data:`MAX_CONNECTIONS` at once are answered 503 by the server (uvicorn's
   ``limit_concurrency``), which bounds the bodies and event streams in flight.
+* **Sampling.** A model that declares its sampling cost (``sampling_cost``, docs/hooks.md) has each
+  view's cost counted before anything is drawn (:meth:`genkit.Run.cost`): more than
+  :data:`MAX_PASSES` network passes is refused in one line, and the view's network calls take at most
+  :data:`MAX_ROWS` rows each (:meth:`genkit.Run.bounded`). A model without it keeps the page's own
+  bounds (at most 64 samples a view, drawn 256 at a time).
 * **Logs.** A refused request costs one short line on stderr (:func:`quiet_gradio_tracebacks`),
   never a traceback or the request's values; ``GENKIT_DEBUG=1`` shows Gradio's tracebacks again.
 
@@ -37,6 +42,10 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 SESSION_CAPACITY = 32
 #: connections served at once; more are answered 503
 MAX_CONNECTIONS = 256
+#: network passes one view may take (a pass: one sample's row through the network once), for a model declaring its cost
+MAX_PASSES = 16_384
+#: rows one network call of a view may take
+MAX_ROWS = 512
 #: Gradio's modules that print a traceback for every request they refuse
 GRADIO_MODULES_PRINTING_TRACEBACKS = ("gradio.queueing", "gradio.routes", "gradio.route_utils", "gradio.utils")
 

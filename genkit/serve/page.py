@@ -17,10 +17,11 @@ import io
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from genkit.errors import UsageError, shown
 from genkit.sampling import attributes, compare
+from genkit.sampling.draw import Samples
 from genkit.sampling.run import Run
 
 MAX_N = 64
@@ -239,6 +240,20 @@ class RunPage:
                                                                  if v is not None}})
         return resolved, command_flags(resolved, self.options)
 
+    def drawn(self, draw: Callable[[Run], Samples]) -> Samples:
+        """``draw(run)`` within what one view may cost the server (:mod:`genkit.serve.guard`): for a model that
+        declares its sampling cost, counted first without drawing and refused in one line above
+        ``MAX_PASSES``, then drawn in network calls of at most ``MAX_ROWS`` rows."""
+        from genkit.serve.guard import MAX_PASSES, MAX_ROWS
+
+        cost = self.run.cost(draw)
+        if cost is not None and cost.passes > MAX_PASSES:
+            raise UsageError(f"this view would take {cost.passes:,} network passes ({cost.samples} samples), more "
+                             f"than the {MAX_PASSES:,} one view may take on this server; ask for fewer samples or "
+                             "sampling options that cost less, or draw it with the genkit sample command on your "
+                             "own machine")
+        return draw(self.run.bounded(MAX_ROWS))
+
     def describe(self) -> str:
         config = self.run.config
 
@@ -255,7 +270,7 @@ class RunPage:
         n, seed, rest = self.request(n, seed, rest)
         options, flags = self.sampling(options)
         self.run.condition(attrs)
-        result = self.run.draw(attrs, n=n, seed=seed, rest=rest, options=options)
+        result = self.drawn(lambda run: run.draw(attrs, n=n, seed=seed, rest=rest, options=options))
         nrow = min(8, n)
         return View(image_html(grid_png(result.images, nrow), "genkit-grid.png", f"{n} samples of [{attrs}]"),
                     sets_html(result.attribute_sets, nrow), self.public(result.note or ""),
@@ -267,7 +282,7 @@ class RunPage:
         if name not in self.run.attribute_names:
             raise UsageError(f"attribute {shown(name)} is not in this run; choose one from the list")
         self.run.condition(attrs)
-        result = compare.vary(self.run, attrs, [name], n, seed, rest, options)
+        result = self.drawn(lambda run: compare.vary(run, attrs, [name], n, seed, rest, options))
         return View(image_html(grid_png(result.images, n), "genkit-vary.png", f"{name} off and on over [{attrs}]"),
                     sets_html(result.attribute_sets, n), self.public(result.note or ""),
                     command_line(self.run_path, attrs, n, seed, rest, flags, vary=name))
@@ -284,7 +299,7 @@ class RunPage:
             if not isinstance(spec, str):
                 raise UsageError(f"an interpolation end is {shown(spec)}; type attributes as A,B,-C")
             self.run.condition(spec)
-        result = compare.interpolate(self.run, (start, end), n, steps, seed, rest, options)
+        result = self.drawn(lambda run: compare.interpolate(run, (start, end), n, steps, seed, rest, options))
         return View(image_html(grid_png(result.images, steps), "genkit-interpolate.png", f"[{start}] to [{end}]"),
                     sets_html(result.attribute_sets, steps), self.public(result.note or ""),
                     command_line(self.run_path, "", n, seed, rest, flags, interpolate=(start, end),

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from genkit.components.build import model_outline
-from genkit.config import RunConfig
+from genkit.config import RunConfig, outcome_settings
 from genkit.data.holdout import HOLD_OUT_KEY, hold_out_argument
 from genkit.errors import UsageError, shown
 from genkit.options import SAMPLING
@@ -194,12 +194,12 @@ def _sample_points(varied: list[Varied], config: RunConfig, base: dict[str, Any]
 
 
 def _comparable(config: RunConfig) -> dict[str, Any]:
-    """The settings that make two runs the same experiment, flattened and JSON-normalised."""
-    data, train_spec = config.data, config.train
+    """The settings that make two runs the same experiment, flattened and JSON-normalised: every training
+    setting that changes what a run computes (``TrainSpec``'s metadata), not where or how it ran."""
+    data = config.data
     flat = {"data": data.name, "image_size": list(data.image_size), "limit": data.limit,
             "conditioner": config.conditioner.name, "model": config.model.name, "loss": config.loss.name,
-            "epochs": train_spec.epochs, "batch_size": train_spec.batch_size, "lr": train_spec.lr,
-            "seed": train_spec.seed, "ema": train_spec.ema, "hold_out": list(data.hold_out)}
+            **{name: getattr(config.train, name) for name in outcome_settings()}, "hold_out": list(data.hold_out)}
     for prefix, options in (("data", data.options), ("conditioner", config.conditioner.options),
                             ("model", config.model.options), ("loss", config.loss.options)):
         flat.update({f"{prefix}.{k}": v for k, v in options.items()})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+import math
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Callable, Collection
 
 from genkit import __version__
 from genkit.components.build import (TRAINING_BYTES_PER_PARAMETER, build_components, check_options, json_options,
@@ -12,10 +13,10 @@ from genkit.components.build import (TRAINING_BYTES_PER_PARAMETER, build_compone
 from genkit.components.limits import check_seed
 from genkit.components.loading import component_origin, registry
 from genkit.components.recipe import DEFAULT_RECIPE
-from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec, training_settings
+from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec, planned_epochs, training_settings
 from genkit.data.prepare import open_source, resolve_root
-from genkit.errors import UsageError
-from genkit.options import check_bounds
+from genkit.errors import UsageError, shown
+from genkit.options import TYPE_NAMES, check_bounds
 from genkit.runtime.distributed import resolve_device
 from genkit.training.trial import check_pairing
 from genkit_datasets.preprocess import parse_image_size
@@ -27,7 +28,7 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
              *, model_options: dict | None = None, conditioner_options: dict | None = None,
              loss_options: dict | None = None, data_options: dict | None = None, root: str | Path | None = None,
              image_size: Any = None, limit: int | None = None, hold_out: list[str] | None = None,
-             **train: Any) -> RunConfig:
+             say: Callable[[str], None] | None = None, **train: Any) -> RunConfig:
     """Check every choice and return the run's config; nothing is written or built yet.
 
     The dataset is scanned (its annotation files read, no image decoded), so the config holds
@@ -38,7 +39,9 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
     range, an image size the model cannot take, or a loss that cannot train the model, before
     any file or cache is touched. ``hold_out`` lists attribute combinations (``"a+b"``) whose
     training images are left out (:mod:`genkit.data.holdout`); they are checked against the dataset's
-    labels here.
+    labels here. The epochs are raised until the run takes ``min_steps`` optimizer steps (see
+    :func:`plan_epochs`; ``epochs`` given without ``min_steps`` means exactly those), and ``say``, when
+    given, hears the one line saying so once every check has passed (a refusal stays its one line).
     """
     known = {f.name for f in fields(TrainSpec)}
     unknown = sorted(set(train) - known)
@@ -46,7 +49,10 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
         raise UsageError(f"unknown training setting {unknown[0]!r}; settings are: {', '.join(sorted(known))}")
     chosen_model = registry("models").get(model)
     loss = loss or default_loss(model)
-    spec = TrainSpec(**{**chosen_model.train_defaults, **{k: v for k, v in train.items() if v is not None}})
+    given = {k: v for k, v in train.items() if v is not None}
+    if "epochs" in given and "min_steps" not in given:  # --epochs N alone trains exactly N
+        given["min_steps"] = 0
+    spec = TrainSpec(**{**chosen_model.train_defaults, **given})
     check_training_settings(spec)
     if limit is not None:
         _positive("--limit", limit)
@@ -60,6 +66,8 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
     loss_spec = resolve("losses", ComponentSpec(loss, {**DEFAULT_RECIPE.options_for("loss", loss), **(loss_options or {})}))
     index = source.scan(resolve_root(data, source, root))
     held_out = plan_hold_out(hold_out, index, limit)
+    notes: list[str] = []
+    spec = plan_epochs(spec, epoch_steps(training_images(index, limit, held_out), spec.batch_size), notes.append)
     config = RunConfig(
         data=DataSpec(name=data, options=json_options(data_resolved, data), root=absolute_root(root), image_size=size,
                       limit=limit, attribute_names=list(index.attribute_names), cache_fingerprint=index.fingerprint,
@@ -72,6 +80,8 @@ def plan_run(model: str = DEFAULT_RECIPE.model, data: str = DEFAULT_RECIPE.datas
             ("loss", "losses", loss))},
     )
     check_training_fits(config)
+    for note in notes if say is not None else ():
+        say(note)
     return config
 
 
@@ -84,6 +94,45 @@ def plan_hold_out(hold_out: list[str] | None, index, limit: int | None) -> list[
     if combinations and train is not None:
         check_training_left(combinations, index.attribute_names, index.attributes[train[:limit]])
     return combinations
+
+
+def training_images(index, limit: int | None, hold_out: list[str]) -> int:
+    """How many images a run trains on: the training split's first ``limit``, less the held-out combinations."""
+    from genkit.data.holdout import held_out_rows
+
+    train = index.splits.get("train")
+    if train is None:
+        return 0
+    rows = train[:limit]
+    if not hold_out:
+        return len(rows)
+    return int((~held_out_rows(index.attributes[rows], index.attribute_names, hold_out)).sum())
+
+
+def epoch_steps(images: int, batch_size: int) -> int:
+    """Optimizer steps per epoch: the last batch may be short (under torchrun too: each process's share is
+    padded to a whole multiple of the processes, which the global batch is)."""
+    return math.ceil(images / batch_size)
+
+
+def plan_epochs(spec: TrainSpec, steps: int, say: Callable[[str], None] | None = None) -> TrainSpec:
+    """``spec`` with its epochs raised by ``min_steps`` (:func:`genkit.config.planned_epochs`) for epochs of
+    ``steps`` optimizer steps; a raise is told to ``say`` in one line."""
+    epochs = planned_epochs(spec.epochs, spec.min_steps, steps)
+    if epochs == spec.epochs:
+        return spec
+    if say is not None:
+        say(f"min_steps {spec.min_steps} raised the epochs from {spec.epochs} to {epochs} ({steps} "
+            f"step{'s' if steps != 1 else ''} each); --epochs {spec.epochs} trains exactly {spec.epochs}")
+    return replace(spec, epochs=epochs)
+
+
+def steps_per_epoch(config: RunConfig) -> int:
+    """The optimizer steps of one epoch of ``config``'s run, from its dataset's index (no image decoded)."""
+    data = config.data
+    source, _ = open_source(data.name, data.options, saved=True)
+    index = source.scan(resolve_root(data.name, source, data.root))
+    return epoch_steps(training_images(index, data.limit, list(data.hold_out)), config.train.batch_size)
 
 
 def default_loss(model: str) -> str:
@@ -128,12 +177,23 @@ def check_training_settings(spec: TrainSpec, source: str | Path | None = None, g
     for setting, option in training_settings().items():
         value = getattr(spec, setting)
         called = name(setting)
+        _check_type(option, value, option.label if called == option.flag and option.label else called)
         if option.bounds is not None:
             check_bounds(option, value, option.label if called == option.flag and option.label else called)
         if option.choices is not None and value not in option.choices:
             raise UsageError(f"{called} {value!r} is not known; choose one of: {', '.join(option.choices)}")
     check_seed(spec.seed, name("seed"))
     resolve_device(spec.device)
+
+
+def _check_type(option, value: Any, called: str) -> None:
+    """A setting's value of its type (a whole number for ``--epochs``, not 2.5 nor true); one line otherwise."""
+    kind = option.type
+    allowed = (int, float) if kind is float else (kind,)
+    if isinstance(value, allowed) and (kind is bool or not isinstance(value, bool)):
+        return
+    wanted = f"; give {option.bounds.describe()}" if option.bounds is not None else ""
+    raise UsageError(f"{called} {shown(value)} is not {TYPE_NAMES[kind]}{wanted}")
 
 
 def _positive(what: str, value: int) -> None:

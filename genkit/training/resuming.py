@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from genkit.config import RunConfig, resumable_settings
 from genkit.errors import UsageError
@@ -22,7 +22,8 @@ from genkit.store.files import WriteError, write_text_atomic
 from genkit.store.run_folder import CONFIG_FILE, RESUMES_FILE
 from genkit.training.checkpoints import write_failed
 from genkit.training.loop import Observer, notify
-from genkit.training.planning import absolute_root, check_training_fits, check_training_settings
+from genkit.training.planning import (absolute_root, check_training_fits, check_training_settings, plan_epochs,
+                                      steps_per_epoch)
 from genkit.training.trainer import Trainer
 from genkit_datasets.cache import Progress
 
@@ -32,13 +33,14 @@ RESUMABLE_SETTINGS = resumable_settings()
 
 def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | None = None,
            cache_dir: str | Path | None = None, data_progress: Progress | None = None, *,
-           lr: float | None = None, root: str | Path | None = None, workers: int | None = None,
-           data_in: str | None = None, device: str | None = None, tensorboard: bool | None = None) -> Run | None:
+           root: str | Path | None = None, tensorboard: bool | None = None, **settings: Any) -> Run | None:
     """Continue the run in ``run_dir`` from its latest checkpoint.
 
     The settings that do not change what the checkpoint means may be changed: ``epochs`` (train
-    further), ``lr`` (continue a diverged run more gently), ``root`` (the data moved), ``workers``,
-    ``data_in`` and ``device``. The new values go into the run's ``config.json`` and each resume is
+    further; given without ``min_steps``, exactly that many, as for a new run), ``root`` (the data
+    moved), and as keywords every other setting ``TrainSpec`` marks resumable (``lr`` to continue a
+    diverged run more gently, ``min_steps``, ``grad_clip``, ``workers``, ``data_in``, ``device``; None
+    leaves one as it is). The new values go into the run's ``config.json`` and each resume is
     logged in ``resumes.jsonl`` (step, time, what changed from what). Returns None when the run
     has already finished its epochs (nothing to do). ``tensorboard`` is :func:`genkit.train`'s: the
     TensorBoard curves continue from the checkpoint's step.
@@ -48,15 +50,18 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
         raise UsageError(f"run folder {run_dir} does not exist; pass the folder `genkit train` wrote")
     config_path = run_dir / CONFIG_FILE
     config = RunConfig.load(config_path)
-    wanted = {"epochs": epochs, "lr": lr, "root": absolute_root(root), "workers": workers, "data_in": data_in,
-              "device": device}
-    changes = resume_changes(config, {k: v for k, v in wanted.items() if v is not None}, source=config_path)
+    wanted = {"epochs": epochs, "root": absolute_root(root), **settings}
+    notes: list[str] = []
+    changes = resume_changes(config, {k: v for k, v in wanted.items() if v is not None}, source=config_path,
+                             say=notes.append)
     config = apply_changes(config, changes)
     try:
         check_training_fits(config)
     except UsageError as exc:
         raise UsageError(f"{config_path}: {exc}") from None
     trainer = Trainer(config, run_dir, observer, cache_dir, data_progress, resume=True, tensorboard=tensorboard)
+    for note in notes:  # said once the resume is sure to go ahead: a refusal stays its one line
+        notify(observer, "on_message", note)
     if trainer.state.epoch > config.train.epochs:
         distributed.shutdown(trainer.world)
         return None
@@ -68,20 +73,29 @@ def resume(run_dir: str | Path, epochs: int | None = None, observer: Observer | 
     return trainer.run()
 
 
-def resume_changes(config: RunConfig, wanted: dict[str, Any], source: str | Path | None = None
-                   ) -> dict[str, tuple[Any, Any]]:
+def resume_changes(config: RunConfig, wanted: dict[str, Any], source: str | Path | None = None,
+                   say: Callable[[str], None] | None = None) -> dict[str, tuple[Any, Any]]:
     """``{setting: (old, new)}`` for the settings ``wanted`` changes; each new value is checked first.
 
     A bad value kept from the config file ``source`` is named as that file's setting, not as a flag.
+    ``epochs`` without ``min_steps`` means exactly those epochs (``min_steps`` becomes 0); a
+    ``min_steps`` given raises the epochs as planning does (:func:`genkit.training.planning.plan_epochs`),
+    the raise told to ``say``.
     """
     unknown = sorted(set(wanted) - set(RESUMABLE_SETTINGS))
     if unknown:
         raise UsageError(f"{unknown[0]!r} cannot be changed when resuming; what can: {', '.join(RESUMABLE_SETTINGS)}")
+    wanted = dict(wanted)
+    if "epochs" in wanted and "min_steps" not in wanted:
+        wanted["min_steps"] = 0
     current = {**asdict(config.train), "root": config.data.root}
-    changes = {k: (current[k], v) for k, v in wanted.items() if current[k] != v}
-    check_training_settings(replace(config.train, **{k: v for k, (_, v) in changes.items() if k != "root"}),
-                            source=source, given=set(wanted))
-    return changes
+    train = replace(config.train, **{k: v for k, v in wanted.items() if k != "root"})
+    check_training_settings(train, source=source, given=set(wanted))
+    if wanted.get("min_steps"):  # the epochs it asks for, from the data's index (the root as changed)
+        root = wanted.get("root", config.data.root)
+        steps = steps_per_epoch(replace(config, data=replace(config.data, root=root), train=train))
+        wanted["epochs"] = plan_epochs(train, steps, say).epochs
+    return {k: (current[k], v) for k, v in wanted.items() if current[k] != v}
 
 
 def apply_changes(config: RunConfig, changes: dict[str, tuple[Any, Any]]) -> RunConfig:

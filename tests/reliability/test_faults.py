@@ -89,7 +89,7 @@ def test_resume_takes_the_safe_options_and_refuses_the_others_by_name(tiny_run, 
     assert result.exit_code == 2
     message = one_line(result)
     assert message.startswith("error: --batch-size cannot be given with --resume")
-    assert "--epochs, --lr, --device, --data-in, --workers, --grad-clip, --root, --cache-dir" in message  # TrainSpec's order, then the root
+    assert "--epochs, --min-steps, --lr, --device, --data-in, --workers, --grad-clip, --root, --cache-dir" in message  # TrainSpec's order, then the root
     result = cli("train", "--resume", tiny_run, "--lr", "-1")
     assert result.exit_code == 2 and "learning rate -1.0 must be a positive number" in one_line(result)
 

@@ -254,3 +254,37 @@ def test_bad_vary_names_are_one_line_in_both_rest_modes(tiny_run, tmp_path, vary
 def test_an_attribute_item_naming_nothing_says_what_was_typed(tiny_run, tmp_path):
     line = error_line(invoke(["sample", "--run", str(tiny_run), "--attrs", "large,-", "--out", str(tmp_path / "x.png")]))
     assert "'-' names no attribute clearly; write NAME to switch one on and -NAME to switch it off" in line
+
+
+# --- Run.sample with a batch of conditions ------------------------------------------------------
+
+def test_a_batch_of_conditions_gives_one_sample_each_the_same_as_one_condition_at_a_time(run):
+    specs = ["shape::circle,color::red", "shape::square,large", "shape::cross,color::blue,top"]
+    rows = torch.cat([run.condition(spec) for spec in specs])  # (3, A)
+    images = run.sample(rows, seed=4)
+    assert images.shape == (3, 3, 16, 16)
+    noise = run.noise(3, 4)  # the rows as they are, at the seed's noise
+    assert torch.equal(images, run.images(rows, noise, run.resolve_options(), 4))
+    assert torch.equal(run.sample(rows.numpy(), seed=4), images)  # an array is taken as a tensor
+    twice = run.sample(rows, n=2, seed=4)  # n each, row by row
+    assert twice.shape == (6, 3, 16, 16)
+    assert torch.equal(twice, run.images(rows.repeat_interleave(2, 0), run.noise(6, 4), run.resolve_options(), 4))
+    assert run.sample(rows[0]).shape == (16, 3, 16, 16)  # one vector: 16 samples, as before
+    assert run.sample(specs[0]).shape == (16, 3, 16, 16)  # names: 16 by default
+
+
+@pytest.mark.parametrize("bad, shape", [
+    (torch.zeros(2, 5), "(2, 5)"),  # the wrong number of attributes
+    (torch.zeros(2, 3, 12), "(2, 3, 12)"),  # 3-D
+    (torch.zeros(0, 12), "(0, 12)"),  # empty
+    (torch.tensor(1.0), "()"),
+])
+def test_a_condition_tensor_of_the_wrong_shape_is_one_line_naming_the_shape_expected(run, bad, shape):
+    with pytest.raises(genkit.UsageError) as refused:
+        run.sample(bad)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"attrs is a tensor of shape {shape}; give shape (B, 12) (one row of 12 condition "
+                              "values per sample) or (12,)")
+    with pytest.raises(genkit.UsageError, match="n 0 must be a positive integer"):
+        run.sample(torch.zeros(2, 12), n=0)

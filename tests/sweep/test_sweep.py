@@ -226,3 +226,41 @@ def test_each_point_of_a_sweep_is_a_tensorboard_run_with_its_settings_and_evalua
         evaluation = EventAccumulator(str(out / f"beta-{beta}" / "evaluation_test"))
         evaluation.Reload()
         assert {"evaluation/cll", "evaluation/attribute_accuracy"} <= set(evaluation.Tags()["tensors"])
+
+
+def test_sweep_takes_every_training_setting_train_takes():
+    import typer
+
+    from genkit.config import TrainSpec, training_settings
+
+    commands = typer.main.get_command(build_app()).commands
+    flags = {name: {o for p in commands[name].params for o in getattr(p, "opts", ())} for name in ("train", "sweep")}
+    wanted = {option.flag for option in training_settings().values()}
+    assert len(wanted) == len(TrainSpec.__dataclass_fields__)
+    assert wanted <= flags["train"] and wanted <= flags["sweep"]  # --min-steps, --grad-clip, --compile included
+
+
+def test_the_sweeps_plan_raises_epochs_by_min_steps_and_says_it_once(tmp_path):
+    from genkit.sweep.plan import plan_sweep
+    from genkit.sweep.vary import parse_vary
+
+    components = {"data": "shapes", "conditioner": "tiled-onehot", "model": "cvae", "loss": "beta-elbo"}
+    notes: list[str] = []
+    plan = plan_sweep(parse_vary(["loss.beta=0.25,0.9"], components), tmp_path / "s", loss="beta-elbo",
+                      data_options={"count": 160, "seed": 3}, image_size=16, limit=64, batch_size=16, min_steps=40,
+                      grad_clip=1.0, say=notes.append)
+    assert [(c.train.epochs, c.train.min_steps, c.train.grad_clip) for c in plan.configs] == [(10, 40, 1.0)] * 2
+    assert notes == ["min_steps 40 raised the epochs from 6 to 10 (4 steps each); --epochs 6 trains exactly 6"] * 2
+
+
+def test_reuse_compares_every_setting_that_changes_a_run_and_no_other(runner, sweep):
+    out, cache = sweep
+    run = ["sweep", *TINY, "--vary", "loss.beta=0.25", "--cache-dir", str(cache), "--out", str(out)]
+    for given, held in ((["--grad-clip", "1"], "grad_clip=0.0, not the 1.0"), (["--min-steps", "2"], "min_steps=0, "
+                        "not the 2"), (["--ema", "0.5"], "ema=0.0, not the 0.5"), (["--compile"], "compile=false, "
+                        "not the true")):
+        line = error_line(runner.invoke(build_app(), [*run, *given]))
+        assert f"{out / 'beta-0.25'} holds a run with {held} asked for" in line, given
+    result = runner.invoke(build_app(), [*run, "--log-every", "3", "--workers", "1", "--checkpoint-every", "7"])
+    assert result.exit_code == 0, result.output
+    assert "reusing the finished run" in result.stderr  # where and how a run ran does not change what it computed
