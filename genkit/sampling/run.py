@@ -242,7 +242,7 @@ class Run:
         attributes not named from training vectors that agree with the named ones (a warning when
         none does, and then they are off); ``rest="off"`` switches them off; ``rest="model"`` leaves
         them to a model trained for it (:attr:`rest_modes`). ``options`` are the model's sampling
-        options (``temperature=0.7`` for the cvae).
+        options, by name (:attr:`sampling_options` lists them).
         """
         if isinstance(attrs, (str, list, tuple)):
             return self.generate(attrs, n=16 if n is None else n, seed=seed, rest=rest, **options).images
