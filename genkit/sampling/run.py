@@ -189,9 +189,9 @@ class Run:
 
     def bounded(self, max_rows: int) -> "Run":
         """A copy of this run, sharing its model, whose sampler calls put at most ``max_rows`` rows through the
-        network at once (``max_rows`` // the width the model's ``sampling_cost`` declares, at least one sample and
-        at most the loop's usual batch);
-        a model that declares no cost samples in its usual batches. A copy, so concurrent requests do not mix."""
+        network at once: ``max_rows`` // the width the model's ``sampling_cost`` declares samples a call (at
+        least one, at most the loop's usual batch); a model that declares no cost samples in its usual
+        batches. A copy, so concurrent requests do not mix."""
         bounded = copy.copy(self)
         bounded._max_rows = max_rows
         return bounded
