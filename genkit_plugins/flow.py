@@ -47,6 +47,7 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import genkit
 from genkit.plugin_api import (SOLVERS, TIME_SAMPLINGS, average_velocity_target, check_guidance_interval,
@@ -115,6 +116,8 @@ class AttentionBlock(nn.Module):
         self.norm = nn.GroupNorm(_groups(channels), channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
+        #: attention by the plain math kernel, which forward-mode differentiation (mean_flow) needs
+        self.differentiable_forwards = False
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
@@ -123,7 +126,11 @@ class AttentionBlock(nn.Module):
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, height * width).unbind(1)
         q, k, v = (t.transpose(-1, -2) for t in (q, k, v))  # (B, heads, positions, width)
         q, k = F.rms_norm(q, (q.shape[-1],)), F.rms_norm(k, (k.shape[-1],))
-        h = F.scaled_dot_product_attention(q, k, v)
+        if self.differentiable_forwards:  # the fused kernels have no forward-mode derivative (mean_flow's jvp)
+            with sdpa_kernel(SDPBackend.MATH):
+                h = F.scaled_dot_product_attention(q, k, v)
+        else:
+            h = F.scaled_dot_product_attention(q, k, v)
         return x + self.proj(h.transpose(-1, -2).reshape(b, c, height, width))
 
 
@@ -162,6 +169,9 @@ class VelocityNet(nn.Module):
         self.up_attention = nn.ModuleList(
             nn.ModuleList(AttentionBlock(c) for _ in range(k)) if level in self.attention_levels else nn.ModuleList()
             for level, (c, k) in enumerate(zip(channels[:-1], per_level)))
+        for block in self.modules():
+            if isinstance(block, AttentionBlock):
+                block.differentiable_forwards = intervals
         # where each feature is, at every level (DiT's 2-D sin-cos embedding): the stem's coordinates fade with depth
         self.positions = nn.ModuleList(nn.Conv2d(4 * POSITION_FREQUENCIES, c, 1) for c in channels) if positions else None
         for layer in self.positions or ():
@@ -510,6 +520,9 @@ class FlowModel(nn.Module):
         steps (depth 1: :meth:`invert`)."""
         self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
                                     attribute_guidance)
+        if solver == "mean":
+            raise genkit.UsageError("--solver mean jumps forwards only and cannot invert an image; invert with "
+                                    "--invert-opt solver=euler")
         start, count = _partway(depth, steps)
         x = self.to_flow(images.to(condition.device, next(self.parameters()).dtype))
         field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
@@ -566,12 +579,12 @@ class FlowModel(nn.Module):
 
 
 def _partway(depth: float, steps: int) -> tuple[float, int]:
-    """Where a partial integration starts (1 − depth) and its steps, max(1, round(steps·depth)); a one-line
-    error for a depth outside (0, 1]."""
+    """Where a partial integration starts (1 − depth) and its steps, max(1, ⌊steps·depth + ½⌋) (halves up); a
+    one-line error for a depth outside (0, 1]."""
     if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 < depth <= 1:  # NaN fails too
         raise genkit.UsageError(f"depth {genkit.shown(depth)} must be in (0, 1]: the last part of the path to "
                                 "integrate, from the image (1: all of it)")
-    return 1.0 - float(depth), max(1, round(steps * depth))
+    return 1.0 - float(depth), max(1, math.floor(steps * depth + 0.5))
 
 
 def _unit_name(unit: tuple[str, ...]) -> str:

@@ -6,8 +6,9 @@ image size: a model that predicts 0 scores about 1 + Var(x₁) ≈ 1.3 on ``shap
 [−1, 1]), one that has learned the flow scores far less, never 0 (the noise leaves each point
 of a path ambiguous). Term: ``mse`` (the same figure; genkit logs it per epoch beside ``loss``).
 
-With ``adaptive`` p > 0 each image's squared error e is weighted by sg(1 / (e + 10⁻³)^p) (MeanFlow's
-adaptive weighting, Geng et al. 2025): the loss then grows like e^(1−p), so a few images whose target
+With ``adaptive`` p > 0 each image's mean squared error e (per value, so the floor does not depend
+on the image size) is weighted by sg(1 / (e + 10⁻³)^p) (after MeanFlow's adaptive weighting, Geng et
+al. 2025, which weighs the summed error): the loss then grows like e^(1−p), so a few images whose target
 runs away (an average-velocity target is built from the network's own derivative) cannot swamp
 the update; p = 1 is MeanFlow's choice for average velocities, 0 (the default) plain flow matching.
 
