@@ -211,6 +211,17 @@ def convert(option: Option, value: Any, route: Route = SAMPLING, where: str = ""
     return value
 
 
+def check_type(option: Option, value: Any, called: str) -> None:
+    """A value already typed (a setting built in Python, not parsed from text) of ``option``'s type: a whole
+    number for ``--epochs``, not 2.5 nor true; one line naming ``called`` otherwise."""
+    kind = option.type
+    allowed = (int, float) if kind is float else (kind,)
+    if isinstance(value, allowed) and (kind is bool or not isinstance(value, bool)):
+        return
+    wanted = f"; give {option.bounds.describe()}" if option.bounds is not None else ""
+    raise UsageError(f"{called} {shown(value)} is not {TYPE_NAMES[kind]}{wanted}")
+
+
 def check_bounds(option: Option, value: Any, called: str = "") -> None:
     """A value outside ``option``'s bounds: one line naming it, the range and the default to start from."""
     bounds = option.bounds

@@ -16,7 +16,7 @@ from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec, planned_epochs, training_settings
 from genkit.data.prepare import open_source, resolve_root
 from genkit.errors import UsageError, shown
-from genkit.options import TYPE_NAMES, check_bounds
+from genkit.options import check_bounds, check_type
 from genkit.runtime.distributed import resolve_device
 from genkit.training.trial import check_pairing
 from genkit_datasets.preprocess import parse_image_size
@@ -177,23 +177,13 @@ def check_training_settings(spec: TrainSpec, source: str | Path | None = None, g
     for setting, option in training_settings().items():
         value = getattr(spec, setting)
         called = name(setting)
-        _check_type(option, value, option.label if called == option.flag and option.label else called)
+        check_type(option, value, option.label if called == option.flag and option.label else called)
         if option.bounds is not None:
             check_bounds(option, value, option.label if called == option.flag and option.label else called)
         if option.choices is not None and value not in option.choices:
             raise UsageError(f"{called} {value!r} is not known; choose one of: {', '.join(option.choices)}")
     check_seed(spec.seed, name("seed"))
     resolve_device(spec.device)
-
-
-def _check_type(option, value: Any, called: str) -> None:
-    """A setting's value of its type (a whole number for ``--epochs``, not 2.5 nor true); one line otherwise."""
-    kind = option.type
-    allowed = (int, float) if kind is float else (kind,)
-    if isinstance(value, allowed) and (kind is bool or not isinstance(value, bool)):
-        return
-    wanted = f"; give {option.bounds.describe()}" if option.bounds is not None else ""
-    raise UsageError(f"{called} {shown(value)} is not {TYPE_NAMES[kind]}{wanted}")
 
 
 def _positive(what: str, value: int) -> None:
