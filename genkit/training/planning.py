@@ -15,7 +15,7 @@ from genkit.components.loading import component_origin, registry
 from genkit.components.recipe import DEFAULT_RECIPE
 from genkit.config import ComponentSpec, DataSpec, RunConfig, TrainSpec, planned_epochs, training_settings
 from genkit.data.prepare import open_source, resolve_root
-from genkit.errors import UsageError, shown
+from genkit.errors import UsageError
 from genkit.options import check_bounds, check_type
 from genkit.runtime.distributed import resolve_device
 from genkit.training.trial import check_pairing
