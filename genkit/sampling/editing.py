@@ -14,8 +14,8 @@ code is found is the model's capability (:mod:`genkit.sampling.capabilities`), n
   ``partial_invert`` may stop part of the way (``depth`` below 1): the code is then the sampler's
   state at time 1 − depth, ``invert_partway(x, y, depth)``, and the edit ``sample_partway(code, y',
   depth)``, so what the path settles before 1 − depth (layout, background) is kept. The inversion may
-  take sampling options of its own (``invert_options``: a guided sampler may invert more exactly
-  unguided).
+  take sampling options of its own (``invert_options``: a sampler with classifier-free guidance may
+  invert more exactly without it).
 
 What the model draws from the code is the *drawing*; the reconstruction is the drawing under the
 image's own attributes. How an edit is made from drawings is the edit *mode*:
