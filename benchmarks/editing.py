@@ -1,7 +1,7 @@
 """Editing on ``shapes``: the edit metrics under each way of finding the code and each edit mode and depth,
 the held-out table, the figure, and how long ``genkit edit`` takes from a cold process.
 
-    python benchmarks/editing.py codes RUN                       # edit metrics: μ carried / μ kept / z ~ q
+    python benchmarks/editing.py codes RUN [--edit-mode redraw]  # edit metrics: μ carried / μ kept / z ~ q
     python benchmarks/editing.py modes RUN [--depths 1,0.5,0.3] [--invert-opt guidance=1]  # per mode and depth
     python benchmarks/editing.py heldout LABEL=RUN ...           # seen vs held-out conformity, per run
     python benchmarks/editing.py figure --out docs/images/edits.png [--edit-mode redraw] RUN
@@ -46,7 +46,7 @@ FIGURE_ROWS = (0, 1, 2, 3, 4)
 FIGURE_CHANGES = ("color::blue", "shape::triangle", "large", "outline")
 
 
-def codes(run_dir: Path) -> None:
+def codes(run_dir: Path, edit_mode: str = editing.DEFAULT_EDIT_MODE) -> None:
     run = genkit.load_run(run_dir, device="cpu")
     info = open_run_data(run)
     dataset = CachedImageDataset(info.path, "test", in_memory=True)
@@ -69,7 +69,7 @@ def codes(run_dir: Path) -> None:
     for label, (carry, encoder) in variants.items():
         editing.carry_through_prior, editing.Editor.encode = carry, encoder
         try:
-            m = edit_metrics(run, dataset, classifier, seed=4)
+            m = edit_metrics(run, dataset, classifier, seed=4, edit_mode=edit_mode)
         finally:
             editing.carry_through_prior, editing.Editor.encode = carried, encode
         print(f"| {label} | {m['edit_success']:.4f} | {m['edit_preservation']:.4f} | {m['edit_psnr']:.2f} | "
@@ -92,15 +92,16 @@ def modes(run_dir: Path, edit_modes: list[str], depths: list[str], invert_pairs:
     shown = ", ".join(f"{k}={v}" for k, v in inverting.items()) or "-"
     print(f"run {run_dir} ({run.config.model.name}); classifier accuracy on real test images: "
           f"{_classifier_accuracy(classifier, dataset, run):.4f}")
-    print("| mode | depth | inversion options | edit_success | edit_preservation | edit_psnr | reconstruction psnr | "
-          "edit_cycle_psnr | seconds |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| mode | depth | inversion options | edit_success | edit_preservation | edit_clean | edit_psnr | "
+          "reconstruction psnr | edit_cycle_psnr | seconds |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for setting in settings:
         started = time.perf_counter()
         m = edit_metrics(run, dataset, classifier, seed=derived_seed(0, 4), images=images, **setting)  # evaluate's
         setup = m["edit_setup"]
         print(f"| {setup['mode']} | {setup['depth']:g} | {shown} | {m['edit_success']:.4f} | "
-              f"{m['edit_preservation']:.4f} | {m['edit_psnr']:.2f} | {setup['reconstruction_psnr']:.2f} | "
+              f"{m['edit_preservation']:.4f} | {m['edit_clean']:.4f} | {m['edit_psnr']:.2f} | "
+              f"{setup['reconstruction_psnr']:.2f} | "
               f"{m['edit_cycle_psnr']:.2f} | {time.perf_counter() - started:.0f} |", flush=True)
 
 
@@ -185,7 +186,9 @@ def startup(run_dir: Path, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("codes").add_argument("run", type=Path)
+    by_code = sub.add_parser("codes")
+    by_code.add_argument("run", type=Path)
+    by_code.add_argument("--edit-mode", default=editing.DEFAULT_EDIT_MODE, choices=editing.EDIT_MODES)
     by_mode = sub.add_parser("modes")
     by_mode.add_argument("run", type=Path)
     by_mode.add_argument("--modes", default="redraw,residual", help="edit modes, comma-separated")
@@ -203,7 +206,7 @@ def main() -> None:
     start.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     if args.command == "codes":
-        codes(args.run)
+        codes(args.run, args.edit_mode)
     elif args.command == "modes":
         try:
             modes(args.run, args.modes.split(","), args.depths.split(","), args.invert_opt, args.images)

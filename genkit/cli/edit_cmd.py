@@ -53,9 +53,9 @@ def edit(
 
     The image is encoded with its own attributes and drawn again with the changed ones (the
     posterior mean for a model with an encoder; the inverted sampler's noise otherwise, drawn
-    with its sampling options, given as flags). By default (--edit-mode residual) the edit is the
-    image plus the difference the change makes to that drawing, so what the change does not touch
-    stays as it was. See docs/editing.md.
+    with its sampling options, given as flags). With --edit-mode residual the edit is the image
+    plus the difference the change makes to that drawing, so what the change does not touch stays
+    as it was. See docs/editing.md.
     """
     from genkit.cli.sampling_flags import given_invert_options, given_options
     from genkit.errors import UsageError

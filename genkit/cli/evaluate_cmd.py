@@ -149,6 +149,7 @@ def counterfactual_rows(result: dict, number) -> list[tuple[str, str]]:
         ("edit mode", how),
         ("edit success (changed attribute read as asked)", number(result.get("edit_success"), ".4f")),
         ("edit preservation (other attributes kept)", number(result.get("edit_preservation"), ".4f")),
+        ("edit clean (both, in the same edit)", number(result.get("edit_clean"), ".4f")),
         ("edit psnr (the edit that changes nothing, dB)", number(result.get("edit_psnr"), ".2f")),
         ("reconstruction psnr (the model's drawing, dB)", number(setup.get("reconstruction_psnr"), ".2f")),
         ("edit cycle psnr (edited and back, dB)", number(result.get("edit_cycle_psnr"), ".2f")),

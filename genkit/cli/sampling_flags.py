@@ -17,15 +17,16 @@ from typer.core import TyperCommand
 from genkit.errors import UsageError, shown
 from genkit.options import BOOL_WORDS
 from genkit.sampling.capabilities import SamplingOption
+from genkit.sampling.editing import DEFAULT_EDIT_MODE
 
 #: let the model's flags through the parser, to :func:`given_options`
 CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 SAMPLE_OPT = typer.Option(None, "--sample-opt", help="A sampling option of the run's model, KEY=VALUE (repeatable); "
                                                      "its own flags are listed at the end of --help with a --run.")
 #: how an edit is made (genkit.sampling.editing): ``genkit edit`` and ``genkit evaluate`` take the same three
-EDIT_MODE = typer.Option("residual", "--edit-mode", metavar="residual|redraw",
-                         help="residual: the image plus what the change alters in the model's drawing (untouched "
-                              "pixels stay); redraw: the model's drawing under the new attributes.")
+EDIT_MODE = typer.Option(DEFAULT_EDIT_MODE, "--edit-mode", metavar="redraw|residual",
+                         help="redraw: the model's drawing under the new attributes; residual: the image plus what "
+                              "the change alters in that drawing (untouched pixels stay).")
 EDIT_DEPTH = typer.Option(None, "--edit-depth", metavar="D",
                           help="Part of the path to invert, in (0, 1], for a model that inverts part of the way "
                                "(partial_invert; default 1, the whole way).")

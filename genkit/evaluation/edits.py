@@ -10,6 +10,8 @@ image has more, as CUB's 511 would). The run's attribute classifier judges:
   asked (a swap: the new value on and the old one off);
 * ``edit_preservation``: the fraction of edits in which every other attribute is read as the
   classifier reads it on the input image;
+* ``edit_clean``: the fraction of edits that do both, what was asked and nothing else (an edit that
+  changes nothing preserves everything, so preservation alone rewards edits that fail);
 * ``edit_psnr``: the PSNR (dB, pixels in [0, 1], per image, averaged) of the edit that changes
   nothing against the input: the reconstruction under ``redraw``, the input itself (so
   :data:`MAX_PSNR`, by construction) under ``residual``; ``edit_setup.reconstruction_psnr`` is the
@@ -44,7 +46,7 @@ EDIT_IMAGES = 256
 MAX_CHANGES_PER_IMAGE = 16
 #: PSNR of a perfect copy is infinite; a mean needs a finite ceiling
 MAX_PSNR = 100.0
-KEYS = ("edit_success", "edit_preservation", "edit_psnr", "edit_cycle_psnr")
+KEYS = ("edit_success", "edit_preservation", "edit_clean", "edit_psnr", "edit_cycle_psnr")
 PER_ATTRIBUTE = ("per_attribute_edit_success", "per_attribute_edit_preservation", "per_attribute_edit_cycle_psnr")
 
 
@@ -136,6 +138,7 @@ def edit_metrics(run: Run, dataset: CachedImageDataset, classifier, seed: int, e
     return {
         "edit_success": _mean(success),
         "edit_preservation": _mean(preserved),
+        "edit_clean": _mean(success & preserved),
         "edit_psnr": float(unchanged_psnr.mean()),
         "edit_cycle_psnr": _mean(cycle),
         "per_attribute_edit_success": per_success,

@@ -14,16 +14,21 @@ code is found is the model's capability (:mod:`genkit.sampling.capabilities`), n
   ``partial_invert`` may stop part of the way (``depth`` below 1): the code is then the sampler's
   state at time 1 − depth, ``invert_partway(x, y, depth)``, and the edit ``sample_partway(code, y',
   depth)``, so what the path settles before 1 − depth (layout, background) is kept. The inversion may
-  take sampling options of its own (``invert_options``: a guided sampler may invert more exactly
-  unguided).
+  take sampling options of its own (``invert_options``: a sampler with classifier-free guidance may
+  invert more exactly without it).
 
 What the model draws from the code is the *drawing*; the reconstruction is the drawing under the
 image's own attributes. How an edit is made from drawings is the edit *mode*:
 
-* ``residual`` (the default): x + (drawing under y' − drawing under y), clamped to [0, 1]. The
+* ``redraw`` (the default): the drawing under y' itself (the edit that changes nothing is the
+  reconstruction).
+* ``residual``: x + (drawing under y' − drawing under y), clamped to [0, 1]. The
   model's error in drawing x cancels, so the edit that changes nothing is x exactly, and a pixel
   the change does not move stays x (a background the model draws flat stays as it was).
-* ``redraw``: the drawing under y' itself (the edit that changes nothing is the reconstruction).
+
+``redraw`` is the default because its edits do what was asked and nothing else more often (the
+``edit_clean`` of :mod:`genkit.evaluation.edits`, measured in docs/editing.md): ``residual`` keeps
+more, but where a change moves a shape the image's old one shows through.
 
 Changes are written as ``--attrs`` is
 (:func:`genkit.sampling.attributes.parse_attrs`): ``NAME`` on, ``-NAME`` off; a value of an exclusive family
@@ -51,7 +56,7 @@ EDIT_BATCH = 256
 MAX_IMAGE_PIXELS = 8192 * 8192
 METHODS = ("posterior", "invert")
 #: how an edit is made from the model's drawings (see the module docstring); the first is the default
-EDIT_MODES = ("residual", "redraw")
+EDIT_MODES = ("redraw", "residual")
 DEFAULT_EDIT_MODE = EDIT_MODES[0]
 
 

@@ -281,7 +281,7 @@ class Run:
                invert_options: Mapping[str, Any] | None = None) -> editing.Editor:
         """An :class:`genkit.sampling.editing.Editor` of real images with the model's sampling ``options``.
 
-        ``edit_mode`` is residual or redraw; ``edit_depth`` the part of the path a model with
+        ``edit_mode`` is redraw or residual; ``edit_depth`` the part of the path a model with
         ``partial_invert`` inverts (1, the whole way, when None); ``invert_options`` sampling options
         of the inversion only, over ``options``. Checked in that order, after a model that can neither
         encode nor invert its sampler has said so, each refusal one line.

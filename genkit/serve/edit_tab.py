@@ -1,5 +1,5 @@
 """The edit tab of ``genkit serve``: pick a test image or upload one, toggle attributes, see
-original | reconstruction | edit, the edit made in the mode a radio chooses (residual or redraw).
+original | reconstruction | edit, the edit made in the mode a radio chooses (redraw or residual).
 
 The logic lives in :class:`EditTab`, testable without a browser; :func:`build_edit_tab` lays it
 out with Gradio inside the run's panel. Edits are :mod:`genkit.sampling.editing`'s, the same as
@@ -186,7 +186,7 @@ class EditTab:
     # -- the edit ----------------------------------------------------------------------------
     def view(self, picked: Picked | None, values: Sequence[Any], mode: str = DEFAULT_EDIT_MODE) -> EditView:
         """original | reconstruction | edit of the picked image, the edit's attributes taken from the controls and
-        made in ``mode`` (residual or redraw)."""
+        made in ``mode`` (redraw or residual)."""
         if picked is None:
             raise UsageError("pick a test image or upload one first")
         editor = self.editors[check_edit_mode(mode, "edit mode")]
@@ -349,8 +349,8 @@ def _layout(gr, tab: EditTab, index: int) -> None:
             inputs.append(gr.CheckboxGroup(controls.flags, value=[], label="attributes",
                                            elem_id=f"edit-flags-{index}", visible=bool(controls.flags)))
             mode = gr.Radio(list(EDIT_MODES), value=DEFAULT_EDIT_MODE, label="edit mode",
-                            info="residual: the image plus what the change alters (the rest stays); "
-                                 "redraw: the model's drawing under the new attributes",
+                            info="redraw: the model's drawing under the new attributes; residual: the image "
+                                 "plus what the change alters (the rest stays)",
                             elem_id=f"edit-mode-{index}")
     status = gr.Markdown("", elem_id=f"edit-status-{index}")
     attributes = gr.Markdown("", elem_id=f"edit-attributes-{index}")

@@ -668,7 +668,7 @@ def test_reconstruct_and_edit_a_flow_run_through_its_inverted_sampler(flow_run, 
                           atol=1e-6)
     result = invoke(["edit", "--run", flow_run, "--index", "0-1", "--set", "color::blue", "--sampling-steps", "4",
                      "--edit-depth", "0.5", "--invert-opt", "guidance=1", "--out", out])
-    assert result.exit_code == 0 and "(residual, depth 0.5 edits)" in " ".join(result.stderr.split())
+    assert result.exit_code == 0 and "(redraw, depth 0.5 edits)" in " ".join(result.stderr.split())
     line = error_line(invoke(["edit", "--run", flow_run, "--index", "0", "--set", "large", "--invert-opt",
                               "guidance=99", "--out", tmp_path / "bad.png"]))
     assert "--invert-opt: --guidance 99 is outside [0, 50]" in line and not (tmp_path / "bad.png").exists()

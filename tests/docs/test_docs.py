@@ -129,8 +129,8 @@ def test_hook_examples_run_together(hook_examples, tmp_path):
     assert flow.loss.name == "velocity-mse" and flow.train.ema == 0.99
     genkit.train(flow, out_dir=tmp_path / "flow", cache_dir=tmp_path / "cache")
     flow_run = genkit.load_run(tmp_path / "flow", device="cpu")
-    assert flow_run.capabilities == {"posterior": False, "invert": True, "log_likelihood": False,
-                                     "partial_conditions": False}
+    assert flow_run.capabilities == {"posterior": False, "invert": True, "partial_invert": True,
+                                     "log_likelihood": False, "partial_conditions": False}
     assert flow_run.sample("bright", n=2, steps=3, guidance_from=0.5).shape == (2, 3, 8, 8)
     with pytest.raises(genkit.UsageError, match="'ModelOutput' object has no attribute 'predicted'"):
         genkit.plan_run("linear-cvae", "greys", "tiled-onehot", "velocity-mse", image_size=8)

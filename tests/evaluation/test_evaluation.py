@@ -220,6 +220,9 @@ def test_the_edit_metrics_are_made_in_the_mode_asked_and_record_it(runner, run, 
             "evaluate", "--run", str(run), "--samples", "2", "--limit", "8", "--edit-mode", mode, "--cache-dir",
             str(cache)]).stdout.replace("│", "|").split())
     residual, redraw = figures["residual"], figures["redraw"]
+    for m in figures.values():  # clean: the edits that do what was asked and nothing else
+        assert m["edit_success"] + m["edit_preservation"] - 1 <= m["edit_clean"] <= min(m["edit_success"],
+                                                                                        m["edit_preservation"])
     # the edit that changes nothing: the image itself under residual, the model's drawing under redraw
     assert residual["edit_psnr"] == MAX_PSNR and redraw["edit_psnr"] == redraw["edit_setup"]["reconstruction_psnr"]
     assert residual["edit_setup"]["reconstruction_psnr"] == redraw["edit_setup"]["reconstruction_psnr"] < 40

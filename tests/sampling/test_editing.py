@@ -1,5 +1,5 @@
 """Editing real images: ``Run.edit``, ``genkit edit``, both capabilities (posterior, invert), partial inversion,
-both edit modes (residual, redraw), and bad input."""
+both edit modes (redraw, the default, and residual), and bad input."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_bad_changes_are_refused_by_name(spec, message):
 
 def test_a_redraw_edit_of_a_dataset_item_is_decode_of_encode_with_the_changed_vector(run, test_split):
     images, labels = test_split.read_uint8(range(4))
-    edits = run.edit(images, labels, set=["color::blue", "large"], edit_mode="redraw")
+    edits = run.edit(images, labels, set=["color::blue", "large"])  # redraw, the default
     x, model = images.float() / 255, run.model
     with torch.no_grad():
         mu, _ = model.encode(x, labels)
@@ -108,7 +108,7 @@ def test_a_redraw_edit_of_a_dataset_item_is_decode_of_encode_with_the_changed_ve
 
 def test_a_residual_edit_is_the_image_plus_what_the_change_alters_in_the_drawing(run, test_split):
     images, labels = test_split.read_uint8(range(4))
-    residual = run.edit(images, labels, set=["large", "color::blue"])  # the default mode
+    residual = run.edit(images, labels, set=["large", "color::blue"], edit_mode="residual")
     redraw = run.edit(images, labels, set=["large", "color::blue"], edit_mode="redraw")
     x = images.float() / 255
     assert residual.mode == "residual" and torch.equal(residual.reconstruction, redraw.reconstruction)
@@ -258,14 +258,15 @@ def test_a_residual_edit_keeps_every_pixel_the_change_does_not_touch(toy_models,
     images, labels = test_split.read_uint8(range(3))
     x = images.float() / 255
     large = NAMES.index("large")  # the toy's attribute 8 shifts row 8 of the image only
-    residual = run.edit(images, labels, set="-large" if labels[0, large] else "large")
+    residual = run.edit(images, labels, set="-large" if labels[0, large] else "large", edit_mode="residual")
     redraw = run.edit(images, labels, set="-large" if labels[0, large] else "large", edit_mode="redraw")
     others = [r for r in range(16) if r != large]
     assert torch.equal(residual.edited[0][:, :, others], x[:, :, others])  # untouched rows: the image, exactly
     assert not torch.equal(residual.edited[0][:, :, large], x[:, :, large])  # the row the change moves
     assert not torch.allclose(redraw.edited[0][:, :, others], x[:, :, others], atol=1e-3)  # redraw loses detail
     assert not torch.allclose(residual.reconstruction, x, atol=1e-3)
-    nothing = run.edit(images, labels, set=[n for n, v in zip(NAMES, labels[0]) if v and n.startswith("shape::")][0])
+    nothing = run.edit(images, labels, set=[n for n, v in zip(NAMES, labels[0]) if v and n.startswith("shape::")][0],
+                       edit_mode="residual")
     assert torch.equal(nothing.edited[0][0], x[0])  # image 0 already has its shape: the edit is the image
 
 
@@ -286,7 +287,7 @@ def test_a_model_that_inverts_part_of_the_way_edits_from_there(toy_models, test_
     assert run.model.calls == [] and whole.depth == 1.0
     inverted = run.edit(images, labels, set="outline", edit_depth=0.5, invert_options={"scale": "0.3"}, scale=0.25)
     assert ("invert_partway", 0.5, 0.3) in run.model.calls and ("sample_partway", 0.5, 0.25) in run.model.calls
-    assert inverted.mode == "residual"
+    assert inverted.mode == "redraw"  # the default
 
 
 @pytest.mark.parametrize("depth, message", [
@@ -466,8 +467,8 @@ def test_genkit_edit_in_each_mode_and_depth_from_the_command_line(toy_models, te
     run = toy_run("toy-partway-flow", tmp_path)
     folder = saved(run, tmp_path / "run")
     images, labels = test_split.read_uint8([3])  # the toy runs' data is the tiny run's
-    for args, mode, depth in ((["--edit-mode", "redraw"], "redraw", None),
-                              (["--edit-depth", "0.5", "--invert-opt", "scale=0.3"], "residual", 0.5)):
+    for args, mode, depth in ((["--edit-mode", "residual"], "residual", None),
+                              (["--edit-depth", "0.5", "--invert-opt", "scale=0.3"], "redraw", 0.5)):
         out = tmp_path / f"{mode}.png"
         result = invoke(["edit", "--run", folder, "--index", "3", "--set", "outline", "--out", out, *args])
         assert result.exit_code == 0, result.output

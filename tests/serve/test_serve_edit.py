@@ -69,14 +69,15 @@ def test_the_edit_mode_chooses_residual_or_redraw_edits_and_the_command_says_whi
     original, reconstruction, unchanged = cells(tab.view(picked, values, "residual"))
     assert np.array_equal(unchanged, original) and not np.array_equal(reconstruction, original)
     assert np.array_equal(cells(tab.view(picked, values, "redraw"))[2], reconstruction)
-    assert "the edit that changes nothing is the image itself" in tab.view(picked, values).command  # the default
+    assert "the edit that changes nothing is the reconstruction" in tab.view(picked, values).command  # the default
+    assert "the edit that changes nothing is the image itself" in tab.view(picked, values, "residual").command
     values[1] = "color::blue" if values[1] != "color::blue" else "color::green"
     for mode in ("residual", "redraw"):
         view = tab.view(picked, values, mode)
         expected = tab.run.edit(images, labels, set=values[1], edit_mode=mode).edited[0][0]
         got = torch.from_numpy(cells(view)[2]).permute(2, 0, 1)
         assert (got.int() - expected.mul(255).add(0.5).clamp(0, 255).int()).abs().max() <= 1
-        assert view.command.endswith(values[1] + ("" if mode == "residual" else " --edit-mode redraw"))
+        assert view.command.endswith(values[1] + ("" if mode == "redraw" else " --edit-mode residual"))
     with pytest.raises(genkit.UsageError, match="edit mode 'sideways' is not known; choose residual"):
         tab.view(picked, values, "sideways")
 
@@ -88,15 +89,15 @@ def test_the_tab_offers_the_mode_as_a_radio_wired_to_the_edit(tab, tiny_run):
 
     demo = build_page([RunPage(tab.run, tiny_run.name)])
     radio = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "edit-mode-0")
-    assert isinstance(radio, gr.Radio) and radio.value == "residual"
-    assert [value for _, value in radio.choices] == ["residual", "redraw"]
+    assert isinstance(radio, gr.Radio) and radio.value == "redraw"
+    assert [value for _, value in radio.choices] == ["redraw", "residual"]
     toggle = next(f for f in demo.fns.values() if f.fn.__name__ == "on_toggle")
     assert radio in toggle.inputs and (radio._id, "input") in [tuple(t) for t in toggle.targets]  # a click redraws
     picked = tab.pick(2)
     values = tab.values(picked.vector)
     values[2] = ["top"] if "top" not in values[2] else []
-    status, html, command = toggle.fn(picked, "redraw", *values)
-    assert status == "" and html.count("<img") == 3 and command.endswith("--edit-mode redraw")
+    status, html, command = toggle.fn(picked, "residual", *values)
+    assert status == "" and html.count("<img") == 3 and command.endswith("--edit-mode residual")
 
 
 def test_thumbnails_are_paged_and_rows_outside_the_split_refused(tab):
@@ -198,12 +199,12 @@ def test_the_edit_tab_in_headless_chromium(server, tmp_path):
         thumbs[3].click()
         first = wait.until(lambda _: (found := images()) and len(found) == 3 and found)
         assert all(src.startswith("data:image/png;base64,") for src in first) and status() == ""
-        assert first[0] == first[2]  # nothing changed yet: the (residual) edit is the image itself
+        assert first[1] == first[2]  # nothing changed yet: the (redraw) edit is the reconstruction
         mode = browser.find_element(By.ID, "edit-mode-0")
-        mode.find_element(By.XPATH, ".//label[normalize-space()='redraw']").click()
-        wait.until(lambda _: (found := images()) and found[2] == found[1])  # redraw: the reconstruction
         mode.find_element(By.XPATH, ".//label[normalize-space()='residual']").click()
-        wait.until(lambda _: (found := images()) and found[2] == found[0])
+        wait.until(lambda _: (found := images()) and found[2] == found[0])  # residual: the image itself
+        mode.find_element(By.XPATH, ".//label[normalize-space()='redraw']").click()
+        wait.until(lambda _: (found := images()) and found[2] == found[1])
         assert "test image 3:" in browser.find_element(By.ID, "edit-attributes-0").text
 
         # toggle an attribute: the edit changes, the original and the reconstruction do not

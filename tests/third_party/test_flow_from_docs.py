@@ -79,6 +79,7 @@ def test_what_it_samples_is_the_plugin_apis_guided_field_integrated(flow_run):
 
 def test_its_inversion_gives_it_reconstruct_and_edit(flow_run, tmp_path):
     assert genkit.load_run(flow_run, device="cpu").capabilities == {"posterior": False, "invert": True,
+                                                                    "partial_invert": True,
                                                                     "log_likelihood": False,
                                                                     "partial_conditions": False}
     for command in (["edit", "--index", "0-1", "--set", "color::blue"], ["reconstruct", "--n", "2"]):
@@ -86,3 +87,24 @@ def test_its_inversion_gives_it_reconstruct_and_edit(flow_run, tmp_path):
         code, output = cli(command[0], "--run", str(flow_run), *command[1:], "--sampling-steps", "4",
                            "--guidance", "1.5", "--guidance-from", "0.5", "--out", str(out))
         assert code == 0 and out.is_file(), output
+
+
+def test_its_partway_pair_round_trips_and_gives_it_edits_part_of_the_way(flow_run, tmp_path):
+    run = genkit.load_run(flow_run, device="cpu")
+    model = run.model
+    condition = run.condition("shape::circle", 2)
+    images = run.sample(condition[0], n=2, seed=3, steps=40)
+    vector = model.conditioner.vector(condition)
+    null = model.conditioner.vector(model.conditioner.null_condition(2))
+    field = guided_field(model.velocity, [vector], [2.0], null)
+    latent = model.invert_partway(images, condition, 0.4, steps=40)
+    assert torch.equal(latent, integrate(field, images, 16, start=0.6, backwards=True))  # round(40·0.4) steps
+    back = model.sample_partway(latent, condition, 0.4, steps=40)
+    assert torch.equal(back, integrate(field, latent, 16, start=0.6).clamp(0, 1))
+    assert (back - images).abs().max() < 0.02  # back near the image (Euler's steps: not exactly)
+    noise = run.noise(2, 4)
+    assert torch.equal(model.sample_partway(noise, condition, 1.0), model.sample(condition, noise))
+    out = tmp_path / "partway.png"
+    code, output = cli("edit", "--run", str(flow_run), "--index", "0", "--set", "color::blue", "--edit-depth", "0.5",
+                       "--invert-opt", "guidance=1", "--out", str(out))
+    assert code == 0 and out.is_file() and "(redraw, depth 0.5 edits)" in output, output
