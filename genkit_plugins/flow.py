@@ -20,7 +20,7 @@ batch; with a guidance interval (Kynkäänniemi et al. 2024) it applies only for
 :meth:`FlowModel.invert` runs the same solver backwards, from images to the noise that
 ``sample`` maps back to them (exactly only as the steps get small). :meth:`FlowModel.invert_partway`
 and :meth:`FlowModel.sample_partway` (the ``partial_invert`` capability) do the same over only the
-last ``depth`` of the path, from t = 1 − depth, in max(1, round(steps·depth)) of the steps: an edit
+last ``depth`` of the path, from t = 1 − depth, in max(1, ⌊steps·depth + ½⌋) of the steps: an edit
 from there keeps what the path settles before 1 − depth. ``invert`` and ``sample`` are them at depth 1.
 
 The path, its preconditioning, guidance and the solvers are ``genkit.plugin_api``'s, used as a
@@ -500,7 +500,7 @@ class FlowModel(nn.Module):
                        guidance_until: float = 1.0, guidance_mode: Literal["joint", "composed"] = "joint",
                        attribute_guidance: str = "") -> torch.Tensor:
         """Images in [0, 1] from ``latent``, the path's point at time 1 − ``depth``: the flow integrated over
-        the last ``depth`` of the path only, in max(1, round(steps·depth)) steps (depth 1: :meth:`sample`)."""
+        the last ``depth`` of the path only, in max(1, ⌊steps·depth + ½⌋) steps (depth 1: :meth:`sample`)."""
         self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
                                     attribute_guidance)
         start, count = _partway(depth, steps)
