@@ -140,7 +140,8 @@ def file_image(run: Run, path: Path, from_attrs: str | None, classifier_name: st
 
     from genkit.errors import UsageError
     from genkit.evaluation.classifier import run_classifier
-    from genkit.sampling.editing import apply_change, names_on, parse_change, read_attributes, read_image
+    from genkit.sampling.edit_images import read_attributes, read_image
+    from genkit.sampling.editing import apply_change, names_on, parse_change
 
     names, groups = run.attribute_names, run.exclusive_groups
     correction = parse_change(from_attrs, names, groups, flag="--from") if from_attrs is not None else None

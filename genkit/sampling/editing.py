@@ -39,10 +39,8 @@ exactly as training feeds them to the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from genkit.errors import UsageError, shown
@@ -53,7 +51,6 @@ from genkit.sampling.draw import sample_images
 #: images encoded and decoded at once
 EDIT_BATCH = 256
 #: the most pixels an image file may have (a 8192x8192 image): bigger ones are refused before decoding
-MAX_IMAGE_PIXELS = 8192 * 8192
 METHODS = ("posterior", "invert")
 #: how an edit is made from the model's drawings (see the module docstring); the first is the default
 EDIT_MODES = ("redraw", "residual")
@@ -329,7 +326,7 @@ def _as_batch(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor
         images = images.unsqueeze(0)
     if images.ndim != 4 or tuple(images.shape[1:]) != shape:
         raise UsageError(f"images of shape {tuple(images.shape)} do not fit the run's {shape[1]}x{shape[2]} RGB "
-                         f"images; pass a (B, {shape[0]}, {shape[1]}, {shape[2]}) tensor (genkit.sampling.editing.read_image "
+                         f"images; pass a (B, {shape[0]}, {shape[1]}, {shape[2]}) tensor (genkit.sampling.edit_images.read_image "
                          "brings an image file to size)")
     if len(images) == 0:
         raise UsageError("no images given; pass at least one")
@@ -346,89 +343,6 @@ def _as_vectors(attributes, count: int, names: Sequence[str], groups: Sequence[s
     request = parse_attrs(attributes, names, groups)
     vector = torch.tensor([[1.0 if name in request.on else 0.0 for name in names]])
     return vector.expand(count, -1).clone()
-
-
-# --- images from files --------------------------------------------------------------------------
-
-def read_image(source: str | Path | bytes, size: tuple[int, int], what: str | None = None,
-               max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
-    """An image file (a path, or its bytes) as uint8 (3, H, W) at ``size``, the way the datasets read files.
-
-    Decoded by Pillow only, after its header says it has at most ``max_pixels`` pixels; every
-    mode genkit reads is converted faithfully (16-bit, palette, CMYK, transparency) by the same
-    centre crop and resize as the dataset readers (:func:`genkit.plugin_api.center_crop_resize`);
-    anything else is a one-line :class:`UsageError` naming the file and why.
-    """
-    import io
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    from genkit_datasets.preprocess import IMAGE_FORMATS, center_crop_resize
-
-    if isinstance(source, (bytes, bytearray)):
-        what = what or "the image"
-        if not source:
-            raise UsageError(f"{what} is empty (0 bytes); choose an image file")
-        stream: Any = io.BytesIO(source)
-    else:
-        path = Path(source)
-        what = what or f"--image {path}"
-        if not path.exists():
-            raise UsageError(f"{what} does not exist; give the path of an image file")
-        if path.is_dir():
-            raise UsageError(f"{what} is a folder; give the path of an image file")
-        if path.stat().st_size == 0:
-            raise UsageError(f"{what} is empty (0 bytes); give an image file")
-        stream = path
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream, formats=IMAGE_FORMATS) as image:
-                width, height = image.size
-                if width * height > max_pixels or width < 1 or height < 1:
-                    raise UsageError(f"{what} is {width}x{height} pixels, more than the {_megapixels(max_pixels)} "
-                                     "genkit decodes; scale it down first")
-                image.load()
-                pixels = center_crop_resize(image, tuple(size))
-    except UsageError:
-        raise
-    except UnidentifiedImageError:
-        raise UsageError(f"{what} is not an image genkit reads; give a {', '.join(IMAGE_FORMATS[:-1])} or "
-                         f"{IMAGE_FORMATS[-1]} file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UsageError(f"{what} declares more pixels than genkit decodes ({_megapixels(max_pixels)}); it may be a "
-                         "decompression bomb: scale it down first") from None
-    except ValueError as exc:  # a mode that cannot be converted faithfully: named by to_rgb
-        raise UsageError(f"{what}: {exc}") from None
-    except (OSError, SyntaxError, EOFError) as exc:
-        raise UsageError(f"{what} cannot be decoded ({exc}); it may be truncated or damaged") from None
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
-
-
-def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.0f} megapixels"
-
-
-# --- attributes of an image from the classifier ---------------------------------------------------
-
-@torch.no_grad()
-def read_attributes(classifier: torch.nn.Module, images: torch.Tensor, names: Sequence[str],
-                    exclusive_groups: Sequence[str] = ()) -> torch.Tensor:
-    """The classifier's reading of ``images`` as 0/1 vectors (B, A): an attribute is on where its logit is
-    positive, and each exclusive family gets exactly its most likely value."""
-    device = next(classifier.parameters()).device
-    batch = images.to(device)
-    batch = batch.float().div(255) if batch.dtype == torch.uint8 else batch.float()
-    logits = classifier(batch).float().cpu()
-    vectors = (logits > 0).float()
-    for group in exclusive_groups:
-        columns = [i for i, name in enumerate(names) if name.startswith(f"{group}::")]
-        if columns:
-            best = logits[:, columns].argmax(dim=1)
-            vectors[:, columns] = 0
-            vectors[torch.arange(len(vectors)), torch.tensor(columns)[best]] = 1
-    return vectors
 
 
 def names_on(vector: torch.Tensor, names: Sequence[str]) -> list[str]:

@@ -116,7 +116,7 @@ class EditTab:
     def upload(self, name: Any, size: Any, data: Any) -> Picked:
         """An uploaded file (a ``data:`` URL the browser read), bounded, decoded by Pillow, read by the classifier."""
         from genkit.evaluation.classifier import run_classifier
-        from genkit.sampling.editing import read_attributes, read_image
+        from genkit.sampling.edit_images import read_attributes, read_image
 
         label = f"uploaded file {shown(str(name or 'image'))}"
         declared = size if isinstance(size, int) and not isinstance(size, bool) else None

@@ -17,7 +17,8 @@ from PIL import Image
 import genkit
 from conftest import error_line, invoke
 from genkit.components.build import build_components
-from genkit.sampling.editing import apply_change, parse_change, read_image, single_changes
+from genkit.sampling.edit_images import read_image
+from genkit.sampling.editing import apply_change, parse_change, single_changes
 from genkit.sampling.run import Run
 from genkit.sampling.attributes import AttributeRequest
 from genkit.store.weights import loss_has_state, save_weights
