@@ -1,16 +1,14 @@
 """The edit tab of ``genkit serve``: pick a test image or upload one, toggle attributes, see
 original | reconstruction | edit, the edit made in the mode a radio chooses (redraw or residual).
 
-The logic lives in :class:`EditTab`, testable without a browser; :func:`build_edit_tab` lays it
-out with Gradio inside the run's panel. Edits are :mod:`genkit.sampling.editing`'s, the same as
-``genkit edit``, and every view shows the ``genkit edit`` line that makes it.
+The logic lives in :class:`EditTab`, testable without a browser; :func:`build_edit_tab` lays it out with
+Gradio inside the run's panel. Edits are ``genkit edit``'s, and every view shows the line that makes it.
 
 Uploads never reach Gradio's upload or file routes (``serve_app`` closes them): the browser reads
 the chosen file, refuses one over :data:`MAX_UPLOAD_BYTES` itself, and sends it as a data URL
-inside an ordinary event. The server checks the size again, decodes it with Pillow only after
-its header says it has at most :data:`MAX_UPLOAD_PIXELS` pixels (a decompression bomb is
-refused unread), brings it to the run's size, and keeps only that small image and its code in
-the session's state, which goes with the session; nothing is written to disk.
+inside an ordinary event. The server checks the size again, decodes it with Pillow only after its
+header says it has at most :data:`MAX_UPLOAD_PIXELS` pixels (a bomb is refused unread), brings it to
+the run's size, and keeps only that small image and its code in the session's state; nothing is written.
 """
 
 from __future__ import annotations
@@ -81,7 +79,6 @@ class EditTab:
         except UsageError as exc:
             self.unavailable = str(exc)
             return
-        self.editor = self.editors[DEFAULT_EDIT_MODE]
         self.dataset, self.data_note = _test_split(run, split, cache_dir)
 
     # -- images ------------------------------------------------------------------------------
@@ -146,8 +143,7 @@ class EditTab:
                             ("--image", "YOUR_IMAGE"))
 
     def _picked(self, pixels: torch.Tensor, vector: torch.Tensor, source: str, args: tuple[str, ...]) -> Picked:
-        code = self.editor.encode(pixels[None], vector[None])
-        return Picked(pixels, vector, code, source, args)
+        return Picked(pixels, vector, self.editors[DEFAULT_EDIT_MODE].encode(pixels[None], vector[None]), source, args)
 
     # -- attributes <-> controls -------------------------------------------------------------
     def values(self, vector: torch.Tensor) -> list[Any]:
