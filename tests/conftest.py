@@ -9,8 +9,10 @@ input. Tests import them with ``from conftest import ...``.
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -128,3 +130,12 @@ def tiny_run(tmp_path_factory, _isolated_cache) -> Path:
                              model_options={"latent_dim": 4}, epochs=1, batch_size=32, device="cpu")
     genkit.train(config, out_dir=out)
     return out
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header declares width x height, with a few bytes of data (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))

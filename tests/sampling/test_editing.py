@@ -3,10 +3,8 @@ both edit modes (redraw, the default, and residual), and bad input."""
 
 from __future__ import annotations
 
-import struct
 import sys
 import types
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import torch
 from PIL import Image
 
 import genkit
-from conftest import error_line, invoke
+from conftest import error_line, invoke, png_header_only
 from genkit.components.build import build_components
 from genkit.sampling.edit_images import read_image
 from genkit.sampling.editing import apply_change, parse_change, single_changes
@@ -368,15 +366,6 @@ def test_genkit_edit_writes_original_reconstruction_and_a_column_per_change(run,
     assert np.abs(cells.astype(int) - expected.astype(int)).max() <= 1
 
 
-def _png_header_only(path: Path, width: int, height: int) -> None:
-    """A PNG whose header declares width x height, with a few bytes of data (a decompression bomb's header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-
-
 def test_image_files_of_every_mode_are_read_as_the_dataset_reader_does(tmp_path):
     from genkit.plugin_api import center_crop_resize
 
@@ -401,10 +390,10 @@ def test_image_files_of_every_mode_are_read_as_the_dataset_reader_does(tmp_path)
     # PostScript that Pillow would hand to Ghostscript (which would run it: here, forever)
     (lambda p: p.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n{} loop\n"),
      "is not an image genkit reads; give a PNG, JPEG, WEBP, GIF, BMP, TIFF or PPM file"),
-    (lambda p: _png_header_only(p, 9000, 9000), "is 9000x9000 pixels, more than the 67 megapixels genkit decodes"),
-    (lambda p: _png_header_only(p, 20000, 20000), "declares more pixels than genkit decodes (67 megapixels); it may "
+    (lambda p: png_header_only(p, 9000, 9000), "is 9000x9000 pixels, more than the 67 megapixels genkit decodes"),
+    (lambda p: png_header_only(p, 20000, 20000), "declares more pixels than genkit decodes (67 megapixels); it may "
                                                   "be a decompression bomb"),
-    (lambda p: _png_header_only(p, 64, 64), "cannot be decoded"),
+    (lambda p: png_header_only(p, 64, 64), "cannot be decoded"),
     (lambda p: Image.fromarray(np.full((8, 8), 7.5, dtype=np.float32)).save(p.with_suffix(".tif"))
      or p.with_suffix(".tif").rename(p), "image mode 'F' (32-bit float) with values from 7.5 to 7.5"),
     (lambda p: p.mkdir(), "is a folder"),

@@ -15,7 +15,7 @@ from PIL import Image
 import genkit
 from genkit.serve.page import attribute_controls
 from genkit.serve.edit_tab import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, EditTab, change_spec
-from test_editing import _png_header_only
+from conftest import png_header_only
 from conftest import interrupt
 from test_serve import _browser, _free_port, _start
 
@@ -143,12 +143,12 @@ def test_bad_uploads_are_refused_in_one_line(tab, name, size, data, message):
 
 def test_a_decompression_bomb_is_refused_before_it_is_decoded(tab, tmp_path):
     side = int(MAX_UPLOAD_PIXELS ** 0.5) + 1
-    _png_header_only(tmp_path / "bomb.png", side, side)  # a few hundred bytes declaring 16.8 megapixels
+    png_header_only(tmp_path / "bomb.png", side, side)  # a few hundred bytes declaring 16.8 megapixels
     raw = (tmp_path / "bomb.png").read_bytes()
     assert len(raw) < 200
     with pytest.raises(genkit.UsageError, match=f"is {side}x{side} pixels, more than the 17 megapixels"):
         tab.upload("bomb.png", len(raw), _data_url(raw))
-    _png_header_only(tmp_path / "huge.png", 30000, 30000)
+    png_header_only(tmp_path / "huge.png", 30000, 30000)
     raw = (tmp_path / "huge.png").read_bytes()
     with pytest.raises(genkit.UsageError, match="it may be a decompression bomb"):
         tab.upload("huge.png", len(raw), _data_url(raw))
