@@ -501,13 +501,9 @@ class FlowModel(nn.Module):
                        attribute_guidance: str = "") -> torch.Tensor:
         """Images in [0, 1] from ``latent``, the path's point at time 1 − ``depth``: the flow integrated over
         the last ``depth`` of the path only, in max(1, ⌊steps·depth + ½⌋) steps (depth 1: :meth:`sample`)."""
-        self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
-                                    attribute_guidance)
-        start, count = _partway(depth, steps)
         x = latent.to(condition.device, next(self.parameters()).dtype)
-        field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
-                            attribute_guidance)
-        return self.to_images(integrate(field, x, count, solver, start=start, shift=self.time_shift))
+        return self.to_images(self._last_part(x, condition, depth, False, guidance, steps, solver, guidance_from,
+                                              guidance_until, guidance_mode, attribute_guidance))
 
     @torch.no_grad()
     def invert_partway(self, images: torch.Tensor, condition: torch.Tensor, depth: float,
@@ -518,16 +514,23 @@ class FlowModel(nn.Module):
         """The path's point at time 1 − ``depth`` that :meth:`sample_partway` with the same options maps to
         ``images``: the ODE integrated backwards from t = 1 over the last ``depth`` of the path, in the same
         steps (depth 1: :meth:`invert`)."""
+        x = self.to_flow(images.to(condition.device, next(self.parameters()).dtype))
+        return self._last_part(x, condition, depth, True, guidance, steps, solver, guidance_from, guidance_until,
+                               guidance_mode, attribute_guidance)
+
+    def _last_part(self, x: torch.Tensor, condition: torch.Tensor, depth: float, backwards: bool, guidance: float,
+                   steps: int, solver: str, guidance_from: float, guidance_until: float, guidance_mode: str,
+                   attribute_guidance: str) -> torch.Tensor:
+        """``x`` carried over the last ``depth`` of the path (from t = 1 − depth to 1, or back), options checked."""
         self.check_sampling_options(guidance, steps, solver, guidance_from, guidance_until, guidance_mode,
                                     attribute_guidance)
-        if solver == "mean":
+        if backwards and solver == "mean":
             raise genkit.UsageError("--solver mean jumps forwards only and cannot invert an image; invert with "
                                     "--invert-opt solver=euler")
         start, count = _partway(depth, steps)
-        x = self.to_flow(images.to(condition.device, next(self.parameters()).dtype))
         field = self._field(condition, x, guidance, (guidance_from, guidance_until), guidance_mode,
                             attribute_guidance)
-        return integrate(field, x, count, solver, start=start, backwards=True, shift=self.time_shift)
+        return integrate(field, x, count, solver, start=start, backwards=backwards, shift=self.time_shift)
 
     def sampling_cost(self, condition: torch.Tensor, guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
                       solver: str = DEFAULT_SOLVER, guidance_from: float = 0.0, guidance_until: float = 1.0,
