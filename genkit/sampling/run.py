@@ -236,15 +236,15 @@ class Run:
                rest: str = "data", **options: Any) -> torch.Tensor:
         """Images (N, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
 
-        ``attrs`` names attributes (``"A,B,-C"`` or a list: ``n`` samples, default 16), or is a tensor or
-        array of conditions used as they are: one vector (A,) (``n`` samples of it, default 16) or B
+        ``attrs`` names attributes (``"A,B,-C"`` or a list of names: ``n`` samples, default 16), or is a
+        tensor, array or (nested) list of numbers, conditions used as they are: one vector (A,) (``n`` samples of it, default 16) or B
         rows (B, A), one sample each (``n`` each when given, row by row). ``rest="data"`` takes the
         attributes not named from training vectors that agree with the named ones (a warning when
         none does, and then they are off); ``rest="off"`` switches them off; ``rest="model"`` leaves
         them to a model trained for it (:attr:`rest_modes`). ``options`` are the model's sampling
         options, by name (:attr:`sampling_options` lists them).
         """
-        if isinstance(attrs, (str, list, tuple)):
+        if isinstance(attrs, str) or (isinstance(attrs, (list, tuple)) and all(isinstance(a, str) for a in attrs)):
             return self.generate(attrs, n=16 if n is None else n, seed=seed, rest=rest, **options).images
         rows = self._condition_rows(attrs)
         each = n if n is not None else 16 if rows.dim() == 1 else 1

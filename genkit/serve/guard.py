@@ -15,8 +15,9 @@ These are the bounds, each a named constant so docs and tests can state them:
   ``limit_concurrency``), which bounds the bodies and event streams in flight.
 * **Sampling.** A model that declares its sampling cost (``sampling_cost``, docs/hooks.md) has each
   view's cost counted before anything is drawn (:meth:`genkit.Run.cost`): more than
-  :data:`MAX_PASSES` network passes is refused in one line, and the view's network calls take at most
-  :data:`MAX_ROWS` rows each (:meth:`genkit.Run.bounded`). A model without it keeps the page's own
+  :data:`MAX_PASSES` network passes is refused in one line, as is a view one sample of which needs more
+  than :data:`MAX_ROWS` rows in a network call; the view's network calls take at most :data:`MAX_ROWS`
+  rows each (:meth:`genkit.Run.bounded`). A model without it keeps the page's own
   bounds (at most 64 samples a view, drawn 256 at a time).
 * **Logs.** A refused request costs one short line on stderr (:func:`quiet_gradio_tracebacks`),
   never a traceback or the request's values; ``GENKIT_DEBUG=1`` shows Gradio's tracebacks again.

@@ -243,7 +243,8 @@ class RunPage:
     def drawn(self, draw: Callable[[Run], Samples]) -> Samples:
         """``draw(run)`` within what one view may cost the server (:mod:`genkit.serve.guard`): for a model that
         declares its sampling cost, counted first without drawing and refused in one line above
-        ``MAX_PASSES``, then drawn in network calls of at most ``MAX_ROWS`` rows."""
+        ``MAX_PASSES`` (or when one sample alone needs more than ``MAX_ROWS`` rows in a call), then drawn in
+        network calls of at most ``MAX_ROWS`` rows."""
         from genkit.serve.guard import MAX_PASSES, MAX_ROWS
 
         cost = self.run.cost(draw)
@@ -252,6 +253,11 @@ class RunPage:
                              f"than the {MAX_PASSES:,} one view may take on this server; ask for fewer samples or "
                              "sampling options that cost less, or draw it with the genkit sample command on your "
                              "own machine")
+        if cost is not None and cost.width > MAX_ROWS:
+            raise UsageError(f"one sample of this view would put {cost.width:,} rows through the network at once, "
+                             f"more than the {MAX_ROWS:,} one call may take on this server; name fewer attributes "
+                             "or use sampling options that cost less (such as joint guidance), or draw it with "
+                             "the genkit sample command on your own machine")
         return draw(self.run.bounded(MAX_ROWS))
 
     def describe(self) -> str:

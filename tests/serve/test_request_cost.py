@@ -78,10 +78,25 @@ def test_no_network_call_takes_more_than_max_rows(config, width):
     assert max(calls) == min(16, MAX_ROWS // width)  # interpolation draws one row of 16 at a time
 
 
-def test_a_sample_wider_than_max_rows_is_drawn_alone(config):
+def test_a_sample_wider_than_max_rows_is_refused_in_one_line_before_anything_is_drawn(config):
     page = _page(config, width=MAX_ROWS + 88)
-    page.grid(page.spec(CIRCLE), 4, 0, "off", {"steps": 1})
-    assert page.run.model.calls == [1, 1, 1, 1]
+    with pytest.raises(genkit.UsageError) as refused:
+        page.grid(page.spec(CIRCLE), 4, 0, "off", {"steps": 1})
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"one sample of this view would put {MAX_ROWS + 88:,} rows "
+                                                      f"through the network at once, more than the {MAX_ROWS:,}")
+    assert page.run.model.calls == []
+    _page(config, width=MAX_ROWS).grid(page.spec(CIRCLE), 4, 0, "off", {"steps": 1})  # at the bound: drawn
+
+
+def test_run_sample_takes_a_plain_list_of_numbers_as_conditions(config):
+    run = _page(config, width=None).run
+    width = run.conditioner.dim
+    row = [1.0] + [0.0] * (width - 1)
+    assert run.sample(row, n=3).shape == (3, 3, 8, 8)
+    assert run.sample([row, row]).shape == (2, 3, 8, 8)
+    with pytest.raises(genkit.UsageError, match="unknown attribute"):
+        run.sample(["shape::circle", "no-such"])
 
 
 def test_a_grid_is_split_by_the_declared_width(config):
