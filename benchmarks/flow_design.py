@@ -8,6 +8,7 @@
     python benchmarks/flow_design.py step [--size 32] [--batch 16] [--repeats 21] LABEL=JSON ...
     python benchmarks/flow_design.py table OUT ...
     python benchmarks/flow_design.py sensitivity OUT [--weights ema0.999 ...]
+    python benchmarks/flow_design.py denoise OUT [--weights ema0.999] [--family shape] [--grid PNG]
 
 ``train`` trains ``flow`` with ``flow-matching`` the way ``genkit train`` does (the training
 split held as uint8 in RAM, a seeded shuffle per epoch, fused Adam, seeded), keeping exponential
@@ -34,6 +35,13 @@ of several OUT folders.
 velocity when one attribute of 64 test conditions changes (a family's value moved to this one, a
 plain attribute flipped), on the same noisy test images at t = 0.3, 0.5 and 0.7. An attribute the
 samples ignore reads an order of magnitude below the others, long before the samples can be scored.
+
+``denoise`` shows where a family's value is decided: one real test image noised to t = 0.1, 0.3,
+0.5 and 0.7 (one noise), and the network's estimate of the clean image, x̂₁ = x_t + (1 − t)·v, under
+each value of ``--family`` (the rest of the condition the image's own), in a grid (a row per value,
+the image first), and the mean |Δx̂₁| between values at each t. Where the estimates do not differ
+at the early times, the samples' value of that family is the noise's, not the condition's. OUT may
+also be a ``genkit train`` run folder of the flow (its ``model.safetensors``).
 """
 
 from __future__ import annotations
@@ -348,6 +356,51 @@ def sensitivity(args) -> None:
         print(weights, "  ".join(f"{name}={sum(v) / len(v):.4f}" for name, v in change.items()), flush=True)
 
 
+def _any_flow(out: Path, weights: str):
+    """A design folder's weights, or a ``genkit train`` run folder's model (EMA weights when it kept them)."""
+    if (out / "design.json").exists():
+        model, record = load_flow(out, weights)
+        return model, record["size"]
+    config = json.loads((out / "config.json").read_text())
+    size = config["data"]["image_size"][0]
+    info, _ = _data(size, "test")
+    partial = config["conditioner"]["options"].get("partial", False)
+    model = build_flow((3, size, size), build_conditioner(list(info.attribute_names), partial=partial),
+                       **config["model"]["options"])
+    model.load_state_dict(load_file(out / "model.safetensors"))
+    return model.eval(), size
+
+
+def denoise(args) -> None:
+    out = Path(args.out)
+    model, size = _any_flow(out, args.weights)
+    info, dataset = _data(size, "test")
+    names = list(info.attribute_names)
+    columns = [k for k, name in enumerate(names) if name.split("::")[0] == args.family]
+    if not columns:
+        raise SystemExit(f"no family {args.family!r} among {', '.join(names)}")
+    image = dataset.images_uint8()[:1].float() / 255
+    x1 = model.to_flow(image)
+    x0 = torch.randn(x1.shape, generator=torch.Generator().manual_seed(0))
+    conditions = dataset.attributes[:1].float().repeat(len(columns), 1)
+    conditions[:, columns] = torch.eye(len(columns))
+    rows = [image.repeat(len(columns), 1, 1, 1)]
+    spread = {}
+    with torch.no_grad():
+        vector = model.conditioner.vector(conditions)
+        for t in (0.1, 0.3, 0.5, 0.7):
+            x_t = ((1 - t) * x0 + t * x1).repeat(len(columns), 1, 1, 1)
+            estimate = x_t + (1 - t) * model.predict(x_t, torch.full((len(columns),), t), vector)
+            rows.append(model.to_images(estimate).clamp(0, 1))
+            spread[t] = float((estimate[:, None] - estimate[None]).abs().mean() * len(columns) / (len(columns) - 1))
+    print("image:", ",".join(n for n, v in zip(names, dataset.attributes[0]) if v))
+    print(f"mean |Δx̂₁| between {args.family} values (flow units):",
+          "  ".join(f"t={t:g}: {d:.4f}" for t, d in spread.items()))
+    grid_path = Path(args.grid) if args.grid else out / f"denoise-{args.family}.png"
+    save_grid(torch.stack(rows, 1).reshape(-1, *image.shape[1:]), grid_path, nrow=len(rows))
+    print(grid_path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -389,6 +442,12 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--weights", nargs="+", default=["ema0.999"])
     p.set_defaults(fn=sensitivity)
+    p = sub.add_parser("denoise")
+    p.add_argument("out")
+    p.add_argument("--weights", default="ema0.999")
+    p.add_argument("--family", default="shape")
+    p.add_argument("--grid")
+    p.set_defaults(fn=denoise)
     p = sub.add_parser("table")
     p.add_argument("outs", nargs="+")
     p.set_defaults(fn=report)
