@@ -237,8 +237,8 @@ class Run:
         """Images (N, 3, H, W) in [0, 1] with the attributes asked for; the same seed, the same images.
 
         ``attrs`` names attributes (``"A,B,-C"`` or a list of names: ``n`` samples, default 16), or is a
-        tensor, array or (nested) list of numbers, conditions used as they are: one vector (A,) (``n`` samples of it, default 16) or B
-        rows (B, A), one sample each (``n`` each when given, row by row). ``rest="data"`` takes the
+        tensor, array or (nested) list of numbers, conditions used as they are: one vector (A,) (``n``
+        samples of it, default 16) or B rows (B, A), one sample each (``n`` each when given, row by row). ``rest="data"`` takes the
         attributes not named from training vectors that agree with the named ones (a warning when
         none does, and then they are off); ``rest="off"`` switches them off; ``rest="model"`` leaves
         them to a model trained for it (:attr:`rest_modes`). ``options`` are the model's sampling
