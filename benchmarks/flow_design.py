@@ -55,6 +55,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+import genkit
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import interleaved, machine, table  # noqa: E402
 
@@ -357,18 +359,12 @@ def sensitivity(args) -> None:
 
 
 def _any_flow(out: Path, weights: str):
-    """A design folder's weights, or a ``genkit train`` run folder's model (EMA weights when it kept them)."""
+    """A design folder's weights, or a ``genkit train`` run folder's model as ``genkit.load_run`` rebuilds it."""
     if (out / "design.json").exists():
         model, record = load_flow(out, weights)
         return model, record["size"]
-    config = json.loads((out / "config.json").read_text())
-    size = config["data"]["image_size"][0]
-    info, _ = _data(size, "test")
-    partial = config["conditioner"]["options"].get("partial", False)
-    model = build_flow((3, size, size), build_conditioner(list(info.attribute_names), partial=partial),
-                       **config["model"]["options"])
-    model.load_state_dict(load_file(out / "model.safetensors"))
-    return model.eval(), size
+    run = genkit.load_run(out, device="cpu")
+    return run.model.eval(), run.config.data.image_size[0]
 
 
 def denoise(args) -> None:
